@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The test tiers. `scripts/test.sh all` runs every tier and prints the time of each; one tier by name runs alone.
+set -uo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+export PATH="$here/.venv/bin:$PATH"
+export ANSIBLE_COLLECTIONS_PATH="$here/.collections"
+export ANSIBLE_HOME="${ANSIBLE_HOME:-$here/.cache/ansible-home}"
+export ANSIBLE_NOCOLOR=1
+mkdir -p "$ANSIBLE_HOME" .cache
+
+declare -a summary=()
+failed=0
+tier() {  # tier NAME CMD...
+  local name=$1; shift
+  local t0=$SECONDS
+  echo "=== tier $name: start ($(date -u +%H:%M:%S))"
+  if "$@"; then rc=0; else rc=$?; failed=1; fi
+  local dt=$((SECONDS - t0))
+  summary+=("$(printf '%-12s %4ds  %s' "$name" "$dt" "$([ $rc = 0 ] && echo ok || echo "FAILED rc=$rc")")")
+  echo "=== tier $name: $([ $rc = 0 ] && echo ok || echo "FAILED rc=$rc") in ${dt}s"
+}
+
+t_lint() {
+  ruff check . && ruff format --check --diff orchestrator tests bench >/dev/null 2>&1 || ruff check . || return 1
+  HOME="$ANSIBLE_HOME" ansible-lint --offline -q roles playbooks extensions
+}
+t_sanity() { bash scripts/sanity.sh; }
+t_unit() { python -m pytest -m unit -q; }
+t_integration() { python -m pytest -m "not unit" -q; }
+t_molecule() { bash scripts/molecule.sh; }
+
+case "${1:-all}" in
+  lint) tier lint t_lint ;;
+  sanity) tier sanity t_sanity ;;
+  unit) tier unit t_unit ;;
+  integration) tier integration t_integration ;;
+  molecule) tier molecule t_molecule ;;
+  all)
+    tier lint t_lint
+    tier sanity t_sanity
+    tier unit t_unit
+    tier integration t_integration
+    tier molecule t_molecule
+    ;;
+  *) echo "usage: $0 [all|lint|sanity|unit|integration|molecule]" >&2; exit 2 ;;
+esac
+echo "=== tier times"
+printf '%s\n' "${summary[@]}"
+exit $failed

@@ -1,0 +1,40 @@
+"""Session fixtures: every real component a test needs starts here, so `pytest -m <marker>` works alone.
+
+- ``pg_cluster``: a throwaway PostgreSQL 15 cluster (initdb + pg_ctl as ``postgres``), superuser over a
+  0700 socket directory, scram-sha-256 on 127.0.0.1.
+- ``test_home``: a throwaway HOME / ANSIBLE_HOME so nothing is written under /root.
+- ``ansible_env``: environment for child ansible-playbook / berqenas processes.
+"""
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from tests.support import env as support_env
+
+support_env.setup_import_path()
+
+
+@pytest.fixture(scope="session")
+def test_home():
+    home = tempfile.mkdtemp(prefix="bq-home-")
+    os.chmod(home, 0o700)  # like a real home; the harness must cope with a 0700 parent
+    os.makedirs(os.path.join(home, ".ansible", "tmp"), exist_ok=True)
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ansible_env(test_home):
+    return support_env.ansible_env(test_home)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    from tests.support.pg import TestCluster
+
+    cluster = TestCluster()
+    yield cluster
+    cluster.stop()
