@@ -16,6 +16,13 @@ from tests.support import env as support_env
 
 support_env.setup_import_path()
 
+# Each capability's harness registers its fixtures as tests/support/fixtures_<area>.py (loaded here).
+pytest_plugins = sorted(
+    "tests.support." + f[:-3]
+    for f in os.listdir(os.path.join(os.path.dirname(__file__), "support"))
+    if f.startswith("fixtures_") and f.endswith(".py")
+)
+
 
 @pytest.fixture(scope="session")
 def test_home():
