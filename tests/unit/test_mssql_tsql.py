@@ -1,0 +1,69 @@
+"""The T-SQL contract: quoting, parsing and parameter shapes (pure)."""
+
+import pytest
+from ansible_collections.berqenas.platform.plugins.module_utils import mssql_tsql as T
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("name,quoted", [
+    ("a", "[a]"),
+    ("a]b", "[a]]b]"),
+    ("x'; DROP TABLE t;--", "[x'; DROP TABLE t;--]"),
+    ("ünï 𝄞", "[ünï 𝄞]"),
+    ("[[", "[[[]"),
+])
+def test_quote_ident(name, quoted):
+    assert T.quote_ident(name) == quoted
+
+
+@pytest.mark.parametrize("bad", ["", "a\x00b", "x" * 129, None])
+def test_quote_ident_rejects(bad):
+    with pytest.raises(T.TsqlError):
+        T.quote_ident(bad)
+
+
+def test_quote_ident_128_ok():
+    assert T.quote_ident("x" * 128) == "[" + "x" * 128 + "]"
+
+
+@pytest.mark.parametrize("text,parts", [
+    ("[dbo].[Orders]", ("dbo", "Orders")),
+    ("dbo.Orders", ("dbo", "Orders")),
+    ("Orders", ("dbo", "Orders")),
+    ("[s.x].[a]]b]", ("s.x", "a]b")),
+    ("[dbo].[we;ird 'name\"]", ("dbo", "we;ird 'name\"")),
+])
+def test_parse_two_part_name(text, parts):
+    assert T.parse_two_part_name(text) == parts
+    assert T.parse_two_part_name(T.quote_table(*parts)) == parts
+
+
+@pytest.mark.parametrize("bad", ["", "[dbo", "a.b.c", "[a]x", "a[b", "[]"])
+def test_parse_two_part_name_rejects(bad):
+    with pytest.raises(T.TsqlError):
+        T.parse_two_part_name(bad)
+
+
+def test_rv_param_is_bytearray_and_interpolated_as_hex():
+    from pymssql import _mssql
+
+    p = T.rv_param(0x4142434445464748)  # ASCII bytes: plain bytes would become a string literal
+    assert isinstance(p, bytearray) and len(p) == 8
+    sql = _mssql.substitute_params(T.window_select("dbo", "t", ["id"], "rv"), (p, T.rv_param(2 ** 64 - 1)))
+    assert sql.decode() == ("SELECT [id] FROM [dbo].[t] WHERE [rv] >= 0x4142434445464748 "
+                            "AND [rv] < 0xffffffffffffffff ORDER BY [rv]")
+    assert T.rv_int(bytes(p)) == 0x4142434445464748
+    assert T.rv_hex(1) == "0x0000000000000001"
+    with pytest.raises(T.TsqlError):
+        T.rv_param(-1)
+    with pytest.raises(T.TsqlError):
+        T.rv_param(b"123")
+
+
+def test_statement_shapes_quote_identifiers():
+    shapes = T.all_statement_shapes()
+    assert shapes["window_select"] == (
+        "SELECT [id], [name], [rv] FROM [dbo].[Orders] WHERE [rv] >= %s AND [rv] < %s ORDER BY [rv]")
+    assert shapes["pk_select"] == "SELECT [id] FROM [dbo].[Orders]"
+    assert "MIN_ACTIVE_ROWVERSION()" in shapes["WATERMARKS"]
