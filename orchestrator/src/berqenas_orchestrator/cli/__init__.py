@@ -1,0 +1,62 @@
+"""The ``berqenas`` command. Each command group is a module of this package exporting ``group``."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+
+import click
+
+from ..app import App, handle_error  # noqa: F401
+from ..paths import default_home
+from ..runner import EXIT_CANCEL, EXIT_USAGE
+
+_CURRENT: dict = {}
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="BERQENAS_HOME",
+              help="Instance directory of the embedded default [env BERQENAS_HOME; default ./.berqenas].")
+@click.option("-i", "--inventory", type=click.Path(exists=True, path_type=Path),
+              help="Act on the platform described by this inventory instead of the local instance.")
+@click.option("-v", "--verbose", count=True, help="More Ansible verbosity (progress on stderr).")
+@click.version_option(package_name="berqenas-orchestrator", prog_name="berqenas")
+@click.pass_context
+def root(ctx, home, inventory, verbose):
+    """berqenas: multi-tenant PostgreSQL, VPN, gateway and sync, reconciled by Ansible.
+
+    Data goes to stdout (JSON with --json), progress to stderr. Exit codes: 0 success,
+    1 failure, 2 usage, 124 timeout, 130 cancelled.
+    """
+    home = (home.expanduser().resolve() if home else default_home())
+    ctx.obj = App(home=home, inventory=inventory.resolve() if inventory else None, verbose=verbose)
+    _CURRENT["app"] = ctx.obj
+
+
+def _register():
+    pkg = Path(__file__).parent
+    for mod in sorted(m.name for m in pkgutil.iter_modules([str(pkg)])):
+        module = importlib.import_module(f"{__name__}.{mod}")
+        group = getattr(module, "group", None)
+        if isinstance(group, click.Command):
+            root.add_command(group)
+
+
+_register()
+
+
+def main(argv=None):
+    try:
+        root.main(args=argv, prog_name="berqenas", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Cancelled.", err=True)
+        sys.exit(EXIT_CANCEL)
+    except click.UsageError as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as exc:
+        sys.exit(handle_error(_CURRENT.get("app"), exc))
+    sys.exit(0)

@@ -1,0 +1,214 @@
+"""The one adapter between the orchestrator and Ansible: ansible-runner, run in-process.
+
+- a private data dir made for each run (0700) and deleted afterwards; runner's env files suppressed;
+- ``quiet=True``: Ansible's own output never reaches stdout (kept clean for ``--json``);
+- the environment is an allow-list (runner copies os.environ into the child and into its artifacts'
+  ``command`` file, so only what is listed here may exist while the run is prepared);
+- the venv's bin first on PATH so the child ansible-playbook is the one installed with us;
+- extra vars are written by us as YAML with every string tagged ``!unsafe`` (inputs are data, never
+  templates) and passed as ``-e @file``; never secrets;
+- events become progress lines on stderr; Ctrl-C cancels the run (exit 130), a timeout gives 124;
+- what a playbook publishes with ``ansible.builtin.set_stats: data: {berqenas_result: ...}`` is returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import paths
+
+ENV_ALLOW = ("LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "USER", "LOGNAME", "TMPDIR", "BERQENAS_HOME",
+             "ANSIBLE_HOME", "ANSIBLE_LOCAL_TEMP", "ANSIBLE_CONFIG", "ANSIBLE_VAULT_PASSWORD_FILE",
+             "ANSIBLE_ROLES_PATH", "ANSIBLE_INVENTORY_UNPARSED_FAILED", "SSH_AUTH_SOCK")
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_TIMEOUT, EXIT_CANCEL = 0, 1, 2, 124, 130
+
+
+class _Unsafe(str):
+    """A string the YAML dumper writes with the ``!unsafe`` tag."""
+
+
+class _UnsafeDumper(yaml.SafeDumper):
+    pass
+
+
+def _unsafe_repr(dumper, data):
+    return dumper.represent_scalar("!unsafe", str(data), style="'")
+
+
+_UnsafeDumper.add_representer(_Unsafe, _unsafe_repr)
+
+
+def mark_unsafe(value: Any) -> Any:
+    """Tag every string (keys stay plain) so Ansible never templates it."""
+    if isinstance(value, str):
+        return _Unsafe(value)
+    if isinstance(value, dict):
+        return {str(k): mark_unsafe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mark_unsafe(v) for v in value]
+    return value
+
+
+def dump_unsafe_yaml(data: Any) -> str:
+    return yaml.dump(mark_unsafe(data), Dumper=_UnsafeDumper, default_flow_style=False, sort_keys=True,
+                     allow_unicode=True)
+
+
+@dataclass
+class RunResult:
+    status: str
+    rc: int
+    data: dict = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    changed: int = 0
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "successful" and self.rc == 0
+
+    @property
+    def exit_code(self) -> int:
+        if self.ok:
+            return EXIT_OK
+        if self.status == "timeout":
+            return EXIT_TIMEOUT
+        if self.status == "canceled":
+            return EXIT_CANCEL
+        return EXIT_FAIL
+
+
+def _clean_env(extra: dict[str, str] | None) -> dict[str, str]:
+    env = {k: os.environ[k] for k in ENV_ALLOW if k in os.environ}
+    env["PATH"] = os.pathsep.join([paths.venv_bin(), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin",
+                                   "/sbin", "/bin"])
+    env["HOME"] = os.environ.get("HOME", "/root")
+    env["ANSIBLE_COLLECTIONS_PATH"] = paths.collections_path()
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["ANSIBLE_RETRY_FILES_ENABLED"] = "False"
+    env["ANSIBLE_DEPRECATION_WARNINGS"] = "False"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(extra or {})
+    return env
+
+
+@contextlib.contextmanager
+def _only_env(env: dict[str, str]):
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _progress_line(event: dict) -> str | None:
+    kind = event.get("event", "")
+    data = event.get("event_data", {})
+    host = data.get("host") or data.get("remote_addr") or ""
+    task = data.get("task") or ""
+    if kind == "playbook_on_play_start":
+        return f"PLAY {data.get('play', '')}"
+    if kind in ("runner_on_ok", "runner_item_on_ok") and kind == "runner_on_ok":
+        res = data.get("res") or {}
+        return f"  {'changed' if res.get('changed') else 'ok':8} {host}: {task}"
+    if kind == "runner_on_failed" and not data.get("ignore_errors"):
+        return f"  {'failed':8} {host}: {task}: {_msg(data.get('res') or {})}"
+    if kind == "runner_on_unreachable":
+        return f"  {'unreach':8} {host}: {task}: {_msg(data.get('res') or {})}"
+    if kind == "runner_on_skipped":
+        return None
+    return None
+
+
+def _msg(res: dict) -> str:
+    if res.get("_ansible_no_log"):
+        return "(output hidden: no_log)"
+    msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
+    return str(msg).strip().splitlines()[0] if str(msg).strip() else "failed"
+
+
+def run_playbook(playbook: str | Path, *, inventory: str | Path | list | None, extravars: dict | None = None,
+                 check: bool = False, diff: bool = False, limit: str | None = None, tags: str | None = None,
+                 verbosity: int = 0, timeout: int | None = None, progress: Callable[[str], None] | None = None,
+                 env: dict[str, str] | None = None) -> RunResult:
+    """Run one playbook of the collection; never raises for a failed play (see RunResult)."""
+    import ansible_runner  # imported lazily: keeps `berqenas --help` fast
+
+    playbook = Path(playbook) if os.path.isabs(str(playbook)) else paths.playbook(str(playbook))
+    pdd = tempfile.mkdtemp(prefix="berqenas-run-")
+    os.chmod(pdd, 0o700)
+    cancelled = {"flag": False}
+    result = RunResult(status="unknown", rc=-1)
+
+    def on_event(event: dict) -> bool:
+        kind = event.get("event")
+        data = event.get("event_data", {})
+        if kind == "runner_on_ok" and (data.get("res") or {}).get("changed"):
+            result.changed += 1
+        if kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
+            result.failures.append(f"{data.get('host', '')}: {data.get('task', '')}: {_msg(data.get('res') or {})}")
+        if kind == "playbook_on_stats":
+            result.data = dict((data.get("artifact_data") or {}))
+            result.stats = {k: data.get(k) for k in ("ok", "changed", "failures", "dark", "skipped")}
+        if progress:
+            line = _progress_line(event)
+            if line:
+                progress(line)
+        return False  # do not keep the event on disk
+
+    def on_sigint(signum, frame):
+        cancelled["flag"] = True
+
+    cmdline = []
+    if extravars:
+        varfile = os.path.join(pdd, "berqenas-vars.yml")
+        fd = os.open(varfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(dump_unsafe_yaml(extravars))
+        cmdline += ["-e", "@" + varfile]
+    if check:
+        cmdline.append("--check")
+    if diff:
+        cmdline.append("--diff")
+    if limit:
+        cmdline += ["--limit", limit]
+    if tags:
+        cmdline += ["--tags", tags]
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with _only_env(_clean_env(env)):
+            r = ansible_runner.run(
+                private_data_dir=pdd, playbook=str(playbook), inventory=[str(i) for i in inventory] if isinstance(
+                    inventory, list) else (str(inventory) if inventory else None),
+                cmdline=" ".join(_shell_quote(c) for c in cmdline) or None, quiet=True, verbosity=verbosity or None,
+                event_handler=on_event, cancel_callback=lambda: cancelled["flag"], timeout=timeout,
+                suppress_env_files=True, project_dir=str(playbook.parent), json_mode=False,
+                settings={"suppress_ansible_output": True},
+            )
+        result.status = "canceled" if cancelled["flag"] else r.status
+        result.rc = r.rc if r.rc is not None else -1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        shutil.rmtree(pdd, ignore_errors=True)
+    return result
+
+
+def _shell_quote(s: str) -> str:
+    # runner splits cmdline with shlex; our values are paths and simple words, quoted for safety
+    import shlex
+
+    return shlex.quote(s)
