@@ -85,13 +85,14 @@ class Cluster:
 
     # -- helpers -------------------------------------------------------------------------
     def _cmd(self, argv, check=True, timeout=120):
+        name = os.path.basename(argv[0])
         if os.geteuid() == 0 and self.user.pw_uid != 0:
             argv = ["runuser", "-u", self.user.pw_name, "--"] + argv
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
                               cwd="/", check=False, env=dict(os.environ, LC_ALL="C.UTF-8"))
         if check and proc.returncode != 0:
-            raise ClusterError("%s failed (rc=%d): %s" % (os.path.basename(argv[-1] if argv[0] == "runuser" else argv[0]),
-                                                        proc.returncode, proc.stderr.decode(errors="replace").strip()))
+            raise ClusterError("%s failed (rc=%d): %s" % (name, proc.returncode,
+                                                        proc.stderr.decode(errors="replace").strip()))
         return proc
 
     def _own(self, path, mode):

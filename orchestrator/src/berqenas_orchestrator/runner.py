@@ -162,7 +162,7 @@ def run_playbook(playbook: str | Path, *, inventory: str | Path | list | None, e
         if kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
             result.failures.append(f"{data.get('host', '')}: {data.get('task', '')}: {_msg(data.get('res') or {})}")
         if kind == "playbook_on_stats":
-            result.data = dict((data.get("artifact_data") or {}))
+            result.data = dict(data.get("artifact_data") or {})
             result.stats = {k: data.get(k) for k in ("ok", "changed", "failures", "dark", "skipped")}
         if progress:
             line = _progress_line(event)

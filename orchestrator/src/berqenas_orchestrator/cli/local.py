@@ -1,0 +1,56 @@
+"""berqenas local: the embedded default platform (a throwaway PostgreSQL for $BERQENAS_HOME)."""
+
+from __future__ import annotations
+
+import click
+
+from ..app import App, json_option, pass_app
+from ..paths import collection_root
+
+LOCAL_INVENTORY = "inventories/local/hosts.yml"
+
+
+def _inventory():
+    return collection_root() / LOCAL_INVENTORY
+
+
+def _text(d: dict) -> str:
+    return "\n".join(f"{k}: {d.get(k)}" for k in ("home", "running", "host", "port", "superuser", "database"))
+
+
+@click.group(name="local")
+def group():
+    """The embedded default: a throwaway PostgreSQL for the instance in $BERQENAS_HOME."""
+
+
+@group.command("up")
+@json_option
+@pass_app
+def up(app: App):
+    """Start the local platform (created on first use) and write its inventory."""
+    result = app.run_or_fail("local_up.yml", inventory=_inventory())
+    data = dict(result.data.get("berqenas_result") or {})
+    data.pop("inventory", None)
+    app.emit(data, text=_text(data))
+
+
+@group.command("status")
+@json_option
+@pass_app
+def status(app: App):
+    """Where the local platform is and whether it runs (keys: host, port, socket_dir, superuser, database)."""
+    result = app.run_or_fail("local_status.yml", inventory=_inventory(), quiet=True)
+    data = dict(result.data.get("berqenas_result") or {})
+    app.emit(data, text=_text(data))
+
+
+@group.command("down")
+@click.option("--purge", is_flag=True, help="Also remove the cluster and everything the instance created.")
+@json_option
+@pass_app
+def down(app: App, purge: bool):
+    """Stop the local platform (and with --purge remove all of it)."""
+    result = app.run_or_fail("local_down.yml", {"berqenas_local_state": "absent" if purge else "stopped"},
+                             inventory=_inventory())
+    data = {"home": str(app.home), "running": False, "purged": purge, "changed": result.changed > 0}
+    app.emit(data, text=f"{'purged' if purge else 'stopped'}: {app.home}")

@@ -1,0 +1,146 @@
+"""berqenas tenant: create, delete, list and show tenants of the platform database."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+
+import click
+
+from ..app import App, CommandError, json_option, pass_app
+from ..validate import ValidationError, tenant_name
+
+STATE_FILE = "tenants.yml"
+# Desired-state files of things that belong to a tenant: (variable, file under group_vars/all/).
+DEPENDENT_FILES = (("berqenas_vpn_peers", "vpn.yml"), ("berqenas_exposures", "gateway.yml"),
+                   ("berqenas_remotedbs", "remotedbs.yml"))
+
+
+def _name(value: str) -> str:
+    try:
+        return tenant_name(value)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _describe(name: str, database: str, credentials_file: str | None) -> dict:
+    return {"name": name, "schema": name, "owner_role": f"{name}_owner", "login_role": f"{name}_app",
+            "readonly_role": f"{name}_ro", "database": database, "credentials_file": credentials_file}
+
+
+def _listed(app: App) -> list[dict]:
+    return [t if isinstance(t, dict) else {"name": t} for t in app.state.load(STATE_FILE).get("berqenas_tenants", [])]
+
+
+@click.group(name="tenant")
+def group():
+    """Tenants: a schema, an owner role, a login role and a read-only role each."""
+
+
+@group.command("create")
+@click.argument("name", callback=lambda ctx, p, v: _name(v))
+@click.option("--check", is_flag=True, help="Report what would change; change nothing.")
+@click.option("--diff", is_flag=True, help="Show the differences.")
+@json_option
+@pass_app
+def create(app: App, name: str, check: bool, diff: bool):
+    """Create tenant NAME (or repair it); idempotent."""
+    app.require_inventory()
+    if not check:
+        with app.state.edit(STATE_FILE) as data:
+            tenants = data.setdefault("berqenas_tenants", [])
+            if name not in [t["name"] if isinstance(t, dict) else t for t in tenants]:
+                tenants.append({"name": name})
+        extravars = {}
+    else:
+        extravars = {"berqenas_tenant": name}
+    result = app.run_or_fail("tenant_create.yml", extravars, check=check, diff=diff)
+    res = result.data.get("berqenas_result") or {}
+    entry = next((t for t in res.get("tenants", []) if t["name"] == name), {})
+    out = _describe(name, res.get("database", ""), entry.get("credentials_file"))
+    out.update(status=entry.get("status"), changed=bool(entry.get("changed")), actions=entry.get("actions", []),
+               check=check)
+    app.emit(out, text=f"tenant {name}: {entry.get('status')}" + (" (check mode)" if check else "") +
+             "".join(f"\n  {a}" for a in entry.get("actions", [])))
+
+
+@group.command("delete")
+@click.argument("name", callback=lambda ctx, p, v: _name(v))
+@click.option("--yes", is_flag=True, help="Confirm the deletion (required).")
+@click.option("--no-backup", is_flag=True, help="Do not dump the schema with pg_dump first.")
+@click.option("--cascade", is_flag=True, help="Delete even though VPN peers, exposures or sync jobs still refer to it.")
+@json_option
+@pass_app
+def delete(app: App, name: str, yes: bool, no_backup: bool, cascade: bool):
+    """Delete tenant NAME: dump, then drop its schema and roles."""
+    if not yes:
+        raise CommandError(f"delete tenant {name}: refused without --yes", code=2)
+    app.require_inventory()
+    result = app.run_or_fail("tenant_delete.yml", {"berqenas_tenant": name, "berqenas_confirm": True,
+                                                   "berqenas_cascade": cascade, "berqenas_backup": not no_backup})
+    entry = next(iter((result.data.get("berqenas_result") or {}).get("tenants", [])), {})
+    with app.state.edit(STATE_FILE) as data:
+        data["berqenas_tenants"] = [t for t in data.get("berqenas_tenants", [])
+                                    if (t["name"] if isinstance(t, dict) else t) != name]
+    if cascade:  # dependents live in their own desired-state files
+        for key, fname in DEPENDENT_FILES:
+            if app.state.path(fname).exists():
+                with app.state.edit(fname) as data:
+                    if key in data:
+                        data[key] = [d for d in data[key] if not (isinstance(d, dict) and d.get("tenant") == name)]
+    out = {"name": name, "status": entry.get("status"), "backup_file": entry.get("backup_file"),
+           "actions": entry.get("actions", [])}
+    app.emit(out, text=f"tenant {name}: {entry.get('status')}" +
+             (f"\n  backup: {entry['backup_file']}" if entry.get("backup_file") else ""))
+
+
+@group.command("list")
+@json_option
+@pass_app
+def list_(app: App):
+    """The tenants of the platform with their live state (ok, missing, drifted)."""
+    app.require_inventory()
+    listed = _listed(app)
+    rows = []
+    if listed:
+        result = app.run_or_fail("tenant_list.yml", quiet=True)
+        res = result.data.get("berqenas_result") or {}
+        live = {t["name"]: t for t in res.get("tenants", [])}
+        for t in listed:
+            st = live.get(t["name"], {}).get("status")
+            row = _describe(t["name"], res.get("database", ""), live.get(t["name"], {}).get("credentials_file"))
+            row["state"] = {"unchanged": "ok", "created": "missing", "updated": "drifted"}.get(st, st or "unknown")
+            rows.append(row)
+    app.emit(rows, text="\n".join(f"{r['name']:<40} {r['state']}" for r in rows) or "no tenants")
+
+
+@group.command("show")
+@click.argument("name", callback=lambda ctx, p, v: _name(v))
+@click.option("--credentials", is_flag=True, help="Also fetch and print the tenant's passwords.")
+@json_option
+@pass_app
+def show(app: App, name: str, credentials: bool):
+    """Show tenant NAME (roles, schema, database; passwords only with --credentials)."""
+    app.require_inventory()
+    if name not in [t["name"] for t in _listed(app)]:
+        raise CommandError(f"show tenant {name}: no such tenant in {app.inventory}")
+    platform = app.state.load("platform.yml")
+    out = _describe(name, platform.get("berqenas_db_name", "berqenas"),
+                    f"{platform.get('berqenas_credentials_dir', '/etc/berqenas/tenants')}/{name}.json")
+    if credentials:
+        fetch_dir = tempfile.mkdtemp(prefix="berqenas-fetch-")
+        try:
+            app.run_or_fail("tenant_show.yml", {"berqenas_tenant": name, "berqenas_fetch_dir": fetch_dir}, quiet=True)
+            with open(f"{fetch_dir}/{name}.json") as f:
+                doc = json.load(f)
+        finally:
+            shutil.rmtree(fetch_dir, ignore_errors=True)
+        out["credentials"] = {k: {"user": doc[k]["user"], "password": doc[k]["password"]} for k in ("app", "ro")}
+        for key in ("host", "port"):
+            if key in doc:
+                out[key] = doc[key]
+    text = "\n".join(f"{k}: {v}" for k, v in out.items() if k != "credentials")
+    if credentials:
+        text += "".join(f"\n{k}: {v['user']} / {v['password']}" for k, v in out["credentials"].items())
+    app.emit(out, text=text)
