@@ -1,4 +1,18 @@
-"""The App object every command receives: where state lives, how to run playbooks, how to answer."""
+"""The App object every command receives: where state lives, how to run playbooks, how to answer.
+
+Conventions for command groups (cli/<group>.py exporting ``group``; see cli/tenant.py for a complete one):
+- validate with the collection's code (``berqenas_orchestrator.validate`` re-exports module_utils.validation;
+  import other module_utils the same way) BEFORE ``app.state.edit(...)`` writes desired state;
+- desired state files under ``app.inventory/group_vars/all/``: tenants.yml ``berqenas_tenants``,
+  vpn.yml ``berqenas_vpn_peers`` (dicts with name, tenant, ...), gateway.yml ``berqenas_exposures``
+  (dicts with tenant, name, ...), remotedbs.yml ``berqenas_remotedbs`` (dicts with name, tenant, ...),
+  platform.yml (connection: berqenas_db_socket/host/port/user/name, berqenas_credentials_dir);
+  ``tenant delete`` checks and (with --cascade) removes entries whose ``tenant`` matches;
+- ``app.run_or_fail(playbook, extravars)`` runs playbooks/<playbook>; the playbook publishes its answer with
+  ``ansible.builtin.set_stats: data: {berqenas_result: ...}`` -> ``result.data["berqenas_result"]``;
+- never put a secret in extravars: secrets go to vault/0600 files read inside the play;
+- ``app.emit(obj, text=...)`` prints data (JSON with --json); raise ``CommandError`` to fail.
+"""
 
 from __future__ import annotations
 
