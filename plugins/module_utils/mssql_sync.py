@@ -254,6 +254,10 @@ class TableSpec(object):
         return "%s.%s" % (self.target_schema, self.target_table)
 
 
+TABLE_KEYS = frozenset(["target_schema", "target_table", "key_columns", "rowversion_column", "include", "exclude",
+                        "mode", "delete_detection", "soft_delete_column", "soft_delete_value"])
+
+
 def table_specs(tables, default_schema):
     """Validate a list of dicts (module option ``tables``) into TableSpecs; collisions are errors."""
     specs = []
@@ -263,8 +267,12 @@ def table_specs(tables, default_schema):
             t = {"source": t}
         t = dict(t)
         src = t.pop("source", None)
-        if not src:
-            raise SyncError("tables: every entry needs source")
+        if not src or not isinstance(src, str):
+            raise SyncError("tables: every entry needs source ([schema].[table])")
+        unknown = sorted(set(t) - TABLE_KEYS)
+        if unknown:
+            raise SyncError("table %s: unknown option(s) %s (known: %s)" % (src, ", ".join(map(str, unknown)),
+                                                                          ", ".join(sorted(TABLE_KEYS))))
         spec = TableSpec(src, t.pop("target_schema", None) or default_schema, **{
             k: v for k, v in t.items() if v is not None})
         ks = (spec.source_schema, spec.source_table)

@@ -1,0 +1,297 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: berqenas.platform contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: mssql_sync
+short_description: Copy SQL Server tables into PostgreSQL incrementally on rowversion
+version_added: 0.1.0
+description:
+  - Reads each source table's rows in the window [stored watermark, C(MIN_ACTIVE_ROWVERSION())) on an
+    autocommit connection, in rowversion order, and loads them page by page into the target PostgreSQL
+    table (binary COPY, then an upsert guarded by the rowversion column). Each page and its watermark are
+    committed in the same PostgreSQL transaction, in schema C(berqenas) that tenants cannot write, so a
+    crash or a re-run replays harmlessly (exactly-once effect). Rows of transactions still open when the
+    run starts are picked up by a later run.
+  - Target tables are created under C(SET ROLE) to the tenant's owner role, so the tenant's default
+    privileges apply (its read-only role can read them). A column added to the source later is added to
+    the target (and the table re-read once); an incompatible type change fails clearly.
+  - "Types: decimal/numeric(p,s) exact; money numeric(19,4); datetime timestamp(3); datetime2(n) and
+    time(n) keep min(n,6) digits, so the 100-ns digit of (7) is dropped and reported in RV(tables[].precision_notes);
+    datetimeoffset becomes timestamptz plus a smallint column C(<name>_offset_min) holding the original
+    offset; (n)(var)char(n) character varying(n), (max) text; binary types and rowversion bytea;
+    uniqueidentifier uuid; bit boolean; tinyint smallint. sql_variant, hierarchyid, geometry and geography
+    are refused (exclude them)."
+  - "U+0000 in strings (legal in SQL Server, impossible in PostgreSQL text) follows O(nul_character)."
+  - "A restored or failed-over source (recovery GUID changed, or C(@@DBTS + 1) below the stored watermark) is
+    refused unless O(on_rewind=full_resync), which truncates and reloads the table."
+  - One run per O(job) at a time (a PostgreSQL advisory lock); a concurrent run waits up to O(lock_timeout)
+    and then fails with RV(status=locked). Transient source errors are retried with backoff, resuming from
+    the last committed page.
+extends_documentation_fragment:
+  - berqenas.platform.mssql
+  - berqenas.platform.postgres
+  - berqenas.platform.postgres.attributes
+options:
+  job:
+    description:
+      - Name of the sync job (normally the remote database's name); keys the watermarks and the lock.
+    type: str
+    required: true
+  tenant:
+    description:
+      - The tenant the data belongs to; target tables default to its schema and are owned by its owner role
+        V(<tenant>_owner).
+    type: str
+    required: true
+  tables:
+    description:
+      - Tables to sync. A string is a source name.
+    type: list
+    elements: raw
+    required: true
+  full:
+    description:
+      - Truncate and reload the listed tables (a full resync).
+    type: bool
+    default: false
+  on_rewind:
+    description:
+      - What to do when the source went back in time (restore, failover with data loss).
+    type: str
+    choices: [fail, full_resync]
+    default: fail
+  nul_character:
+    description:
+      - U+0000 in source strings; V(strip) removes it, V(replace) writes U+FFFD, V(fail) stops the run.
+        Altered values are counted in RV(tables[].precision_notes).
+    type: str
+    choices: [strip, replace, fail]
+    default: strip
+  batch_size:
+    description:
+      - Rows fetched from SQL Server per round trip (pymssql C(arraysize)).
+    type: int
+    default: 5000
+  commit_rows:
+    description:
+      - Rows per PostgreSQL transaction (each commits the data and its watermark).
+    type: int
+    default: 50000
+  lock_timeout:
+    description:
+      - Seconds to wait for another run of the same O(job).
+    type: float
+    default: 30
+  retries:
+    description:
+      - Retries of a transient source error (connection dropped, timeout), with exponential backoff.
+    type: int
+    default: 3
+  retry_delay:
+    description:
+      - Seconds before the first retry; doubled for each further one.
+    type: float
+    default: 1
+notes:
+  - "Each entry of O(tables) is a dict with: C(source) (V([schema].[table]), required), C(target_schema)
+    (default the tenant's schema), C(target_table) (default the source table's name; names keep their
+    case and are never truncated: over 63 bytes is an error), C(key_columns) and C(rowversion_column)
+    (default: discovered from the catalog), C(include)/C(exclude) (column lists), C(mode) (V(delta) or
+    V(full) for a table without rowversion: every row re-read, changed ones written, vanished keys
+    deleted), C(delete_detection) (V(none), V(soft_delete) with C(soft_delete_column) and
+    C(soft_delete_value) (default V(true)): rows whose column equals the value are deleted from the
+    target, or V(pk_diff): keys missing from the source are deleted after each run)."
+  - The watermark advances even when no rows of a table changed (other tables move the database counter);
+    that alone does not report C(changed).
+"""
+
+EXAMPLES = r"""
+- name: Sync two tables of the ERP into tenant acme
+  berqenas.platform.mssql_sync:
+    job: erp
+    tenant: acme
+    source:
+      host: erp.example.com
+      user: sync_reader
+      password: "{{ erp_password }}"
+      database: ERP
+    login_unix_socket: /var/run/postgresql
+    login_db: berqenas
+    tables:
+      - "[dbo].[Orders]"
+      - source: "[dbo].[Customers]"
+        target_table: customers
+        delete_detection: pk_diff
+        exclude: [Notes]
+  register: sync
+
+- name: Pending rows only (no writes)
+  berqenas.platform.mssql_sync:
+    job: erp
+    tenant: acme
+    source: "{{ erp_source }}"
+    login_db: berqenas
+    tables: ["[dbo].[Orders]"]
+  check_mode: true
+"""
+
+RETURN = r"""
+status:
+  description: V(ok), or V(locked) when another run held the job's lock.
+  returned: always
+  type: str
+  sample: ok
+tables:
+  description: One entry per table, in the order given.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    source:
+      description: Source table as V([schema].[table]).
+      type: str
+      sample: "[dbo].[Orders]"
+    target:
+      description: Target table as V(schema.table) (unquoted).
+      type: str
+      sample: acme.Orders
+    inserted:
+      description: Rows inserted in the target.
+      type: int
+    updated:
+      description: Rows updated in the target.
+      type: int
+    deleted:
+      description: Rows deleted from the target (soft_delete, pk_diff or mode full).
+      type: int
+    pending:
+      description: In check mode, rows in the window that a run would read; otherwise null.
+      type: int
+    watermark_from:
+      description: Lower bound of the window read (hex), null in mode full.
+      type: str
+      sample: "0x00000000000007D1"
+    watermark_to:
+      description: Upper bound (C(MIN_ACTIVE_ROWVERSION()) at the start), stored as the next lower bound.
+      type: str
+      sample: "0x0000000000000BB9"
+    rows_per_s:
+      description: Rows written per second of the table's run.
+      type: float
+    duration_s:
+      description: Seconds spent on the table.
+      type: float
+    precision_notes:
+      description: Columns whose values cannot be kept exactly, and why.
+      type: list
+      elements: str
+      sample: ["Created: datetime2(7): the 100-ns digit is dropped (PostgreSQL keeps microseconds)"]
+    added_columns:
+      description: Target columns added because the source gained them.
+      type: list
+      elements: str
+    resync:
+      description: Why the table was truncated and reloaded, or null.
+      type: str
+    changed:
+      description: Whether this table's target changed (or would change in check mode).
+      type: bool
+"""
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S
+from ansible_collections.berqenas.platform.plugins.module_utils import pgconn, validation
+
+
+def mssql_source_spec():
+    return dict(
+        host=dict(type="str", required=True),
+        port=dict(type="int", default=1433),
+        user=dict(type="str", required=True),
+        password=dict(type="str", required=True, no_log=True),
+        database=dict(type="str", required=True),
+        login_timeout=dict(type="int", default=10),
+        timeout=dict(type="int", default=0),
+        tds_version=dict(type="str", default="7.4", choices=["7.0", "7.1", "7.2", "7.3", "7.4"]),
+        encryption=dict(type="str", choices=["default", "off", "request", "require"]),
+    )
+
+
+def main():
+    argument_spec = pgconn.postgres_argument_spec()
+    argument_spec.update(
+        source=dict(type="dict", required=True, options=mssql_source_spec()),
+        job=dict(type="str", required=True),
+        tenant=dict(type="str", required=True),
+        tables=dict(type="list", elements="raw", required=True),
+        full=dict(type="bool", default=False),
+        on_rewind=dict(type="str", choices=["fail", "full_resync"], default="fail"),
+        nul_character=dict(type="str", choices=["strip", "replace", "fail"], default="strip"),
+        batch_size=dict(type="int", default=5000),
+        commit_rows=dict(type="int", default=50000),
+        lock_timeout=dict(type="float", default=30),
+        retries=dict(type="int", default=3),
+        retry_delay=dict(type="float", default=1),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    if not pgconn.HAS_PSYCOPG:
+        module.fail_json(msg=missing_required_lib("psycopg"), exception=str(pgconn.PSYCOPG_IMPORT_ERROR))
+    if not S.HAS_PYMSSQL:
+        module.fail_json(msg=missing_required_lib("pymssql"), exception=str(S.PYMSSQL_IMPORT_ERROR))
+    p = module.params
+    result = dict(changed=False, status="failed", tables=[])
+    try:
+        tenant = validation.tenant_name(p["tenant"])
+        if not p["job"] or len(p["job"]) > 200:
+            raise S.SyncError("job: expected a name of 1 to 200 characters")
+        specs = S.table_specs(p["tables"], tenant)
+        for n in ("batch_size", "commit_rows"):
+            if p[n] < 1:
+                raise S.SyncError("%s: must be at least 1" % n)
+    except (validation.ValidationError, S.SyncError, TypeError) as exc:
+        module.fail_json(msg="validate sync job: %s" % exc, **result)
+
+    src = p["source"]
+    source = S.PymssqlSource(host=src["host"], port=src["port"], user=src["user"], password=src["password"],
+                             database=src["database"], login_timeout=src["login_timeout"], timeout=src["timeout"],
+                             tds_version=src["tds_version"], encryption=src["encryption"],
+                             batch_size=p["batch_size"])
+    try:
+        conn = pgconn.connect(p, autocommit=False)
+    except Exception as exc:
+        module.fail_json(msg="connect to PostgreSQL: %s" % str(exc).strip(), **result)
+    engine = S.SyncEngine(source, conn, job=p["job"], owner_role=tenant + "_owner", on_rewind=p["on_rewind"],
+                          nul_character=p["nul_character"], commit_rows=p["commit_rows"],
+                          lock_timeout=p["lock_timeout"], retries=p["retries"], retry_delay=p["retry_delay"],
+                          check_mode=module.check_mode, full=p["full"], log=module.warn)
+    try:
+        out = engine.run(specs)
+    except S.LockedError as exc:
+        result["status"] = "locked"
+        module.fail_json(msg=str(exc), **result)
+    except S.SyncError as exc:
+        module.fail_json(msg="sync %s: %s" % (p["job"], exc), **result)
+    except Exception as exc:
+        module.fail_json(msg="sync %s: %s" % (p["job"], str(exc).strip()), exception=traceback.format_exc(),
+                         **result)
+    finally:
+        conn.close()
+    result.update(changed=out["changed"], status="ok", tables=out["tables"])
+    if module._diff:
+        result["diff"] = dict(
+            before="".join("%s: %s\n" % (t["target"], t["watermark_from"]) for t in out["tables"]),
+            after="".join("%s: %s\n" % (t["target"], t["watermark_to"]) for t in out["tables"]))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Pure parts of the sync engine: type mapping, table specs, row transforms, error classes."""
+
+import datetime as dt
+
+import pytest
+
+from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S
+
+pytestmark = pytest.mark.unit
+
+
+def col(name, t, **kw):
+    d = {"COLUMN_NAME": name, "DATA_TYPE": t, "IS_NULLABLE": "YES"}
+    d.update(kw)
+    return d
+
+
+@pytest.mark.parametrize("c,pg,copy", [
+    (col("a", "bit"), "boolean", "bool"),
+    (col("a", "tinyint"), "smallint", "int2"),
+    (col("a", "int"), "integer", "int4"),
+    (col("a", "bigint"), "bigint", "int8"),
+    (col("a", "decimal", NUMERIC_PRECISION=38, NUMERIC_SCALE=38), "numeric(38,38)", "numeric"),
+    (col("a", "numeric", NUMERIC_PRECISION=18, NUMERIC_SCALE=4), "numeric(18,4)", "numeric"),
+    (col("a", "money"), "numeric(19,4)", "numeric"),
+    (col("a", "smallmoney"), "numeric(10,4)", "numeric"),
+    (col("a", "float", NUMERIC_PRECISION=53), "double precision", "float8"),
+    (col("a", "float", NUMERIC_PRECISION=24), "real", "float4"),
+    (col("a", "real", NUMERIC_PRECISION=24), "real", "float4"),
+    (col("a", "datetime"), "timestamp(3) without time zone", "timestamp"),
+    (col("a", "smalldatetime"), "timestamp(0) without time zone", "timestamp"),
+    (col("a", "datetime2", DATETIME_PRECISION=3), "timestamp(3) without time zone", "timestamp"),
+    (col("a", "datetime2", DATETIME_PRECISION=7), "timestamp(6) without time zone", "timestamp"),
+    (col("a", "time", DATETIME_PRECISION=7), "time(6) without time zone", "time"),
+    (col("a", "datetimeoffset", DATETIME_PRECISION=2), "timestamp(2) with time zone", "timestamptz"),
+    (col("a", "nvarchar", CHARACTER_MAXIMUM_LENGTH=4000), "character varying(4000)", "text"),
+    (col("a", "varchar", CHARACTER_MAXIMUM_LENGTH=-1), "text", "text"),
+    (col("a", "nchar", CHARACTER_MAXIMUM_LENGTH=10), "character varying(10)", "text"),
+    (col("a", "ntext"), "text", "text"),
+    (col("a", "xml"), "text", "text"),
+    (col("a", "varbinary", CHARACTER_MAXIMUM_LENGTH=-1), "bytea", "bytea"),
+    (col("a", "uniqueidentifier"), "uuid", "uuid"),
+    (col("a", "timestamp"), "bytea", "bytea"),
+])
+def test_map_column(c, pg, copy):
+    m = S.map_column(c)
+    assert (m.pg_type, m.copy_type) == (pg, copy)
+
+
+def test_precision_notes_and_offset_column():
+    assert "100-ns digit is dropped" in S.map_column(col("a", "datetime2", DATETIME_PRECISION=7)).note
+    assert S.map_column(col("a", "datetime2", DATETIME_PRECISION=6)).note is None
+    m = S.map_column(col("When", "datetimeoffset", DATETIME_PRECISION=7))
+    assert m.target_columns() == [("When", "timestamp(6) with time zone", "timestamptz"),
+                                  ("When_offset_min", "smallint", "int2")]
+
+
+@pytest.mark.parametrize("c", [col("a", "sql_variant"), col("a", "geography"),
+                               col("a", "decimal", NUMERIC_PRECISION=39, NUMERIC_SCALE=0)])
+def test_map_column_refuses(c):
+    with pytest.raises(S.SyncError):
+        S.map_column(c)
+
+
+def test_table_specs_validation():
+    specs = S.table_specs(["[dbo].[Orders]", {"source": "sales.Items", "target_table": "items",
+                                             "delete_detection": "pk_diff"}], "acme")
+    assert [(s.source_schema, s.source_table, s.target_schema, s.target_table) for s in specs] == [
+        ("dbo", "Orders", "acme", "Orders"), ("sales", "Items", "acme", "items")]
+    bad = [
+        ([], "nothing to sync"),
+        (["[dbo].[A]", "dbo.A"], "listed twice"),
+        (["[dbo].[A]", {"source": "[x].[B]", "target_table": "A"}], "both map to target"),
+        ([{"source": "[dbo].[A]", "mode": "sometimes"}], "mode must be"),
+        ([{"source": "[dbo].[A]", "delete_detection": "soft_delete"}], "needs soft_delete_column"),
+        ([{"source": "[dbo].[A]", "colour": "red"}], "unknown option"),
+        ([{"source": "[dbo].[%s]" % ("é" * 40)}], "PostgreSQL allows 63"),
+        ([{"source": "[dbo"}], "unterminated"),
+        ([{"source": "[dbo].[A]", "exclude": ["x\x00"]}], "NUL"),
+    ]
+    for tables, msg in bad:
+        with pytest.raises(S.SyncError, match=msg):
+            S.table_specs(tables, "acme")
+
+
+def test_transform_nul_rules_and_offsets():
+    cms = [S.map_column(col("s", "nvarchar", CHARACTER_MAXIMUM_LENGTH=-1)),
+           S.map_column(col("d", "datetimeoffset", DATETIME_PRECISION=7))]
+    counts = {}
+    tr = S.make_transform(cms, "strip", counts)
+    tz = dt.timezone(dt.timedelta(hours=5, minutes=45))
+    v = dt.datetime(2020, 1, 1, tzinfo=tz)
+    assert tr(("a\x00b", v)) == ["ab", v, 345]
+    assert tr((None, None)) == [None, None, None]
+    assert counts == {"s": 1}
+    tr = S.make_transform(cms[:1], "replace", counts)
+    assert tr(("a\x00",)) == ("a\ufffd",)
+    row = ("plain",)
+    assert tr(row) is row
+    with pytest.raises(S.SyncError, match="U\\+0000"):
+        S.make_transform(cms[:1], "fail", {})(("\x00",))
+    assert S.make_transform([S.map_column(col("i", "int"))], "strip", {}) is None
+
+
+def test_check_pg_ident():
+    assert S.check_pg_ident("x" * 63, "t") == "x" * 63
+    with pytest.raises(S.SyncError, match="64 bytes"):
+        S.check_pg_ident("x" * 62 + "é", "t")
