@@ -3,7 +3,6 @@
 import datetime as dt
 
 import pytest
-
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S
 
 pytestmark = pytest.mark.unit

@@ -13,7 +13,6 @@ from tests.support.env import setup_import_path
 setup_import_path()
 
 import psycopg  # noqa: E402
-
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S  # noqa: E402
 
 
