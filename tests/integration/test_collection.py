@@ -180,24 +180,21 @@ def test_action_groups_name_shipped_modules(installed):
             assert short in shipped, f"action group {group!r} names {member!r}: no plugins/modules/{short}.py"
 
 
+def ansible_doc(installed, plugin_type, *args):
+    """`ansible-doc -t TYPE --json ARGS` against the installed copy, parsed."""
+    res = run([f"{BIN}/ansible-doc", "-t", plugin_type, "--json", *args], installed["env"], installed["cwd"])
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout or "{}"), res.stderr.strip()
+
+
 def test_every_module_documented_from_installed_copy(installed):
     mods = checkout_modules()
-    res = run(
-        [f"{BIN}/ansible-doc", "-t", "module", "--list", "--json", "berqenas.platform"],
-        installed["env"],
-        installed["cwd"],
-    )
-    assert res.returncode == 0, res.stderr
-    listed = sorted(k.split(".")[-1] for k in json.loads(res.stdout or "{}"))
-    assert listed == mods, "ansible-doc --list of the installed copy differs from plugins/modules"
-    if not mods:
-        return
+    listed, _ = ansible_doc(installed, "module", "--list", "berqenas.platform")
+    assert sorted(k.split(".")[-1] for k in listed) == mods, "ansible-doc --list differs from plugins/modules"
     fq = [f"berqenas.platform.{m}" for m in mods]
-    res = run([f"{BIN}/ansible-doc", "-t", "module", "--json", *fq], installed["env"], installed["cwd"])
-    assert res.returncode == 0, res.stderr
-    docs = json.loads(res.stdout)
+    docs, err = ansible_doc(installed, "module", *fq) if fq else ({}, "")
     for name in fq:
-        assert name in docs, f"{name}: no documentation ({res.stderr.strip()})"
+        assert name in docs, f"{name}: no documentation ({err})"
         doc = docs[name]["doc"]
         assert doc["filename"].startswith(str(installed["coll"])), (name, doc["filename"])
         assert doc.get("short_description"), name
@@ -208,22 +205,14 @@ def test_every_module_documented_from_installed_copy(installed):
 
 def test_every_role_has_argument_specs_in_installed_copy(installed):
     roles = checkout_roles()
-    if not roles:
-        res = run(
-            [f"{BIN}/ansible-doc", "-t", "role", "--list", "--json", "berqenas.platform"],
-            installed["env"],
-            installed["cwd"],
-        )
-        assert res.returncode == 0 and json.loads(res.stdout or "{}") == {}, res.stdout + res.stderr
-        return
     fq = [f"berqenas.platform.{r}" for r in roles]
-    res = run([f"{BIN}/ansible-doc", "-t", "role", "--json", *fq], installed["env"], installed["cwd"])
-    assert res.returncode == 0, res.stderr
-    docs = json.loads(res.stdout)
+    docs, err = ansible_doc(installed, "role", *fq) if fq else ({}, "")
     for name in fq:
-        assert name in docs, f"{name}: no meta/argument_specs.yml ({res.stderr.strip()})"
+        assert name in docs, f"{name}: no meta/argument_specs.yml ({err})"
         assert docs[name]["path"] == str(installed["coll"]), docs[name]["path"]
         assert "main" in docs[name]["entry_points"], name
+    listed, _ = ansible_doc(installed, "role", "--list", "berqenas.platform")
+    assert sorted(listed) == fq
 
 
 def test_playbooks_resolve_by_fqcn_from_installed_copy(installed):
