@@ -307,9 +307,12 @@ class Cluster:
             "--capability=CAP_NET_ADMIN", "--bind=/dev/net/tun", "--console=passive",
         ]  # fmt: skip
         argv += ["--"] + [f"systemd.mask={u}" for u in node.spec.mask]
+        # /proc/sys/net writable inside the machine (it is the machine's own network namespace, never the
+        # host's): ip_forward and the other per-netns sysctls that ufw and the roles set
+        env = dict(os.environ, SYSTEMD_NSPAWN_API_VFS_WRITABLE="network")
         with open(node.log_path, "w") as log:
             node.nspawn = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env
             )
 
     def _wait(self, node, deadline):
@@ -317,9 +320,16 @@ class Cluster:
         while time.monotonic() < deadline:
             if node.nspawn.poll() is not None:
                 raise HarnessError(f"machine {node.name} exited rc={node.nspawn.returncode}: {self._log_tail(node)}")
-            if node.leader is None:
-                kids = _sh(["pgrep", "-P", str(node.nspawn.pid)], check=False).stdout.split()
-                node.leader = int(kids[0]) if kids else None
+            # the container's PID 1 is the nspawn child running systemd (nspawn may fork short-lived helpers)
+            node.leader = None
+            for kid in _sh(["pgrep", "-P", str(node.nspawn.pid)], check=False).stdout.split():
+                try:
+                    with open(f"/proc/{kid}/comm") as f:
+                        if f.read().strip() == "systemd":
+                            node.leader = int(kid)
+                            break
+                except OSError:
+                    continue
             if node.leader is not None:
                 r = subprocess.run(["nsenter", "-t", str(node.leader), "-a", "systemctl", "is-system-running"],
                                    capture_output=True, text=True, env=CLEAN_ENV)  # fmt: skip
