@@ -1,0 +1,1108 @@
+"""The supported T-SQL subset, tokenized and translated to PostgreSQL.
+
+Hand-written rather than sqlglot (see the shared reference §6.3): the statements are few and known,
+and whatever is not understood must become a SQL Server error, not a best-effort rewrite.
+Identifiers are resolved case-insensitively and mapped to PostgreSQL names by :func:`pgname`.
+"""
+
+import hashlib
+import re
+
+from psycopg import sql
+
+PG_MAX_IDENT = 63
+
+
+class TsqlError(Exception):
+    """A SQL Server error to send to the client."""
+
+    def __init__(self, number, message, state=1, cls=16):
+        super().__init__(message)
+        self.number = number
+        self.message = message
+        self.state = state
+        self.cls = cls
+
+
+def syntax_error(near, why=None):
+    msg = "Incorrect syntax near '%s'." % near
+    if why:
+        msg += " (tds_emulator: %s)" % why
+    return TsqlError(102, msg, state=1, cls=15)
+
+
+def pgname(name):
+    """SQL Server name (case-insensitive, up to 128 characters) -> PostgreSQL name (<= 63 bytes)."""
+    low = name.lower()
+    raw = low.encode("utf-8")
+    if len(raw) <= PG_MAX_IDENT:
+        return low
+    digest = hashlib.sha1(raw).hexdigest()[:10]
+    cut = raw[:PG_MAX_IDENT - 11].decode("utf-8", errors="ignore")
+    return cut + "_" + digest
+
+
+def qi(name):
+    """Quoted PostgreSQL identifier for a SQL Server name."""
+    return sql.Identifier(pgname(name)).as_string(None)
+
+
+def pg_quote_ident(pg):
+    return sql.Identifier(pg).as_string(None)
+
+
+# ---------------------------------------------------------------------------------------------
+# tokens
+
+_TOKEN_RE = re.compile(
+    r"""
+    (?P<ws>\s+)
+    |(?P<comment>--[^\n]*|/\*.*?\*/)
+    |(?P<nstr>[Nn]'(?:[^']|'')*')
+    |(?P<str>'(?:[^']|'')*')
+    |(?P<bin>0[xX][0-9a-fA-F]*)
+    |(?P<num>(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)
+    |(?P<bracket>\[(?:[^\]]|\]\])*\])
+    |(?P<dq>"(?:[^"]|"")*")
+    |(?P<var>@@?[^\W\d][\w@#$]*)
+    |(?P<word>[^\W\d][\w@#$]*)
+    |(?P<op><>|!=|>=|<=|!<|!>|[-+*/%=<>(),.;~&|^])
+    """,
+    re.S | re.X,
+)
+
+
+class Tok:
+    __slots__ = ("kind", "text", "value", "up", "pos", "end")
+
+    def __init__(self, kind, text, value, pos, end):
+        self.kind = kind  # word, ident, str, bin, num, var, op
+        self.text = text
+        self.value = value
+        self.up = text.upper() if kind == "word" else None
+        self.pos = pos
+        self.end = end
+
+    def is_op(self, s):
+        return self.kind == "op" and self.text == s
+
+    def is_word(self, *words):
+        return self.kind == "word" and self.up in words
+
+    def __repr__(self):
+        return "Tok(%s,%r)" % (self.kind, self.text)
+
+
+def tokenize(text):
+    toks = []
+    pos = 0
+    n = len(text)
+    while pos < n:
+        m = _TOKEN_RE.match(text, pos)
+        if not m:
+            ch = text[pos]
+            if ch == "'" or (ch in "Nn" and text[pos + 1:pos + 2] == "'"):
+                raise TsqlError(105, "Unclosed quotation mark after the character string '%s'." % text[pos + 1:][:50],
+                                cls=15)
+            if ch == "[":
+                raise TsqlError(105, "Unclosed quotation mark after the character string '%s'." % text[pos + 1:][:50],
+                                cls=15)
+            raise syntax_error(ch)
+        kind = m.lastgroup
+        s = m.group()
+        end = m.end()
+        if kind in ("ws", "comment"):
+            pos = end
+            continue
+        if kind == "nstr":
+            toks.append(Tok("str", s, s[2:-1].replace("''", "'"), pos, end))
+        elif kind == "str":
+            toks.append(Tok("str", s, s[1:-1].replace("''", "'"), pos, end))
+        elif kind == "bracket":
+            toks.append(Tok("ident", s, s[1:-1].replace("]]", "]"), pos, end))
+        elif kind == "dq":
+            toks.append(Tok("ident", s, s[1:-1].replace('""', '"'), pos, end))
+        elif kind == "word":
+            toks.append(Tok("word", s, s, pos, end))
+        else:
+            toks.append(Tok(kind, s, s, pos, end))
+        pos = end
+    return toks
+
+
+KEYWORDS = frozenset("""
+ADD ALL ALTER AND ANY AS ASC BEGIN BETWEEN BY CASE CHECK CLUSTERED COLLATE COLUMN COMMIT CONSTRAINT CREATE
+CROSS CURRENT_TIMESTAMP DEFAULT DELETE DESC DISTINCT DROP ELSE END ESCAPE EXCEPT EXISTS FOREIGN FROM FULL GROUP
+HAVING IDENTITY IF IN INDEX INNER INSERT INTERSECT INTO IS JOIN KEY LEFT LIKE NONCLUSTERED NOT NULL OF OFF ON
+OR ORDER OUTER PERCENT PRIMARY REFERENCES RIGHT ROLLBACK SELECT SET TABLE THEN TOP TRAN TRANSACTION TRUNCATE
+UNION UNIQUE UPDATE USE VALUES WHEN WHERE WITH WAITFOR KILL OFFSET FETCH NEXT ROWS ROW ONLY FIRST
+""".split())
+
+TABLE_HINTS = frozenset("NOLOCK READUNCOMMITTED READCOMMITTED READCOMMITTEDLOCK READPAST ROWLOCK UPDLOCK "
+                        "HOLDLOCK PAGLOCK TABLOCK TABLOCKX XLOCK NOWAIT SERIALIZABLE REPEATABLEREAD".split())
+
+STARTERS = frozenset("SELECT INSERT UPDATE DELETE CREATE DROP ALTER SET USE BEGIN COMMIT ROLLBACK TRUNCATE "
+                     "WAITFOR KILL DECLARE EXEC EXECUTE IF WHILE PRINT SAVE MERGE RAISERROR THROW WITH".split())
+
+SPECIAL_SCHEMAS = {"information_schema": "tds_information_schema", "sys": "tds_sys"}
+
+# SQL Server's spelling of catalog view columns (PostgreSQL reports them lower case)
+CATALOG_COLUMN_NAMES = {c.lower(): c for c in """
+TABLE_CATALOG TABLE_SCHEMA TABLE_NAME TABLE_TYPE COLUMN_NAME ORDINAL_POSITION COLUMN_DEFAULT IS_NULLABLE
+DATA_TYPE CHARACTER_MAXIMUM_LENGTH CHARACTER_OCTET_LENGTH NUMERIC_PRECISION NUMERIC_PRECISION_RADIX
+NUMERIC_SCALE DATETIME_PRECISION CHARACTER_SET_NAME COLLATION_NAME CONSTRAINT_CATALOG CONSTRAINT_SCHEMA
+CONSTRAINT_NAME CONSTRAINT_TYPE IS_DEFERRABLE INITIALLY_DEFERRED
+""".split()}
+
+
+def split_statements(toks):
+    """Split a batch into statements (``;`` or a statement keyword at depth 0)."""
+    stmts = []
+    cur = []
+    depth = 0
+    seen_set = seen_body = False
+    for t in toks:
+        if t.kind == "op":
+            if t.text == "(":
+                depth += 1
+            elif t.text == ")":
+                depth -= 1
+            elif t.text == ";" and depth == 0:
+                if cur:
+                    stmts.append(cur)
+                cur = []
+                seen_set = seen_body = False
+                continue
+        if depth == 0 and t.kind == "word" and t.up in STARTERS and cur:
+            first = cur[0].up
+            prev = cur[-1]
+            cont = False
+            if t.up == "SELECT":
+                if first == "INSERT" and not seen_body:
+                    cont = True
+                elif first == "WITH":
+                    cont = True
+                elif prev.is_word("UNION", "ALL", "EXCEPT", "INTERSECT") or prev.is_op("("):
+                    cont = True
+            elif t.up == "SET" and first == "UPDATE" and not seen_set:
+                cont = True
+            elif t.up == "WITH" and (first in ("SELECT", "UPDATE", "DELETE", "INSERT", "CREATE")):
+                cont = True  # table hints, WITH TIES
+            elif t.up in ("ROLLBACK", "COMMIT", "DELETE", "INSERT", "UPDATE") and first == "CREATE":
+                cont = False
+            if not cont:
+                stmts.append(cur)
+                cur = []
+                seen_set = seen_body = False
+        if depth == 0 and t.kind == "word":
+            if t.up == "SET":
+                seen_set = True
+            if t.up in ("VALUES", "SELECT", "DEFAULT") and cur and cur[0].up == "INSERT":
+                seen_body = True
+        cur.append(t)
+    if depth != 0:
+        raise syntax_error(toks[-1].text if toks else "", "unbalanced parentheses")
+    if cur:
+        stmts.append(cur)
+    return stmts
+
+
+# ---------------------------------------------------------------------------------------------
+# types
+
+
+class ColumnType:
+    """A declared SQL Server type and its PostgreSQL storage."""
+
+    def __init__(self, name, length=None, precision=None, scale=None):
+        self.name = name
+        self.length = length
+        self.precision = precision
+        self.scale = scale
+
+    def pg(self):
+        n = self.name
+        if n in ("tinyint", "smallint", "bit"):
+            return "smallint"
+        if n == "int":
+            return "integer"
+        if n == "bigint":
+            return "bigint"
+        if n in ("decimal", "numeric"):
+            return "numeric(%d,%d)" % (self.precision, self.scale)
+        if n == "money":
+            return "numeric(19,4)"
+        if n == "smallmoney":
+            return "numeric(10,4)"
+        if n == "float":
+            return "double precision" if self.precision > 24 else "real"
+        if n == "real":
+            return "real"
+        if n == "date":
+            return "date"
+        if n == "time":
+            return "time(%d)" % min(self.scale, 6)
+        if n == "datetime":
+            return "timestamp(3)"
+        if n == "smalldatetime":
+            return "timestamp(0)"
+        if n == "datetime2":
+            return "timestamp(%d)" % min(self.scale, 6)
+        if n == "datetimeoffset":
+            return "text"
+        if n in ("char", "nchar"):
+            return "char(%d)" % self.length
+        if n in ("varchar", "nvarchar"):
+            return "text" if self.length == -1 else "varchar(%d)" % self.length
+        if n in ("binary", "varbinary", "timestamp"):
+            return "bytea"
+        if n == "uniqueidentifier":
+            return "uuid"
+        raise AssertionError(n)
+
+    def cast_pg(self):
+        if self.name == "datetimeoffset":
+            return "timestamptz"
+        if self.name == "bit":
+            return "smallint"
+        return self.pg()
+
+
+_TYPE_ALIASES = {"integer": "int", "rowversion": "timestamp", "sysname": "nvarchar", "character": "char",
+                 "double": "float", "dec": "decimal"}
+_TYPES = {"tinyint", "smallint", "int", "bigint", "bit", "decimal", "numeric", "money", "smallmoney", "float",
+          "real", "date", "time", "datetime", "smalldatetime", "datetime2", "datetimeoffset", "char", "varchar",
+          "nchar", "nvarchar", "binary", "varbinary", "timestamp", "uniqueidentifier"}
+
+
+def parse_type(toks, i):
+    """Parse a type at toks[i] -> (ColumnType, next index)."""
+    t = toks[i]
+    if t.kind not in ("word", "ident"):
+        raise syntax_error(t.text)
+    raw = t.value.lower()
+    name = _TYPE_ALIASES.get(raw, raw)
+    i += 1
+    if raw == "double" and i < len(toks) and toks[i].is_word("PRECISION"):
+        i += 1
+    if name not in _TYPES:
+        raise TsqlError(2715, "Column, parameter, or variable #1: Cannot find data type %s." % t.value)
+    args = []
+    if i < len(toks) and toks[i].is_op("("):
+        i += 1
+        while True:
+            a = toks[i]
+            if a.kind == "num":
+                args.append(int(a.text))
+            elif a.is_word("MAX"):
+                args.append(-1)
+            else:
+                raise syntax_error(a.text)
+            i += 1
+            if toks[i].is_op(","):
+                i += 1
+                continue
+            if toks[i].is_op(")"):
+                i += 1
+                break
+            raise syntax_error(toks[i].text)
+    ct = ColumnType(name)
+    if raw == "sysname":
+        args = [128]
+    if name in ("char", "varchar", "nchar", "nvarchar", "binary", "varbinary"):
+        n = args[0] if args else (30 if False else 1)
+        limit = 4000 if name[0] == "n" else 8000
+        if n == -1 and name in ("char", "nchar", "binary"):
+            raise TsqlError(2716, "Column, parameter, or variable #1: Cannot specify a column width on data type %s."
+                            % name)
+        if n == 0 or n > limit:
+            raise TsqlError(131 if name[0] != "n" else 2717,
+                            "The size (%d) given to the type '%s' exceeds the maximum allowed (%d)." % (n, name, limit))
+        ct.length = n
+    elif name in ("decimal", "numeric"):
+        p = args[0] if args else 18
+        s = args[1] if len(args) > 1 else 0
+        if not 1 <= p <= 38 or not 0 <= s <= p:
+            raise TsqlError(2750, "Column or parameter #1: Specified column precision %d is greater than the maximum "
+                            "precision of 38." % p)
+        ct.precision, ct.scale = p, s
+    elif name == "float":
+        p = args[0] if args else 53
+        ct.precision = 24 if p <= 24 else 53
+    elif name in ("time", "datetime2", "datetimeoffset"):
+        s = args[0] if args else 7
+        if not 0 <= s <= 7:
+            raise TsqlError(1002, "Specified scale %d is invalid." % s)
+        ct.scale = s
+    elif args:
+        raise TsqlError(2716, "Column, parameter, or variable #1: Cannot specify a column width on data type %s."
+                        % name)
+    return ct, i
+
+
+# ---------------------------------------------------------------------------------------------
+# expression translation
+
+_FRAC7 = re.compile(r"(\d{1,2}:\d{2}:\d{2}\.\d{6})\d+")
+
+
+def pg_string(value):
+    if "\uffff" in value:
+        raise TsqlError(50000, "tds_emulator: U+FFFF in a string is reserved (it stands for U+0000)")
+    value = value.replace("\x00", "\uffff")
+    value = _FRAC7.sub(r"\1", value)
+    return "'" + value.replace("'", "''") + "'"
+
+
+def pg_binary(text):
+    h = text[2:]
+    if len(h) % 2:
+        h = "0" + h
+    return "'\\x%s'::bytea" % h.lower()
+
+
+class Context:
+    """What the translator needs to know about the session."""
+
+    def __init__(self, database, spid=0, trancount=0, rowcount=0):
+        self.database = database
+        self.spid = spid
+        self.trancount = trancount
+        self.rowcount = rowcount
+
+
+SERVER_VERSION_TEXT = ("Microsoft SQL Server 2022 (RTM) - 16.0.1000.6 (X64) \n\tCopyright (C) 2022 Microsoft "
+                       "Corporation\n\tDeveloper Edition (64-bit) on Linux (berqenas tds_emulator)")
+
+
+class ExprTranslator:
+    """Token-stream translation of SELECT/DML text. Records column aliases (pg name -> SQL Server name)."""
+
+    def __init__(self, toks, ctx):
+        self.toks = toks
+        self.ctx = ctx
+        self.aliases = {}
+
+    def tr(self, i, j):
+        toks = self.toks
+        out = []
+        limits = [None]
+        while i < j:
+            t = toks[i]
+            k = t.kind
+            if k == "op":
+                s = t.text
+                if s == "(":
+                    # deprecated hint form: table (NOLOCK)
+                    if (i + 2 < j and toks[i + 1].kind == "word" and toks[i + 1].up in TABLE_HINTS
+                            and toks[i + 2].is_op(")")):
+                        i += 3
+                        continue
+                    limits.append(None)
+                    out.append("(")
+                elif s == ")":
+                    lim = limits.pop() if len(limits) > 1 else None
+                    if lim is not None:
+                        out.append("LIMIT %s" % lim)
+                    out.append(")")
+                elif s == "!<":
+                    out.append(">=")
+                elif s == "!>":
+                    out.append("<=")
+                elif s in (";",):
+                    pass
+                else:
+                    out.append(s)
+                i += 1
+            elif k == "str":
+                out.append(pg_string(t.value))
+                i += 1
+            elif k == "bin":
+                out.append(pg_binary(t.text))
+                i += 1
+            elif k == "num":
+                out.append(t.text)
+                i += 1
+            elif k == "var":
+                out.append(self.variable(t))
+                i += 1
+            elif k == "word":
+                up = t.up
+                nxt = toks[i + 1] if i + 1 < j else None
+                if up == "TOP":
+                    i = self.top(i, j, limits)
+                    continue
+                if up == "WITH" and nxt is not None and nxt.is_op("("):
+                    # table hints WITH (NOLOCK, ...)
+                    m = i + 2
+                    while m < j and (toks[m].kind == "word" and toks[m].up in TABLE_HINTS or toks[m].is_op(",")):
+                        m += 1
+                    if m < j and toks[m].is_op(")") and m > i + 2:
+                        i = m + 1
+                        continue
+                    raise syntax_error("(", "only table hints may follow WITH here")
+                if nxt is not None and nxt.is_op("(") and (up not in KEYWORDS or up in ("LEFT", "RIGHT")):
+                    text, i = self.function(i, j)
+                    out.append(text)
+                    continue
+                if up == "CONVERT" or up == "CURRENT_TIMESTAMP":
+                    if up == "CURRENT_TIMESTAMP":
+                        out.append("LOCALTIMESTAMP(3)")
+                        i += 1
+                        continue
+                if up in KEYWORDS:
+                    if up == "AS" and nxt is not None and nxt.kind in ("word", "ident", "str") and (
+                            nxt.kind != "word" or nxt.up not in KEYWORDS):
+                        alias = nxt.value
+                        self.aliases[pgname(alias)] = alias
+                        out.append("AS " + qi(alias))
+                        i += 2
+                        continue
+                    out.append(up)
+                    i += 1
+                    continue
+                text, i = self.name_chain(i, j)
+                out.append(text)
+            elif k == "ident":
+                text, i = self.name_chain(i, j)
+                out.append(text)
+            else:
+                raise syntax_error(t.text)
+        if limits[0] is not None:
+            out.append("LIMIT %s" % limits[0])
+        return " ".join(out)
+
+    def top(self, i, j, limits):
+        toks = self.toks
+        i += 1
+        if i < j and toks[i].is_op("("):
+            if not (i + 2 < j and toks[i + 1].kind == "num" and toks[i + 2].is_op(")")):
+                raise syntax_error("(", "TOP takes a number")
+            n = toks[i + 1].text
+            i += 3
+        elif i < j and toks[i].kind == "num":
+            n = toks[i].text
+            i += 1
+        else:
+            raise syntax_error(toks[i].text if i < j else "TOP")
+        if not n.isdigit():
+            raise TsqlError(1060, "The number of rows in the TOP clause must be an integer.")
+        if i < j and toks[i].is_word("PERCENT", "WITH"):
+            raise syntax_error(toks[i].text, "TOP PERCENT / WITH TIES not supported")
+        limits[-1] = n
+        return i
+
+    def variable(self, t):
+        v = t.text.upper()
+        ctx = self.ctx
+        if v == "@@DBTS":
+            return "tds_meta.dbts()"
+        if v == "@@VERSION":
+            return "CAST(%s AS varchar(300))" % pg_string(SERVER_VERSION_TEXT)
+        if v == "@@SPID":
+            return "CAST(%d AS smallint)" % ctx.spid
+        if v == "@@TRANCOUNT":
+            return "CAST(%d AS integer)" % ctx.trancount
+        if v == "@@ROWCOUNT":
+            return "CAST(%d AS integer)" % ctx.rowcount
+        if v == "@@SERVERNAME":
+            return "CAST('TDSEMU' AS varchar(128))"
+        raise TsqlError(137, 'Must declare the scalar variable "%s".' % t.text, cls=15, state=2)
+
+    def args(self, i, j):
+        """toks[i] is '('; returns (list of (a, b) token ranges, index after ')')."""
+        toks = self.toks
+        depth = 0
+        start = i + 1
+        ranges = []
+        m = i
+        while m < j:
+            t = toks[m]
+            if t.is_op("("):
+                depth += 1
+            elif t.is_op(")"):
+                depth -= 1
+                if depth == 0:
+                    if m > start or ranges:
+                        ranges.append((start, m))
+                    return ranges, m + 1
+            elif t.is_op(",") and depth == 1:
+                ranges.append((start, m))
+                start = m + 1
+            m += 1
+        raise syntax_error("(")
+
+    def function(self, i, j):
+        toks = self.toks
+        t = toks[i]
+        up = t.up
+        if up == "CAST":
+            ranges, nxt = self.args(i + 1, j)
+            if len(ranges) != 1:
+                raise syntax_error("CAST")
+            a, b = ranges[0]
+            m = a
+            depth = 0
+            while m < b:
+                if toks[m].is_op("("):
+                    depth += 1
+                elif toks[m].is_op(")"):
+                    depth -= 1
+                elif depth == 0 and toks[m].is_word("AS"):
+                    break
+                m += 1
+            if m >= b:
+                raise syntax_error("CAST", "CAST needs AS")
+            ct, end = parse_type(toks, m + 1)
+            if end != b:
+                raise syntax_error(toks[end].text)
+            return "CAST(%s AS %s)" % (self.tr(a, m), ct.cast_pg()), nxt
+        if up == "CONVERT":
+            ranges, nxt = self.args(i + 1, j)
+            if len(ranges) != 2:
+                raise syntax_error("CONVERT", "CONVERT with a style is not supported")
+            ct, end = parse_type(toks, ranges[0][0])
+            if end != ranges[0][1]:
+                raise syntax_error(toks[end].text)
+            return "CAST(%s AS %s)" % (self.tr(*ranges[1]), ct.cast_pg()), nxt
+        ranges, nxt = self.args(i + 1, j)
+        args = [self.tr(a, b) for a, b in ranges]
+        n = len(args)
+
+        def need(k):
+            if n != k:
+                raise TsqlError(174, "The %s function requires %d argument(s)." % (t.text.lower(), k), cls=15)
+
+        if up in ("COUNT", "COUNT_BIG"):
+            if n != 1:
+                raise syntax_error(t.text)
+            body = "count(%s)" % args[0]
+            return (body if up == "COUNT_BIG" else "CAST(%s AS integer)" % body), nxt
+        if up in ("MIN", "MAX", "SUM", "AVG"):
+            need(1)
+            return "%s(%s)" % (up.lower(), args[0]), nxt
+        if up == "ISNULL":
+            need(2)
+            return "COALESCE(%s, %s)" % tuple(args), nxt
+        if up == "COALESCE":
+            return "COALESCE(%s)" % ", ".join(args), nxt
+        if up == "NULLIF":
+            need(2)
+            return "NULLIF(%s, %s)" % tuple(args), nxt
+        if up == "LEN":
+            need(1)
+            return "CAST(length(rtrim(%s)) AS integer)" % args[0], nxt
+        if up == "DATALENGTH":
+            need(1)
+            return "tds_meta.datalength(%s)" % args[0], nxt
+        if up in ("UPPER", "LOWER", "LTRIM", "RTRIM", "ABS"):
+            need(1)
+            return "%s(%s)" % (up.lower(), args[0]), nxt
+        if up in ("NCHAR", "CHAR"):
+            need(1)
+            return "tds_meta.nchar(%s)" % args[0], nxt
+        if up == "NEWID":
+            need(0)
+            return "gen_random_uuid()", nxt
+        if up == "GETDATE" or up == "CURRENT_TIMESTAMP":
+            need(0)
+            return "LOCALTIMESTAMP(3)", nxt
+        if up == "SYSDATETIME":
+            need(0)
+            return "LOCALTIMESTAMP", nxt
+        if up in ("SYSUTCDATETIME", "GETUTCDATE"):
+            need(0)
+            return "(now() AT TIME ZONE 'UTC')", nxt
+        if up == "SYSDATETIMEOFFSET":
+            need(0)
+            return "now()", nxt
+        if up == "DB_ID":
+            need(0)
+            return "tds_meta.db_id()", nxt
+        if up == "DB_NAME":
+            need(0)
+            return "CAST(%s AS varchar(128))" % pg_string(self.ctx.database), nxt
+        if up == "SERVERPROPERTY":
+            need(1)
+            return "tds_meta.serverproperty(%s)" % args[0], nxt
+        if up == "MIN_ACTIVE_ROWVERSION":
+            need(0)
+            return "tds_meta.min_active_rowversion()", nxt
+        raise TsqlError(195, "'%s' is not a recognized built-in function name." % t.text, cls=15, state=10)
+
+    def name_chain(self, i, j):
+        toks = self.toks
+        parts = []
+        while True:
+            t = toks[i]
+            if t.kind == "ident" or (t.kind == "word" and t.up not in KEYWORDS):
+                parts.append(t.value)
+            else:
+                raise syntax_error(t.text)
+            i += 1
+            if i + 1 < j and toks[i].is_op(".") and (toks[i + 1].kind == "ident" or (
+                    toks[i + 1].kind == "word" and toks[i + 1].up not in KEYWORDS)):
+                i += 1
+                continue
+            break
+        star = ""
+        if i + 1 < j and toks[i].is_op(".") and toks[i + 1].is_op("*"):
+            star = ".*"
+            i += 2
+        if len(parts) > 4:
+            raise syntax_error(".".join(parts))
+        if len(parts) == 4:
+            raise TsqlError(7202, "Could not find server '%s' in sys.servers." % parts[0], cls=16)
+        if len(parts) == 3:
+            if parts[0].lower() != self.ctx.database.lower():
+                raise TsqlError(208, "Invalid object name '%s'." % ".".join(parts), cls=16)
+            parts = parts[1:]
+        if len(parts) == 2 and parts[0].lower() in SPECIAL_SCHEMAS:
+            text = pg_quote_ident(SPECIAL_SCHEMAS[parts[0].lower()]) + "." + qi(parts[1])
+        else:
+            text = ".".join(qi(p) for p in parts)
+        return text + star, i
+
+
+# ---------------------------------------------------------------------------------------------
+# statements
+
+
+class Stmt:
+    """A parsed statement: ``kind`` plus fields per kind; ``source`` is the T-SQL text."""
+
+    def __init__(self, kind, source, **kw):
+        self.kind = kind
+        self.source = source
+        self.__dict__.update(kw)
+
+
+BOOL_OPTIONS = frozenset("""ARITHABORT ARITHIGNORE CONCAT_NULL_YIELDS_NULL ANSI_NULLS ANSI_NULL_DFLT_ON
+ANSI_NULL_DFLT_OFF ANSI_PADDING ANSI_WARNINGS ANSI_DEFAULTS CURSOR_CLOSE_ON_COMMIT QUOTED_IDENTIFIER NOCOUNT XACT_ABORT
+IMPLICIT_TRANSACTIONS NUMERIC_ROUNDABORT FMTONLY NOEXEC PARSEONLY STATISTICS FORCEPLAN""".split())
+
+
+def _expect_word(toks, i, *words):
+    if i >= len(toks) or not toks[i].is_word(*words):
+        raise syntax_error(toks[i].text if i < len(toks) else (toks[-1].text if toks else ""))
+    return i + 1
+
+
+def _table_name(toks, i, ctx):
+    """Parse [db.][schema.]table -> ((schema, table), next)."""
+    parts = []
+    while True:
+        if i >= len(toks) or toks[i].kind not in ("ident", "word") or (
+                toks[i].kind == "word" and toks[i].up in KEYWORDS):
+            raise syntax_error(toks[i].text if i < len(toks) else toks[-1].text)
+        parts.append(toks[i].value)
+        i += 1
+        if i < len(toks) and toks[i].is_op("."):
+            i += 1
+            continue
+        break
+    if len(parts) == 3:
+        if parts[0].lower() != ctx.database.lower():
+            raise TsqlError(2702 if False else 208, "Invalid object name '%s'." % ".".join(parts))
+        parts = parts[1:]
+    if len(parts) == 1:
+        parts = ["dbo"] + parts
+    if len(parts) != 2:
+        raise syntax_error(".".join(parts))
+    for p in parts:
+        if len(p) > 128:
+            raise TsqlError(103, "The identifier that starts with '%s' is too long. Maximum length is 128." % p[:128],
+                            cls=15, state=4)
+    return (parts[0], parts[1]), i
+
+
+def parse_statement(toks, text, ctx):
+    """One statement's tokens -> Stmt (raises TsqlError)."""
+    source = text[toks[0].pos:toks[-1].end]
+    first = toks[0]
+    if first.kind != "word":
+        raise syntax_error(first.text)
+    up = first.up
+    n = len(toks)
+    if up in ("SELECT", "WITH"):
+        for t in toks:
+            if t.is_word("INTO"):
+                raise syntax_error("INTO", "SELECT ... INTO is not supported")
+        tr = ExprTranslator(toks, ctx)
+        return Stmt("query", source, pg=tr.tr(0, n), aliases=tr.aliases, cmd=0xC1)
+    if up == "INSERT":
+        i = 1
+        if i < n and toks[i].is_word("INTO"):
+            i += 1
+        name, j = _table_name(toks, i, ctx)
+        for t in toks:
+            if t.is_word("OUTPUT", "EXEC", "EXECUTE"):
+                raise syntax_error(t.text, "INSERT ... %s is not supported" % t.up)
+        tr = ExprTranslator(toks, ctx)
+        body = tr.tr(i, n)
+        return Stmt("query", source, pg="INSERT INTO " + body, aliases=tr.aliases, cmd=0xC3, table=name)
+    if up == "UPDATE":
+        name, j = _table_name(toks, 1, ctx)
+        for t in toks:
+            if t.is_word("OUTPUT", "FROM"):
+                raise syntax_error(t.text, "UPDATE ... %s is not supported" % t.up)
+        tr = ExprTranslator(toks, ctx)
+        return Stmt("query", source, pg=tr.tr(0, n), aliases=tr.aliases, cmd=0xC5)
+    if up == "DELETE":
+        i = 1
+        if i < n and toks[i].is_word("FROM"):
+            i += 1
+        name, j = _table_name(toks, i, ctx)
+        for t in toks[j:]:
+            if t.is_word("OUTPUT", "FROM", "TOP"):
+                raise syntax_error(t.text, "DELETE ... %s is not supported" % t.up)
+        tr = ExprTranslator(toks, ctx)
+        return Stmt("query", source, pg="DELETE FROM " + tr.tr(i, n), aliases=tr.aliases, cmd=0xC4)
+    if up == "TRUNCATE":
+        i = _expect_word(toks, 1, "TABLE")
+        name, j = _table_name(toks, i, ctx)
+        if j != n:
+            raise syntax_error(toks[j].text)
+        return Stmt("truncate", source, table=name)
+    if up == "SET":
+        return _parse_set(toks, source, ctx)
+    if up == "USE":
+        if n != 2 or toks[1].kind not in ("word", "ident"):
+            raise syntax_error(toks[-1].text)
+        return Stmt("use", source, database=toks[1].value)
+    if up == "BEGIN":
+        if n >= 2 and toks[1].is_word("TRAN", "TRANSACTION") and n <= 3:
+            return Stmt("begin", source)
+        raise syntax_error(toks[1].text if n > 1 else "BEGIN", "only BEGIN TRAN[SACTION] is supported")
+    if up in ("COMMIT", "ROLLBACK"):
+        if n == 1 or (toks[1].is_word("TRAN", "TRANSACTION", "WORK") and n == 2):
+            return Stmt(up.lower(), source)
+        raise syntax_error(toks[-1].text, "named transactions / savepoints are not supported")
+    if up == "WAITFOR":
+        if n == 3 and toks[1].is_word("DELAY") and toks[2].kind == "str":
+            m = re.fullmatch(r"(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,3}))?)?", toks[2].value.strip())
+            if not m:
+                raise TsqlError(148, "Incorrect time syntax in time string '%s' used with WAITFOR." % toks[2].value)
+            secs = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + int(m.group(3) or 0) + int(
+                (m.group(4) or "0").ljust(3, "0")) / 1000.0
+            return Stmt("waitfor", source, seconds=secs)
+        raise syntax_error(toks[1].text if n > 1 else "WAITFOR", "only WAITFOR DELAY 'hh:mm:ss' is supported")
+    if up == "KILL":
+        if n == 2 and toks[1].kind == "num" and toks[1].text.isdigit():
+            return Stmt("kill", source, spid=int(toks[1].text))
+        raise syntax_error(toks[-1].text)
+    if up == "CREATE":
+        if n > 1 and toks[1].is_word("TABLE"):
+            return _parse_create_table(toks, source, ctx)
+        if n == 3 and toks[1].is_word("SCHEMA") and toks[2].kind in ("word", "ident"):
+            return Stmt("create_schema", source, name=toks[2].value)
+        return _parse_create_index(toks, source, ctx)
+    if up == "DROP":
+        if n > 1 and toks[1].is_word("TABLE"):
+            i = 2
+            if_exists = False
+            if i + 1 < n and toks[i].is_word("IF") and toks[i + 1].is_word("EXISTS"):
+                if_exists = True
+                i += 2
+            names = []
+            while True:
+                name, i = _table_name(toks, i, ctx)
+                names.append(name)
+                if i < n and toks[i].is_op(","):
+                    i += 1
+                    continue
+                break
+            if i != n:
+                raise syntax_error(toks[i].text)
+            return Stmt("drop_table", source, names=names, if_exists=if_exists)
+        raise syntax_error(toks[1].text if n > 1 else "DROP", "only DROP TABLE is supported")
+    if up == "ALTER":
+        return _parse_alter(toks, source, ctx)
+    raise syntax_error(first.text, "statement not supported")
+
+
+ISOLATION = {"READ COMMITTED": "READ COMMITTED", "READ UNCOMMITTED": "READ COMMITTED",
+             "REPEATABLE READ": "REPEATABLE READ", "SNAPSHOT": "REPEATABLE READ", "SERIALIZABLE": "SERIALIZABLE"}
+
+
+def _parse_set(toks, source, ctx):
+    n = len(toks)
+    if n < 2:
+        raise syntax_error("SET")
+    t = toks[1]
+    if t.kind == "var":
+        raise TsqlError(137, 'Must declare the scalar variable "%s".' % t.text, cls=15, state=2)
+    if t.kind != "word":
+        raise syntax_error(t.text)
+    w = t.up
+    if w == "TRANSACTION":
+        i = _expect_word(toks, 2, "ISOLATION")
+        i = _expect_word(toks, i, "LEVEL")
+        level = " ".join(x.up or "" for x in toks[i:])
+        if level not in ISOLATION:
+            raise syntax_error(toks[i].text if i < n else "LEVEL")
+        return Stmt("set", source, option="ISOLATION", value=ISOLATION[level])
+    if w in ("TEXTSIZE", "LOCK_TIMEOUT", "ROWCOUNT"):
+        if n == 3 and toks[2].kind == "num":
+            val = int(toks[2].text)
+        elif n == 4 and toks[2].is_op("-") and toks[3].kind == "num":
+            val = -int(toks[3].text)
+        else:
+            raise syntax_error(toks[-1].text)
+        if w == "ROWCOUNT" and val != 0:
+            raise syntax_error("ROWCOUNT", "SET ROWCOUNT n is not supported")
+        return Stmt("set", source, option=w, value=val)
+    if w in ("DATEFORMAT", "LANGUAGE", "DEADLOCK_PRIORITY", "DATEFIRST"):
+        if n == 3:
+            return Stmt("set", source, option=w, value=toks[2].value)
+        raise syntax_error(toks[-1].text)
+    if w == "IDENTITY_INSERT":
+        name, i = _table_name(toks, 2, ctx)
+        if i == n - 1 and toks[i].is_word("ON", "OFF"):
+            return Stmt("set", source, option=w, value=(name, toks[i].up == "ON"))
+        raise syntax_error(toks[-1].text)
+    # list of boolean options followed by ON/OFF
+    opts = []
+    i = 1
+    while i < n:
+        if toks[i].kind != "word" or toks[i].up not in BOOL_OPTIONS:
+            raise syntax_error(toks[i].text, "SET option not supported")
+        opts.append(toks[i].up)
+        i += 1
+        if i < n and toks[i].is_op(","):
+            i += 1
+            continue
+        break
+    if i != n - 1 or not toks[i].is_word("ON", "OFF"):
+        raise syntax_error(toks[min(i, n - 1)].text)
+    on = toks[i].up == "ON"
+    if "IMPLICIT_TRANSACTIONS" in opts and on:
+        raise syntax_error("IMPLICIT_TRANSACTIONS", "IMPLICIT_TRANSACTIONS ON is not supported")
+    return Stmt("set", source, option="BOOL", value=(opts, on))
+
+
+class ColumnDef:
+    def __init__(self, name, ctype):
+        self.name = name
+        self.type = ctype
+        self.nullable = None
+        self.identity = None
+        self.default = None  # PostgreSQL expression text
+        self.default_src = None
+        self.pk = False
+        self.unique = False
+
+
+class Constraint:
+    def __init__(self, name, kind, columns):
+        self.name = name
+        self.kind = kind  # PRIMARY KEY | UNIQUE
+        self.columns = columns
+
+
+def _skip_clustered(toks, i):
+    if i < len(toks) and toks[i].is_word("CLUSTERED", "NONCLUSTERED"):
+        return i + 1
+    return i
+
+
+def _column_list(toks, i):
+    if i >= len(toks) or not toks[i].is_op("("):
+        raise syntax_error(toks[i].text if i < len(toks) else toks[-1].text)
+    i += 1
+    cols = []
+    while True:
+        t = toks[i]
+        if t.kind not in ("ident", "word") or (t.kind == "word" and t.up in KEYWORDS):
+            raise syntax_error(t.text)
+        cols.append(t.value)
+        i += 1
+        if toks[i].is_word("ASC", "DESC"):
+            i += 1
+        if toks[i].is_op(","):
+            i += 1
+            continue
+        if toks[i].is_op(")"):
+            return cols, i + 1
+        raise syntax_error(toks[i].text)
+
+
+def _expr_end(toks, i, end):
+    """End index of an expression starting at i (stops at ',' or ')' at depth 0, or a constraint keyword)."""
+    depth = 0
+    while i < end:
+        t = toks[i]
+        if t.is_op("("):
+            depth += 1
+        elif t.is_op(")"):
+            if depth == 0:
+                return i
+            depth -= 1
+        elif depth == 0 and (t.is_op(",") or t.is_word("NOT", "NULL", "PRIMARY", "UNIQUE", "CONSTRAINT", "IDENTITY",
+                                                        "CHECK", "REFERENCES", "COLLATE")):
+            return i
+        i += 1
+    return i
+
+
+def _parse_column_def(toks, i, end, ctx):
+    t = toks[i]
+    if t.kind not in ("ident", "word") or (t.kind == "word" and t.up in KEYWORDS):
+        raise syntax_error(t.text)
+    if len(t.value) > 128:
+        raise TsqlError(103, "The identifier that starts with '%s' is too long. Maximum length is 128." % t.value[:128],
+                        cls=15, state=4)
+    ctype, i = parse_type(toks, i + 1)
+    col = ColumnDef(t.value, ctype)
+    while i < end and not toks[i].is_op(","):
+        w = toks[i]
+        if w.is_word("NULL"):
+            col.nullable = True
+            i += 1
+        elif w.is_word("NOT") and i + 1 < end and toks[i + 1].is_word("NULL"):
+            col.nullable = False
+            i += 2
+        elif w.is_word("IDENTITY"):
+            i += 1
+            seed, inc = 1, 1
+            if i < end and toks[i].is_op("("):
+                nums = []
+                i += 1
+                while not toks[i].is_op(")"):
+                    if toks[i].kind == "num":
+                        nums.append(int(toks[i].text))
+                    elif toks[i].is_op("-") and toks[i + 1].kind == "num":
+                        nums.append(-int(toks[i + 1].text))
+                        i += 1
+                    elif not toks[i].is_op(","):
+                        raise syntax_error(toks[i].text)
+                    i += 1
+                i += 1
+                if len(nums) != 2:
+                    raise syntax_error("IDENTITY")
+                seed, inc = nums
+            col.identity = (seed, inc)
+        elif w.is_word("CONSTRAINT"):
+            i += 2  # name of a column constraint (default or pk): not kept
+        elif w.is_word("DEFAULT"):
+            e = _expr_end(toks, i + 1, end)
+            if e == i + 1:
+                raise syntax_error("DEFAULT")
+            tr = ExprTranslator(toks, ctx)
+            col.default = tr.tr(i + 1, e)
+            col.default_src = "(" + " ".join(x.text for x in toks[i + 1:e]) + ")"
+            i = e
+        elif w.is_word("PRIMARY"):
+            i = _expect_word(toks, i + 1, "KEY")
+            i = _skip_clustered(toks, i)
+            col.pk = True
+        elif w.is_word("UNIQUE"):
+            i = _skip_clustered(toks, i + 1)
+            col.unique = True
+        elif w.is_word("COLLATE"):
+            raise syntax_error("COLLATE", "column collations are not supported")
+        else:
+            raise syntax_error(w.text)
+    return col, i
+
+
+def _parse_create_table(toks, source, ctx):
+    name, i = _table_name(toks, 2, ctx)
+    n = len(toks)
+    if i >= n or not toks[i].is_op("("):
+        raise syntax_error(toks[min(i, n - 1)].text)
+    if not toks[-1].is_op(")"):
+        raise syntax_error(toks[-1].text)
+    end = n - 1
+    i += 1
+    columns = []
+    constraints = []
+    while i < end:
+        t = toks[i]
+        if t.is_word("CONSTRAINT", "PRIMARY", "UNIQUE"):
+            cname = None
+            if t.is_word("CONSTRAINT"):
+                cname = toks[i + 1].value
+                i += 2
+            if toks[i].is_word("PRIMARY"):
+                i = _expect_word(toks, i + 1, "KEY")
+                kind = "PRIMARY KEY"
+            elif toks[i].is_word("UNIQUE"):
+                i += 1
+                kind = "UNIQUE"
+            else:
+                raise syntax_error(toks[i].text, "only PRIMARY KEY / UNIQUE constraints are supported")
+            i = _skip_clustered(toks, i)
+            cols, i = _column_list(toks, i)
+            constraints.append(Constraint(cname, kind, cols))
+        else:
+            col, i = _parse_column_def(toks, i, end, ctx)
+            columns.append(col)
+        if i < end:
+            if not toks[i].is_op(","):
+                raise syntax_error(toks[i].text)
+            i += 1
+    if not columns:
+        raise syntax_error(")")
+    return Stmt("create_table", source, table=name, columns=columns, constraints=constraints)
+
+
+def _parse_create_index(toks, source, ctx):
+    n = len(toks)
+    i = 1
+    unique = False
+    if i < n and toks[i].is_word("UNIQUE"):
+        unique = True
+        i += 1
+    i = _skip_clustered(toks, i)
+    i = _expect_word(toks, i, "INDEX")
+    if i >= n or toks[i].kind not in ("ident", "word"):
+        raise syntax_error(toks[min(i, n - 1)].text)
+    index_name = toks[i].value
+    i = _expect_word(toks, i + 1, "ON")
+    table, i = _table_name(toks, i, ctx)
+    cols, i = _column_list(toks, i)
+    if i != n:
+        raise syntax_error(toks[i].text, "index options are not supported")
+    return Stmt("create_index", source, table=table, name=index_name, columns=cols, unique=unique)
+
+
+def _parse_alter(toks, source, ctx):
+    n = len(toks)
+    i = _expect_word(toks, 1, "TABLE")
+    table, i = _table_name(toks, i, ctx)
+    if i < n and toks[i].is_word("ADD"):
+        i += 1
+        cols = []
+        while i < n:
+            col, i = _parse_column_def(toks, i, n, ctx)
+            cols.append(col)
+            if i < n:
+                if not toks[i].is_op(","):
+                    raise syntax_error(toks[i].text)
+                i += 1
+        return Stmt("alter_add", source, table=table, columns=cols)
+    if i + 1 < n and toks[i].is_word("DROP") and toks[i + 1].is_word("COLUMN"):
+        i += 2
+        names = []
+        while i < n:
+            names.append(toks[i].value)
+            i += 1
+            if i < n and toks[i].is_op(","):
+                i += 1
+        return Stmt("alter_drop", source, table=table, names=names)
+    if i + 1 < n and toks[i].is_word("ALTER") and toks[i + 1].is_word("COLUMN"):
+        col, j = _parse_column_def(toks, i + 2, n, ctx)
+        if j != n or col.default is not None or col.identity or col.pk or col.unique:
+            raise syntax_error(toks[min(j, n - 1)].text)
+        return Stmt("alter_column", source, table=table, column=col)
+    raise syntax_error(toks[i].text if i < n else "ALTER", "only ALTER TABLE ADD / DROP COLUMN / ALTER COLUMN")
+
+
+def parse_batch(text, ctx):
+    """A batch -> list of (Stmt or TsqlError). A syntax error stops the whole batch (SQL Server compiles
+    the batch first), so it is returned alone."""
+    toks = tokenize(text)
+    if not toks:
+        return []
+    return [(stoks, text) for stoks in split_statements(toks)]
