@@ -1,0 +1,3 @@
+from berqenas_orchestrator.cli import main
+
+main()
