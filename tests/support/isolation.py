@@ -104,6 +104,10 @@ def main(argv=None):
     for t in ns.tenants:
         shown = _cli_json("tenant", "show", t, "--credentials")
         creds[t] = shown["credentials"]
+    for t in ns.tenants:
+        f = prepare_own_schema("127.0.0.1", status["port"], status["database"], t, creds[t])
+        print(f"{t + '_app':<20} create table, insert, select in own schema {t:<15} -> ALLOWED ({f['rows']} rows, "
+              f"table owned by {f['owner']}); {t}_ro reads it -> ALLOWED ({f['ro_rows']} rows)")
     rows = prove("127.0.0.1", status["port"], status["database"], creds)
     for r in rows:
         mark = "DENIED" if r["denied"] else "NOT DENIED"
