@@ -114,6 +114,10 @@ class TdsEmulator:
         self._thread = None
         self._stopping = threading.Event()
 
+    @property
+    def password(self):
+        return self._password
+
     # -- configuration -------------------------------------------------------------------------
     def add_database(self, name, pg_conninfo):
         with self._lock:
@@ -124,6 +128,24 @@ class TdsEmulator:
             if self._default_db is None:
                 self._default_db = db
         return db
+
+    def remove_database(self, name):
+        """Stop serving a database (its sessions are dropped; the PostgreSQL database is left alone)."""
+        with self._lock:
+            db = self._databases.pop(name.lower(), None)
+            if db is self._default_db:
+                self._default_db = next(iter(self._databases.values()), None)
+        if db is not None:
+            self.kill_sessions_of(db)
+
+    def kill_sessions_of(self, db):
+        with self._lock:
+            victims = [s for s in self._sessions.values() if s.db is db]
+        for s in victims:
+            s.kill()
+        for s in victims:
+            s.join(5)
+        return len(victims)
 
     def database(self, name):
         db = self._databases.get((name or "").lower())
@@ -154,12 +176,7 @@ class TdsEmulator:
         return dbts
 
     def kill_sessions(self, database):
-        db = self.database(database)
-        with self._lock:
-            victims = [s for s in self._sessions.values() if s.db is db]
-        for s in victims:
-            s.kill()
-        return len(victims)
+        return self.kill_sessions_of(self.database(database))
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self):

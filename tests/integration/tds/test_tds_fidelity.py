@@ -1,0 +1,352 @@
+"""The TDS emulator through the real pymssql driver; every test here also runs against a real SQL Server
+when BERQENAS_TEST_MSSQL_DSN is set (fixture ``mssql_server`` is parametrised emulator/real)."""
+
+import contextlib
+import datetime
+import decimal
+import threading
+import time
+import uuid
+
+import pymssql
+import pytest
+
+from tests.support.env import setup_import_path
+
+setup_import_path()
+from ansible_collections.berqenas.platform.plugins.module_utils import mssql_tsql  # noqa: E402
+
+pytestmark = pytest.mark.tds
+
+D = decimal.Decimal
+TZ530 = datetime.timezone(datetime.timedelta(hours=5, minutes=30))
+TZM8 = datetime.timezone(datetime.timedelta(hours=-8))
+
+# (column type, T-SQL literal, value pymssql returns for SQL Server)
+TYPES = [
+    ("tinyint", "255", 255),
+    ("smallint", "-32768", -32768),
+    ("int", "-2147483648", -2147483648),
+    ("bigint", "9223372036854775807", 9223372036854775807),
+    ("bit", "1", True),
+    ("decimal(38,10)", "1234567890123456789012345678.0123456789", D("1234567890123456789012345678.0123456789")),
+    ("numeric(5,2)", "-123.45", D("-123.45")),
+    ("decimal(9,0)", "0", D("0")),
+    ("money", "922337203685477.5807", D("922337203685477.5807")),
+    ("smallmoney", "-214748.3648", D("-214748.3648")),
+    ("float", "3.141592653589793", 3.141592653589793),
+    ("real", "1.5", 1.5),
+    ("date", "'9999-12-31'", datetime.date(9999, 12, 31)),
+    ("time(7)", "'23:59:59.1234567'", datetime.time(23, 59, 59, 123456)),
+    ("time(0)", "'01:02:03'", datetime.time(1, 2, 3)),
+    ("datetime", "'2020-02-29 13:14:15.997'", datetime.datetime(2020, 2, 29, 13, 14, 15, 997000)),
+    ("datetime2(7)", "'0001-01-01 00:00:00.1234567'", datetime.datetime(1, 1, 1, 0, 0, 0, 123456)),
+    ("datetime2(3)", "'2024-06-30 23:59:59.123'", datetime.datetime(2024, 6, 30, 23, 59, 59, 123000)),
+    ("datetimeoffset(7)", "'2020-01-01 10:00:00.1234567 +05:30'",
+     datetime.datetime(2020, 1, 1, 10, 0, 0, 123456, tzinfo=TZ530)),
+    ("datetimeoffset(0)", "'1999-12-31 23:00:00 -08:00'", datetime.datetime(1999, 12, 31, 23, 0, 0, tzinfo=TZM8)),
+    ("char(5)", "'ab'", "ab   "),
+    ("varchar(10)", "'h\u00e9llo'", "h\u00e9llo"),
+    ("varchar(max)", "REPLICATE_X", "x" * 9000),
+    ("nchar(3)", "N'\u65e5'", "\u65e5  "),
+    ("nvarchar(20)", "N'\U0001F600 ok'", "\U0001F600 ok"),
+    ("nvarchar(max)", "N'ab' + NCHAR(0) + N'cd'", "ab\x00cd"),
+    ("binary(4)", "0x0102", b"\x01\x02\x00\x00"),
+    ("varbinary(10)", "0x00FF", b"\x00\xff"),
+    ("varbinary(max)", "0x" + "AB" * 9000, b"\xab" * 9000),
+    ("uniqueidentifier", "'6F9619FF-8B86-D011-B42D-00C04FC964FF'", uuid.UUID("6f9619ff-8b86-d011-b42d-00c04fc964ff")),
+]
+
+
+def errnum(exc):
+    """SQL Server error number of a pymssql exception (cursor errors: (number, text); connect: ((n, text),))."""
+    a = exc.args[0]
+    return a[0] if isinstance(a, tuple) else a
+
+
+def errtext(exc):
+    a = exc.args[0]
+    return a[1] if isinstance(a, tuple) else exc.args[1]
+
+
+def _literal(lit):
+    if lit == "REPLICATE_X":
+        return "'" + "x" * 9000 + "'"
+    return lit
+
+
+def test_every_type_round_trips_with_nulls(mssql_db):
+    cols = ", ".join("c%d %s NULL" % (i, t) for i, (t, _, _) in enumerate(TYPES))
+    names = ", ".join("c%d" % i for i in range(len(TYPES)))
+    with contextlib.closing(mssql_db.connect()) as conn:
+        cur = conn.cursor()
+        cur.execute("CREATE TABLE dbo.alltypes (id int NOT NULL PRIMARY KEY, %s, rv rowversion)" % cols)
+        cur.execute("INSERT INTO dbo.alltypes (id, %s) VALUES (1, %s)" % (names, ", ".join(_literal(v)
+                                                                                             for _, v, _ in TYPES)))
+        cur.execute("INSERT INTO dbo.alltypes (id) VALUES (2)")
+        cur.execute("SELECT %s, rv FROM dbo.alltypes ORDER BY id" % names)
+        full, empty = cur.fetchall()
+        desc = cur.description
+    for i, (t, _, expected) in enumerate(TYPES):
+        got = full[i]
+        assert type(got) is type(expected), (t, got)
+        assert got == expected, (t, got, expected)
+        if isinstance(expected, datetime.datetime) and expected.tzinfo is not None:
+            assert got.utcoffset() == expected.utcoffset(), t
+    assert isinstance(full[-1], bytes) and len(full[-1]) == 8  # rowversion
+    assert list(empty[:-1]) == [None] * len(TYPES)
+    assert [d[0] for d in desc] == ["c%d" % i for i in range(len(TYPES))] + ["rv"]
+
+
+def test_parameters_interpolated_by_pymssql_round_trip(mssql_db):
+    mssql_db.execute("CREATE TABLE dbo.p (id int PRIMARY KEY, d decimal(20,6), s nvarchar(50), b varbinary(20),"
+                     " g uniqueidentifier, t datetime2(6))")
+    vals = (7, D("-12345678901234.123456"), "it's \u00fcnicode \U0001F680", bytearray(b"\x00\x01ABC"),
+            uuid.UUID("12345678-1234-5678-1234-567812345678"), datetime.datetime(2021, 5, 6, 7, 8, 9, 123456))
+    with contextlib.closing(mssql_db.connect(use_datetime2=True)) as conn:
+        cur = conn.cursor()
+        cur.execute("INSERT INTO dbo.p (id, d, s, b, g, t) VALUES (%s, %s, %s, %s, %s, %s)", vals)
+        cur.execute("SELECT id, d, s, b, g, t FROM dbo.p WHERE s = %s", (vals[2],))
+        row = cur.fetchone()
+    assert row == (7, vals[1], vals[2], bytes(vals[3]), vals[4], vals[5])
+
+
+def test_rowversion_order_and_dbts(mssql_db):
+    with contextlib.closing(mssql_db.connect()) as conn:
+        cur = conn.cursor()
+        cur.execute("CREATE TABLE dbo.t (id int PRIMARY KEY, v int, rv rowversion)")
+        cur.execute("SELECT @@DBTS")
+        start = cur.fetchone()[0]
+        cur.execute("INSERT INTO dbo.t (id, v) VALUES (1, 1)")
+        cur.execute("INSERT INTO dbo.t (id, v) VALUES (2, 2)")
+        cur.execute("UPDATE dbo.t SET v = v WHERE id = 1")  # a no-op update still bumps
+        cur.execute("SELECT id, rv FROM dbo.t ORDER BY rv")
+        rows = cur.fetchall()
+        cur.execute("SELECT @@DBTS, MIN_ACTIVE_ROWVERSION()")
+        dbts, mar = cur.fetchone()
+    assert [r[0] for r in rows] == [2, 1]
+    rvs = [int.from_bytes(r[1], "big") for r in rows]
+    assert int.from_bytes(start, "big") < rvs[0] < rvs[1] == int.from_bytes(dbts, "big")
+    assert int.from_bytes(mar, "big") == int.from_bytes(dbts, "big") + 1
+    # window predicate with a bytearray watermark (as the sync engine sends it)
+    lo = mssql_tsql.rv_param(rvs[0])
+    with contextlib.closing(mssql_db.connect()) as conn:
+        cur = conn.cursor()
+        cur.execute(mssql_tsql.window_select("dbo", "t", ["id", "v", "rv"], "rv"), (lo, mssql_tsql.rv_param(mar)))
+        assert [r[0] for r in cur.fetchall()] == [2, 1]
+
+
+def test_min_active_rowversion_held_by_open_transaction(mssql_db):
+    mssql_db.execute("CREATE TABLE dbo.t (id int PRIMARY KEY, rv rowversion)")
+    writer = mssql_db.connect(autocommit=False)
+    reader = mssql_db.connect()
+    try:
+        wc = writer.cursor()
+        wc.execute("INSERT INTO dbo.t (id) VALUES (1)")  # inside pymssql's implicit BEGIN TRAN
+        rc = reader.cursor()
+        rc.execute("INSERT INTO dbo.t (id) VALUES (2)")  # committed, later value
+        rc.execute("SELECT MIN_ACTIVE_ROWVERSION(), @@DBTS")
+        mar, dbts = (int.from_bytes(x, "big") for x in rc.fetchone())
+        wc.execute("SELECT rv FROM dbo.t WHERE id = 1")
+        held = int.from_bytes(wc.fetchone()[0], "big")
+        assert mar == held < dbts
+        writer.commit()
+        rc.execute("SELECT MIN_ACTIVE_ROWVERSION(), @@DBTS")
+        mar2, dbts2 = (int.from_bytes(x, "big") for x in rc.fetchone())
+        assert mar2 == dbts2 + 1 and dbts2 >= dbts
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_rollback_keeps_nothing_and_transaction_statements(mssql_db):
+    mssql_db.execute("CREATE TABLE dbo.t (id int PRIMARY KEY, rv rowversion)")
+    with contextlib.closing(mssql_db.connect()) as conn:
+        cur = conn.cursor()
+        cur.execute("BEGIN TRAN; INSERT INTO dbo.t (id) VALUES (1); SELECT @@TRANCOUNT")
+        assert cur.fetchone()[0] == 1
+        cur.execute("ROLLBACK TRAN")
+        cur.execute("BEGIN TRANSACTION")
+        cur.execute("INSERT INTO dbo.t (id) VALUES (2)")
+        with pytest.raises(pymssql.IntegrityError) as e:
+            cur.execute("INSERT INTO dbo.t (id) VALUES (2)")  # fails alone, transaction goes on
+        assert errnum(e.value) == 2627
+        cur.execute("COMMIT TRANSACTION")
+        cur.execute("SELECT id FROM dbo.t")
+        assert cur.fetchall() == [(2,)]
+
+
+def test_login_failure_is_18456(mssql_db):
+    with pytest.raises(pymssql.OperationalError) as e:
+        mssql_db.connect(password="definitely-wrong")
+    assert errnum(e.value) == 18456
+    assert b"Login failed for user" in errtext(e.value)
+
+
+def test_errors_have_sql_server_numbers_and_classes(mssql_db):
+    mssql_db.execute("CREATE TABLE dbo.t (id int PRIMARY KEY, s nvarchar(3))")
+    with contextlib.closing(mssql_db.connect()) as conn:
+        cur = conn.cursor()
+        cases = [
+            ("SELECT FROM WHERE", pymssql.ProgrammingError, 102),
+            ("SELECT * FROM dbo.no_such_table", pymssql.ProgrammingError, 208),
+            ("SELECT no_such_column FROM dbo.t", pymssql.ProgrammingError, 207),
+            ("INSERT INTO dbo.t (id) VALUES (NULL)", pymssql.IntegrityError, 515),
+            ("SELECT NO_SUCH_FUNCTION(1)", pymssql.OperationalError, 195),
+        ]
+        for statement, exc, number in cases:
+            with pytest.raises(exc) as e:
+                cur.execute(statement)
+            assert errnum(e.value) == number, statement
+        cur.execute("INSERT INTO dbo.t (id) VALUES (1)")
+        with pytest.raises(pymssql.IntegrityError) as e:
+            cur.execute("INSERT INTO dbo.t (id) VALUES (1)")
+        assert errnum(e.value) == 2627 and b"PRIMARY KEY" in errtext(e.value)
+        cur.execute("SELECT COUNT(*) FROM dbo.t")  # the connection is still usable
+        assert cur.fetchone()[0] == 1
+
+
+def test_killed_connection_raises_operational_error(mssql_db):
+    victim = mssql_db.connect()
+    try:
+        cur = victim.cursor()
+        cur.execute("SELECT @@SPID")
+        spid = cur.fetchone()[0]
+        mssql_db.execute("KILL %d" % spid)
+        with pytest.raises(pymssql.OperationalError):
+            for _ in range(3):  # the first round trip may still be in flight
+                cur.execute("SELECT 1")
+                cur.fetchall()
+    finally:
+        with contextlib.suppress(Exception):
+            victim.close()
+
+
+def test_query_timeout_raises_and_releases_the_server_side(mssql_db):
+    mssql_db.execute("CREATE TABLE dbo.t (id int PRIMARY KEY, v int)")
+    mssql_db.execute("INSERT INTO dbo.t (id, v) VALUES (1, 0)")
+    holder = mssql_db.connect(autocommit=False)
+    waiter = mssql_db.connect(timeout=1)
+    try:
+        holder.cursor().execute("UPDATE dbo.t SET v = 1 WHERE id = 1")  # row lock held, not committed
+        cur = waiter.cursor()
+        t0 = time.monotonic()
+        with pytest.raises(pymssql.OperationalError) as e:
+            cur.execute("UPDATE dbo.t SET v = 2 WHERE id = 1")
+        assert time.monotonic() - t0 < 5
+        # DB-Lib 20003 (timed out); FreeTDS then gives the DBPROCESS up (20047), as against SQL Server
+        assert errnum(e.value) in (20003, 20047) and b"timed out" in errtext(e.value)
+    finally:
+        with contextlib.suppress(Exception):
+            waiter._conn.query_timeout = 0  # dbsettime is process-wide
+        with contextlib.suppress(Exception):
+            waiter.close()
+    holder.commit()
+    holder.close()
+    # the abandoned statement did not survive on the server: a new writer is not blocked and wins
+    mssql_db.execute("UPDATE dbo.t SET v = 3 WHERE id = 1")
+    assert mssql_db.execute("SELECT v FROM dbo.t WHERE id = 1") == [(3,)]
+
+
+def test_cancel_of_pending_rows_sends_attention(mssql_db):
+    mssql_db.execute("CREATE TABLE dbo.big (id int PRIMARY KEY, pad nvarchar(200))")
+    for base in range(0, 20000, 1000):
+        values = ", ".join("(%d, REPLICATE_PAD)" % i for i in range(base, base + 1000))
+        mssql_db.execute("INSERT INTO dbo.big (id, pad) VALUES " + values.replace("REPLICATE_PAD", "N'" + "p" * 150
+                                                                                   + "'"))
+    with contextlib.closing(mssql_db.connect()) as conn:
+        cur = conn.cursor()
+        cur.execute("SELECT id, pad FROM dbo.big ORDER BY id")
+        assert cur.fetchone()[0] == 0
+        conn._conn.cancel()  # DB-Lib dbcancel: attention, wait for the server's acknowledgement
+        cur.execute("SELECT COUNT(*) FROM dbo.big")  # the next result is not polluted by the old one
+        assert cur.fetchall() == [(20000,)]
+        cur.execute("SELECT id FROM dbo.big WHERE id < 3 ORDER BY id")
+        assert cur.fetchone() == (0,)
+        cur.execute("SELECT MAX(id) FROM dbo.big")  # pymssql cancels the pending rows itself
+        assert cur.fetchall() == [(19999,)]
+
+
+def test_sync_engine_statements(mssql_db):
+    mssql_db.execute("CREATE TABLE dbo.Orders (id int NOT NULL, name nvarchar(40) NULL, rv rowversion,"
+                     " CONSTRAINT PK_Orders PRIMARY KEY (id))")
+    mssql_db.execute("INSERT INTO dbo.Orders (id, name) VALUES (1, N'a'), (2, N'b'), (3, NULL)")
+    with contextlib.closing(mssql_db.connect()) as conn:
+        cur = conn.cursor()
+        cur.execute(mssql_tsql.SERVER_VERSION)
+        version, banner = cur.fetchone()
+        assert version.split(".")[0].isdigit() and "Microsoft SQL Server" in banner
+        cur.execute(mssql_tsql.DATABASE_IDENTITY)
+        guid, fork = cur.fetchone()
+        assert isinstance(guid, uuid.UUID) and isinstance(fork, uuid.UUID)
+        cur.execute(mssql_tsql.WATERMARKS)
+        mar, dbts = cur.fetchone()
+        assert int.from_bytes(mar, "big") == int.from_bytes(dbts, "big") + 1
+        cur.execute(mssql_tsql.TABLE_EXISTS, ("dbo", "Orders"))
+        assert cur.fetchall() == [("BASE TABLE",)]
+        cur.execute(mssql_tsql.COLUMNS, ("dbo", "Orders"))
+        cols = cur.fetchall()
+        assert [(c[0], c[1], c[2], c[6], c[7]) for c in cols] == [
+            ("id", "int", None, "NO", 1), ("name", "nvarchar", 40, "YES", 2), ("rv", "timestamp", None, "NO", 3)]
+        assert cols[0][3] == 10 and cols[0][4] == 0
+        cur.execute(mssql_tsql.PRIMARY_KEY, ("dbo", "Orders"))
+        assert cur.fetchall() == [("id",)]
+        lo, hi = mssql_tsql.rv_param(0), mssql_tsql.rv_param(mar)
+        cur.execute(mssql_tsql.window_count("dbo", "Orders", "rv"), (lo, hi))
+        assert cur.fetchone()[0] == 3
+        cur.execute(mssql_tsql.window_select("dbo", "Orders", ["id", "name", "rv"], "rv"), (lo, hi))
+        assert [r[:2] for r in cur.fetchall()] == [(1, "a"), (2, "b"), (3, None)]
+        cur.execute(mssql_tsql.full_count("dbo", "Orders"))
+        assert cur.fetchone()[0] == 3
+        cur.execute(mssql_tsql.full_select("dbo", "Orders", ["id", "name"]))
+        assert sorted(cur.fetchall(), key=lambda r: r[0]) == [(1, "a"), (2, "b"), (3, None)]
+        cur.execute(mssql_tsql.pk_select("dbo", "Orders", ["id"]))
+        assert sorted(cur.fetchall()) == [(1,), (2,), (3,)]
+
+
+def test_long_and_hostile_names_keep_their_spelling(mssql_db):
+    long_name = "T" + "x" * 126 + "Z"
+    col = "we]ird; col 'name' \u00e9"
+    mssql_db.execute("CREATE TABLE %s (%s int PRIMARY KEY, [Value] nvarchar(10))"
+                     % (mssql_tsql.quote_table("dbo", long_name), mssql_tsql.quote_ident(col)))
+    mssql_db.execute("INSERT INTO %s (%s, [Value]) VALUES (1, N'v')"
+                     % (mssql_tsql.quote_table("dbo", long_name), mssql_tsql.quote_ident(col)))
+    with contextlib.closing(mssql_db.connect()) as conn:
+        cur = conn.cursor()
+        cur.execute(mssql_tsql.COLUMNS, ("dbo", long_name))
+        assert [r[0] for r in cur.fetchall()] == [col, "Value"]
+        cur.execute(mssql_tsql.full_select("dbo", long_name, [col, "Value"]))
+        assert cur.fetchall() == [(1, "v")]
+        assert [d[0] for d in cur.description] == [col, "Value"]
+
+
+def test_alter_table_add_column_and_rowversion(mssql_db):
+    mssql_db.execute("CREATE TABLE dbo.t (id int PRIMARY KEY)")
+    mssql_db.execute("INSERT INTO dbo.t (id) VALUES (1), (2)")
+    mssql_db.execute("ALTER TABLE dbo.t ADD note nvarchar(20) NULL, rv rowversion")
+    rows = mssql_db.execute("SELECT id, note, rv FROM dbo.t ORDER BY id")
+    assert [r[:2] for r in rows] == [(1, None), (2, None)]
+    assert all(isinstance(r[2], bytes) and len(r[2]) == 8 for r in rows) and rows[0][2] != rows[1][2]
+
+
+def test_several_clients_at_once(mssql_db):
+    mssql_db.execute("CREATE TABLE dbo.t (id int PRIMARY KEY, rv rowversion)")
+    errors = []
+
+    def work(base):
+        try:
+            with contextlib.closing(mssql_db.connect()) as conn:
+                cur = conn.cursor()
+                for i in range(20):
+                    cur.execute("INSERT INTO dbo.t (id) VALUES (%d)" % (base + i))
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k * 100,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    rows = mssql_db.execute("SELECT COUNT(*), COUNT(DISTINCT rv) FROM dbo.t")
+    assert rows == [(80, 80)]
