@@ -693,6 +693,7 @@ class SyncEngine(object):
             self._with_retry(self.source.connect, "connect")
             results = []
             for spec in specs:
+                self._acc = {"inserted": 0, "updated": 0, "deleted": 0}  # committed counts survive retries
                 results.append(self._with_retry(lambda s=spec: self.sync_table(s), "sync %s" % spec.source_name))
             changed = any(r["changed"] for r in results)
             return {"changed": changed, "tables": results}
@@ -802,7 +803,10 @@ class SyncEngine(object):
         plan = plan_table(self.source, spec)
         ident = self.source.identity()
         hi, dbts = self.source.watermarks()
-        res = {"source": spec.source_name, "target": spec.target_name, "inserted": 0, "updated": 0, "deleted": 0,
+        acc = self._acc if self._acc is not None else {"inserted": 0, "updated": 0, "deleted": 0}
+        self._acc = acc
+        res = {"source": spec.source_name, "target": spec.target_name, "inserted": acc["inserted"],
+               "updated": acc["updated"], "deleted": acc["deleted"],
                "pending": None, "watermark_from": None, "watermark_to": None, "mode": spec.mode,
                "precision_notes": list(plan.notes), "added_columns": [], "resync": None, "changed": False}
         conn = self.conn
@@ -878,6 +882,11 @@ class SyncEngine(object):
         return res
 
     _nul_counts = None
+    _acc = None
+
+    def _committed(self, res):
+        for k in ("inserted", "updated", "deleted"):
+            self._acc[k] = res[k]
 
     def _state_exists(self, cur):
         cur.execute("SELECT to_regclass(%s) IS NOT NULL", ("%s.%s" % (STATE_SCHEMA, STATE_TABLE),))
@@ -996,6 +1005,7 @@ class SyncEngine(object):
                 if not inclusive:
                     self._save_state(cur, spec, last + 1, ident, False, ins - dele)
                     conn.commit()
+                    self._committed(res)
                     stg = None  # ON COMMIT DROP
         finally:
             if hasattr(batches, "close"):
@@ -1003,6 +1013,7 @@ class SyncEngine(object):
         rows = (res["inserted"] - res["deleted"]) if inclusive else 0
         self._save_state(cur, spec, hi, ident, True, rows, result="ok")
         conn.commit()
+        self._committed(res)
 
     def _sync_full(self, cur, plan, ident, res):
         """mode full: upsert every row (changed ones only), then delete keys gone from the source."""
@@ -1024,6 +1035,7 @@ class SyncEngine(object):
         res["inserted"] += ins
         res["updated"] += upd
         res["deleted"] += dele
+        self._committed(res)
 
     def _pk_diff(self, cur, plan, ident, hi, res):
         """Delete target rows whose key is no longer in the source (one transaction)."""
@@ -1051,3 +1063,4 @@ class SyncEngine(object):
             self._save_state(cur, spec, hi, ident, True, -n)
         self.conn.commit()
         res["deleted"] += n
+        self._committed(res)
