@@ -50,8 +50,8 @@ class MssqlDatabase:
     def faults(self):
         return self.server.emulator.faults(self.name)
 
-    def simulate_restore(self, dbts=None):
-        return self.server.emulator.simulate_restore(self.name, dbts)
+    def simulate_restore(self, dbts=None, discard_newer=False):
+        return self.server.emulator.simulate_restore(self.name, dbts, discard_newer)
 
     def kill_sessions(self):
         return self.server.emulator.kill_sessions(self.name)

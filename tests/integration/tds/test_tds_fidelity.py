@@ -124,6 +124,8 @@ def test_rowversion_order_and_dbts(mssql_db):
         rows = cur.fetchall()
         cur.execute("SELECT @@DBTS, MIN_ACTIVE_ROWVERSION()")
         dbts, mar = cur.fetchone()
+        cur.execute("SELECT MAX(rv), MIN(rv) FROM dbo.t")
+        assert cur.fetchone() == (dbts, rows[0][1])
     assert [r[0] for r in rows] == [2, 1]
     rvs = [int.from_bytes(r[1], "big") for r in rows]
     assert int.from_bytes(start, "big") < rvs[0] < rvs[1] == int.from_bytes(dbts, "big")
@@ -179,8 +181,9 @@ def test_rollback_keeps_nothing_and_transaction_statements(mssql_db):
 def test_login_failure_is_18456(mssql_db):
     with pytest.raises(pymssql.OperationalError) as e:
         mssql_db.connect(password="definitely-wrong")
+    # (the text is not asserted: pymssql keeps login messages in process-wide state and may report an
+    # earlier failed login's text; the number is per attempt)
     assert errnum(e.value) == 18456
-    assert b"Login failed for user" in errtext(e.value)
 
 
 def test_errors_have_sql_server_numbers_and_classes(mssql_db):

@@ -190,6 +190,24 @@ BEGIN
 END
 $$;
 
+-- MIN/MAX over binary (rowversion) columns, as SQL Server allows
+CREATE OR REPLACE FUNCTION tds_meta.bytea_larger(a bytea, b bytea) RETURNS bytea LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT CASE WHEN b > a THEN b ELSE a END
+$$;
+CREATE OR REPLACE FUNCTION tds_meta.bytea_smaller(a bytea, b bytea) RETURNS bytea LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT CASE WHEN b < a THEN b ELSE a END
+$$;
+DO $$
+BEGIN
+    IF to_regprocedure('tds_ops.max(bytea)') IS NULL THEN
+        CREATE AGGREGATE tds_ops.max(bytea) (SFUNC = tds_meta.bytea_larger, STYPE = bytea);
+    END IF;
+    IF to_regprocedure('tds_ops.min(bytea)') IS NULL THEN
+        CREATE AGGREGATE tds_ops.min(bytea) (SFUNC = tds_meta.bytea_smaller, STYPE = bytea);
+    END IF;
+END
+$$;
+
 -- INFORMATION_SCHEMA -------------------------------------------------------------------------------
 CREATE OR REPLACE VIEW tds_information_schema.tables AS
 SELECT d.name::varchar(128) AS table_catalog, s.name::varchar(128) AS table_schema,

@@ -163,13 +163,32 @@ class TdsEmulator:
         params.update(overrides)
         return params
 
-    def simulate_restore(self, database, dbts=None):
-        """Counter back to ``dbts`` (default current - 1000, never below 2000); new database/fork GUIDs."""
+    def simulate_restore(self, database, dbts=None, discard_newer=False):
+        """A restore of an older backup: new database/fork GUIDs and the rowversion counter set back to
+        ``dbts`` (default: the highest rowversion stored in any table, or 2000). A real restored database
+        never holds a rowversion above its @@DBTS, so a lower ``dbts`` needs ``discard_newer=True``, which
+        deletes the rows stamped after it (changes made after the backup are lost). Returns the new @@DBTS."""
         db = self.database(database)
-        with db.connect() as conn:
-            cur = conn.execute("SELECT tds_meta.dbts_int()").fetchone()[0]
+        with db.connect() as conn, conn.transaction():
+            tables = conn.execute(
+                "SELECT s.pg_name, t.pg_name, c.pg_name FROM tds_meta.columns c JOIN tds_meta.tables t"
+                " USING (object_id) JOIN tds_meta.schemas s USING (schema_id) WHERE c.type_name = 'timestamp'"
+            ).fetchall()
+            highest = 2000
+            for schema, table, col in tables:
+                row = conn.execute(sql.SQL("SELECT {} FROM {} ORDER BY 1 DESC LIMIT 1").format(
+                    sql.Identifier(col), sql.Identifier(schema, table))).fetchone()
+                if row is not None:
+                    highest = max(highest, int.from_bytes(row[0], "big"))
             if dbts is None:
-                dbts = max(2000, cur - 1000)
+                dbts = highest
+            if dbts < highest:
+                if not discard_newer:
+                    raise ValueError("simulate_restore: rows with rowversion up to %d exist; a restored database never "
+                                     "holds values above its @@DBTS (pass discard_newer=True to delete them)" % highest)
+                for schema, table, col in tables:
+                    conn.execute(sql.SQL("DELETE FROM {} WHERE {} > {}").format(
+                        sql.Identifier(schema, table), sql.Identifier(col), sql.Literal(int(dbts).to_bytes(8, "big"))))
             conn.execute("SELECT setval('tds_meta.rowversion', %s, true)", (int(dbts),))
             conn.execute("UPDATE tds_meta.dbinfo SET database_guid = %s, recovery_fork_guid = %s",
                          (uuid.uuid4(), uuid.uuid4()))
@@ -426,6 +445,11 @@ class Session(threading.Thread):
                 msg += P.message_token(extra[0], extra[1], state=1, cls=11)
             msg += P.message_token(18456, "Login failed for user '%s'." % user, state=1, cls=14)
             self.send_message(msg + P.done(P.DONE_ERROR))
+            # like SQL Server, leave the closing to the client (closing first can cost it the message text)
+            self.sock.settimeout(2)
+            with contextlib.suppress(OSError, P.ConnectionClosed, P.ProtocolError):
+                while True:
+                    P.read_packet(self.sock)
             return False
 
         if not srv._check_login(user, login["password"]):
