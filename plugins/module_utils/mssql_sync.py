@@ -25,6 +25,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import re
 import time
 import uuid
 
@@ -290,6 +291,25 @@ def table_specs(tables, default_schema):
     return specs
 
 
+_REMOTEDB_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}\Z")
+
+
+def remotedb_name(name):
+    """A remote database (sync job) name: lower-case letter first, then letters, digits, ``_`` or ``-``
+    (at most 63 characters); it names files and keys the sync state."""
+    if not isinstance(name, str) or not _REMOTEDB_RE.match(name):
+        raise SyncError("invalid remote database name %r: must match ^[a-z][a-z0-9_-]{0,62}$" % (name,))
+    return name
+
+
+def host_name(value):
+    """A host name or address: no whitespace, control characters, quotes or template syntax; 1-253 chars."""
+    if not isinstance(value, str) or not 1 <= len(value) <= 253 or any(
+            c.isspace() or ord(c) < 32 or c in "'\"{}%#,;/\\" for c in value):
+        raise SyncError("invalid host %r: expected a host name or an IP address" % (value,))
+    return value
+
+
 # ---- source adapter over pymssql ---------------------------------------------------------------
 
 _LOGIN_FAILED_MARKERS = ("18456", "login failed", "login incorrect")
@@ -421,6 +441,43 @@ class PymssqlSource(object):
 
     def key_batches(self, schema, table, key_columns):
         return self._stream(tsql.pk_select(schema, table, key_columns), None, "read primary keys")
+
+
+def mssql_source_spec():
+    """Argument spec of the ``source`` option (doc fragment berqenas.platform.mssql)."""
+    return dict(
+        host=dict(type="str", required=True),
+        port=dict(type="int", default=1433),
+        user=dict(type="str", required=True),
+        password=dict(type="str", required=True, no_log=True),
+        database=dict(type="str", required=True),
+        login_timeout=dict(type="int", default=10),
+        timeout=dict(type="int", default=0),
+        tds_version=dict(type="str", default="7.4", choices=["7.0", "7.1", "7.2", "7.3", "7.4"]),
+        encryption=dict(type="str", choices=["default", "off", "request", "require"]),
+    )
+
+
+def source_from_params(src, batch_size=5000):
+    """A PymssqlSource from the module's ``source`` dict."""
+    return PymssqlSource(host=src["host"], port=src["port"], user=src["user"], password=src["password"],
+                         database=src["database"], login_timeout=src["login_timeout"], timeout=src["timeout"],
+                         tds_version=src["tds_version"], encryption=src["encryption"], batch_size=batch_size)
+
+
+def ping(source):
+    """Connect, read the server version; returns dict with latency_ms (one round trip, after login)."""
+    t0 = time.monotonic()
+    source.connect()
+    try:
+        login_ms = (time.monotonic() - t0) * 1000.0
+        t1 = time.monotonic()
+        v = source.server_version()
+        v["latency_ms"] = round((time.monotonic() - t1) * 1000.0, 2)
+        v["login_ms"] = round(login_ms, 2)
+        return v
+    finally:
+        source.close()
 
 
 # ---- PostgreSQL helpers ------------------------------------------------------------------------

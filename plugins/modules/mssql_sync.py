@@ -212,24 +212,10 @@ from ansible_collections.berqenas.platform.plugins.module_utils import mssql_syn
 from ansible_collections.berqenas.platform.plugins.module_utils import pgconn, validation
 
 
-def mssql_source_spec():
-    return dict(
-        host=dict(type="str", required=True),
-        port=dict(type="int", default=1433),
-        user=dict(type="str", required=True),
-        password=dict(type="str", required=True, no_log=True),
-        database=dict(type="str", required=True),
-        login_timeout=dict(type="int", default=10),
-        timeout=dict(type="int", default=0),
-        tds_version=dict(type="str", default="7.4", choices=["7.0", "7.1", "7.2", "7.3", "7.4"]),
-        encryption=dict(type="str", choices=["default", "off", "request", "require"]),
-    )
-
-
 def main():
     argument_spec = pgconn.postgres_argument_spec()
     argument_spec.update(
-        source=dict(type="dict", required=True, options=mssql_source_spec()),
+        source=dict(type="dict", options=S.mssql_source_spec()),
         job=dict(type="str", required=True),
         tenant=dict(type="str", required=True),
         tables=dict(type="list", elements="raw", required=True),
@@ -250,6 +236,8 @@ def main():
     p = module.params
     result = dict(changed=False, status="failed", tables=[])
     try:
+        if not p["source"]:
+            raise S.SyncError("source: the SQL Server connection is required")
         tenant = validation.tenant_name(p["tenant"])
         if not p["job"] or len(p["job"]) > 200:
             raise S.SyncError("job: expected a name of 1 to 200 characters")
@@ -260,11 +248,7 @@ def main():
     except (validation.ValidationError, S.SyncError, TypeError) as exc:
         module.fail_json(msg="validate sync job: %s" % exc, **result)
 
-    src = p["source"]
-    source = S.PymssqlSource(host=src["host"], port=src["port"], user=src["user"], password=src["password"],
-                             database=src["database"], login_timeout=src["login_timeout"], timeout=src["timeout"],
-                             tds_version=src["tds_version"], encryption=src["encryption"],
-                             batch_size=p["batch_size"])
+    source = S.source_from_params(p["source"], batch_size=p["batch_size"])
     try:
         conn = pgconn.connect(p, autocommit=False)
     except Exception as exc:

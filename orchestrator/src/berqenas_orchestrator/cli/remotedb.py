@@ -1,0 +1,175 @@
+"""berqenas remotedb: SQL Server databases a tenant's data is synced from."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ..app import App, CommandError, json_option, pass_app
+from ..validate import ValidationError, no_template, tenant_name
+from ..validate import port as valid_port
+
+STATE_FILE = "remotedbs.yml"
+KEY = "berqenas_remotedbs"
+
+
+def sync_lib():
+    """The collection's sync module_utils (validation rules live there, never copied here)."""
+    from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync, mssql_tsql
+
+    return mssql_sync, mssql_tsql
+
+
+def _remotedb_name(value: str) -> str:
+    S, _ = sync_lib()
+    try:
+        return S.remotedb_name(value)
+    except S.SyncError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def table_names(values) -> list[str]:
+    """Validate '[schema].[table]' names with the collection's parser; returns them normalised."""
+    _, T = sync_lib()
+    out = []
+    for v in values or ():
+        try:
+            out.append(T.quote_table(*T.parse_two_part_name(v)))
+        except T.TsqlError as exc:
+            raise click.BadParameter(f"table {v!r}: {exc}", param_hint="--table") from None
+    return out
+
+
+def listed(app: App) -> list[dict]:
+    return [d for d in app.state.load(STATE_FILE).get(KEY, []) if isinstance(d, dict)]
+
+
+def find(app: App, name: str, action: str) -> dict:
+    for d in listed(app):
+        if d.get("name") == name:
+            return d
+    raise CommandError(f"{action} remote database {name}: no such remote database in {app.inventory}")
+
+
+def _public(d: dict) -> dict:
+    return {k: d.get(k) for k in ("name", "tenant", "host", "port", "user", "database", "tables")}
+
+
+def _secret_dir(app: App) -> Path:
+    d = app.home / "secrets" / "remotedbs"
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(app.home / "secrets", 0o700)
+    os.chmod(d, 0o700)
+    return d
+
+
+def _read_password(path: str) -> str:
+    if path == "-":
+        pw = sys.stdin.read()
+    else:
+        try:
+            with open(path, encoding="utf-8") as f:
+                pw = f.read()
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint="--password-file") from None
+    pw = pw.rstrip("\r\n")
+    if not pw or "\n" in pw or "\x00" in pw:
+        raise click.BadParameter("the file must hold the password on one line", param_hint="--password-file")
+    return pw
+
+
+@click.group(name="remotedb")
+def group():
+    """Remote SQL Server databases (each belongs to one tenant) to sync from."""
+
+
+@group.command("add")
+@click.argument("name", callback=lambda ctx, p, v: _remotedb_name(v))
+@click.option("--tenant", required=True, help="The tenant the data belongs to.")
+@click.option("--host", required=True, help="SQL Server host name or address.")
+@click.option("--port", default="1433", show_default=True, help="SQL Server TCP port.")
+@click.option("--user", required=True, help="SQL login.")
+@click.option("--password-file", required=True, help="File holding the password ('-' for stdin); never echoed.")
+@click.option("--database", required=True, help="Source database.")
+@click.option("--table", "tables", multiple=True, help="Default table to sync, '[schema].[table]' (repeatable).")
+@json_option
+@pass_app
+def add(app: App, name, tenant, host, port, user, password_file, database, tables):
+    """Add (or update) remote database NAME."""
+    S, _ = sync_lib()
+    try:
+        tenant = tenant_name(tenant)
+        host = S.host_name(host)
+        port = valid_port(port)
+        for what, v in (("user", user), ("database", database)):
+            no_template(v, what)
+            if not v or len(v) > 128 or any(ord(c) < 32 for c in v):
+                raise ValidationError(f"invalid {what} {v!r}: 1-128 printable characters")
+    except (ValidationError, S.SyncError) as exc:
+        raise click.UsageError(str(exc)) from None
+    tables = table_names(tables)
+    app.require_inventory()
+    known = [t["name"] if isinstance(t, dict) else t
+             for t in app.state.load("tenants.yml").get("berqenas_tenants", [])]
+    if tenant not in known:
+        raise CommandError(f"add remote database {name}: no tenant {tenant} (create it first)")
+    password = _read_password(password_file)
+    pw_path = _secret_dir(app) / f"{name}.password"
+    fd = os.open(pw_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(password)
+    entry = {"name": name, "tenant": tenant, "host": host, "port": port, "user": user, "database": database,
+             "password_file": str(pw_path), "tables": tables}
+    with app.state.edit(STATE_FILE) as data:
+        dbs = [d for d in data.get(KEY, []) if not (isinstance(d, dict) and d.get("name") == name)]
+        old = next((d for d in data.get(KEY, []) if isinstance(d, dict) and d.get("name") == name), None)
+        if old and not tables:
+            entry["tables"] = old.get("tables", [])
+        dbs.append(entry)
+        data[KEY] = dbs
+    app.emit(_public(entry), text=f"remote database {name}: added ({user}@{host}:{port}/{database}, "
+                                  f"tenant {tenant})")
+
+
+@group.command("list")
+@json_option
+@pass_app
+def list_(app: App):
+    """The remote databases (passwords are never shown)."""
+    rows = [_public(d) for d in listed(app)]
+    app.emit(rows, text="\n".join(f"{r['name']:<24} {r['tenant']:<20} {r['user']}@{r['host']}:{r['port']}/"
+                                  f"{r['database']}" for r in rows) or "no remote databases")
+
+
+@group.command("test")
+@click.argument("name", callback=lambda ctx, p, v: _remotedb_name(v))
+@json_option
+@pass_app
+def test(app: App, name):
+    """Connect to remote database NAME from the sync host: server version and latency."""
+    app.require_inventory()
+    find(app, name, "test")
+    result = app.run_or_fail("remotedb_test.yml", {"berqenas_remotedb": name}, quiet=True)
+    src = (result.data.get("berqenas_result") or {}).get("source") or {}
+    out = {"name": name, "server_version": src.get("product_version"), "version": src.get("version"),
+           "latency_ms": src.get("latency_ms"), "login_ms": src.get("login_ms")}
+    app.emit(out, text=f"remote database {name}: SQL Server {out['server_version']}, "
+                       f"latency {out['latency_ms']} ms (login {out['login_ms']} ms)")
+
+
+@group.command("remove")
+@click.argument("name", callback=lambda ctx, p, v: _remotedb_name(v))
+@json_option
+@pass_app
+def remove(app: App, name):
+    """Remove remote database NAME (its password file too; synced tables and watermarks stay)."""
+    entry = find(app, name, "remove")
+    with app.state.edit(STATE_FILE) as data:
+        data[KEY] = [d for d in data.get(KEY, []) if not (isinstance(d, dict) and d.get("name") == name)]
+    pw = entry.get("password_file")
+    if pw and Path(pw).parent == app.home / "secrets" / "remotedbs":
+        Path(pw).unlink(missing_ok=True)
+    app.emit({"name": name, "removed": True}, text=f"remote database {name}: removed")

@@ -1,0 +1,66 @@
+"""berqenas sync: run SQL Server -> PostgreSQL syncs and report their state."""
+
+from __future__ import annotations
+
+import click
+
+from ..app import App, CommandError, json_option, pass_app
+from .remotedb import _remotedb_name, find, table_names
+
+
+@click.group(name="sync")
+def group():
+    """Sync remote SQL Server databases into their tenants' schemas."""
+
+
+@group.command("run")
+@click.argument("remotedb", callback=lambda ctx, p, v: _remotedb_name(v))
+@click.option("--table", "tables", multiple=True, help="Only this table, '[schema].[table]' (repeatable).")
+@click.option("--full", is_flag=True, help="Truncate and reload the tables (a full resync).")
+@click.option("--check", is_flag=True, help="Report pending row counts; change nothing.")
+@click.option("--lock-timeout", type=click.FloatRange(0, 3600), default=30, show_default=True,
+              help="Seconds to wait for another run of the same remote database, then report locked.")
+@json_option
+@pass_app
+def run(app: App, remotedb, tables, full, check, lock_timeout):
+    """Sync REMOTEDB now (its configured tables, or --table ones)."""
+    tables = table_names(tables)
+    app.require_inventory()
+    entry = find(app, remotedb, "sync")
+    if not tables and not entry.get("tables"):
+        raise CommandError(f"sync {remotedb}: no tables configured (pass --table)", code=2)
+    result = app.run("sync_run.yml", {"berqenas_remotedb": remotedb, "berqenas_sync_tables": tables,
+                                      "berqenas_sync_full": full, "berqenas_sync_lock_timeout": lock_timeout},
+                     check=check)
+    res = result.data.get("berqenas_result") or {}
+    if not result.ok:
+        status = res.get("status") or "failed"
+        msg = res.get("msg") or (result.failures[-1] if result.failures else f"sync {remotedb}: {result.status}")
+        raise CommandError(msg, code=1 if status == "locked" else result.exit_code,
+                           details={"status": status, "remotedb": remotedb, "tables": res.get("tables", [])})
+    out = {"remotedb": remotedb, "status": res.get("status", "ok"), "changed": bool(res.get("changed")),
+           "check": check, "tables": res.get("tables", [])}
+    lines = []
+    for t in out["tables"]:
+        if check:
+            lines.append(f"{t['source']} -> {t['target']}: {t.get('pending')} pending")
+        else:
+            lines.append(f"{t['source']} -> {t['target']}: +{t['inserted']} ~{t['updated']} -{t['deleted']} "
+                         f"({t.get('rows_per_s')} rows/s, watermark {t.get('watermark_to')})")
+        lines.extend(f"  note: {n}" for n in t.get("precision_notes") or [])
+    app.emit(out, text="\n".join(lines))
+
+
+@group.command("status")
+@json_option
+@pass_app
+def status(app: App):
+    """Per synced table: watermark, last run and result, rows, lag."""
+    app.require_inventory()
+    result = app.run_or_fail("sync_status.yml", quiet=True)
+    rows = [{"remotedb": t["job"], "source": t["source"], "target": t["target"], "watermark": t["watermark"],
+             "last_run_at": t["last_run_at"], "last_result": t["last_result"], "rows_total": t["rows_total"],
+             "lag_s": t["lag_s"]} for t in (result.data.get("berqenas_result") or {}).get("tables", [])]
+    app.emit(rows, text="\n".join(
+        f"{r['remotedb']:<16} {r['source']:<32} {r['target']:<32} {r['watermark'] or '-':<18} "
+        f"{r['last_result'] or '-':<6} rows {r['rows_total']} lag {r['lag_s']}s" for r in rows) or "no synced tables")

@@ -1,0 +1,93 @@
+"""`berqenas remotedb` and `berqenas sync` as a user runs them, on an operator inventory (-i)."""
+
+import json
+import os
+import stat
+import sys
+
+import psycopg
+import pytest
+from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S
+
+from tests.support.cli import Cli
+
+from .emu import target_rows
+
+pytestmark = pytest.mark.sync
+
+
+@pytest.fixture
+def cli_inventory(tmp_path, pg_cluster, tenant, ansible_env):
+    inv = tmp_path / "inventory"
+    (inv / "group_vars" / "all").mkdir(parents=True)
+    (inv / "hosts.yml").write_text(
+        "all:\n  hosts:\n    localhost:\n      ansible_connection: local\n      ansible_python_interpreter: %s\n"
+        "  children:\n    berqenas_db:\n      hosts:\n        localhost: {}\n" % sys.executable)
+    (inv / "group_vars" / "all" / "platform.yml").write_text(json.dumps({
+        "berqenas_db_socket": pg_cluster.host, "berqenas_db_port": pg_cluster.port,
+        "berqenas_db_user": pg_cluster.superuser, "berqenas_db_name": tenant.db}))
+    (inv / "group_vars" / "all" / "tenants.yml").write_text(json.dumps({"berqenas_tenants": [{"name": tenant.name}]}))
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    cli = Cli(ansible_env, str(home))
+    return lambda *a, **kw: cli("-i", str(inv), *a, **kw), inv, home
+
+
+def test_remotedb_and_sync_commands(mssql_db, pg_cluster, tenant, cli_inventory, tmp_path):
+    run, inv, home = cli_inventory
+    mssql_db.execute("CREATE TABLE dbo.Orders (id int NOT NULL PRIMARY KEY, note nvarchar(20) NULL, rv rowversion)")
+    mssql_db.execute("INSERT INTO dbo.Orders (id, note) VALUES (1, N'one'), (2, N'two')")
+    p = mssql_db.params()
+    pwfile = tmp_path / "pw"
+    pwfile.write_text(p["password"] + "\n")
+
+    # bad input is refused before anything is written
+    for bad in (["Bad Name"], ["erp", "--host", "{{ 6*7 }}"], ["erp", "--port", "70000"],
+                ["erp", "--table", "[dbo"], ["erp", "--tenant", "Not-A-Tenant"]):
+        args = {"--tenant": tenant.name, "--host": p["server"], "--port": str(p["port"]), "--user": p["user"],
+                "--password-file": str(pwfile), "--database": p["database"]}
+        name = bad[0]
+        rest = bad[1:]
+        for k, v in zip(rest[::2], rest[1::2], strict=True):
+            args[k] = v
+        r = run("remotedb", "add", name, *[x for kv in args.items() for x in kv], check=False)
+        assert r.rc == 2, (bad, r.stdout, r.stderr)
+    assert not (inv / "group_vars" / "all" / "remotedbs.yml").exists()
+
+    r = run("remotedb", "add", "erp", "--tenant", tenant.name, "--host", p["server"], "--port", str(p["port"]),
+            "--user", p["user"], "--password-file", str(pwfile), "--database", p["database"],
+            "--table", "dbo.Orders", "--json")
+    assert r.json["tables"] == ["[dbo].[Orders]"] and "password" not in r.stdout
+    assert p["password"] not in r.stdout + r.stderr
+    assert p["password"] not in (inv / "group_vars" / "all" / "remotedbs.yml").read_text()
+    pw_path = home / "secrets" / "remotedbs" / "erp.password"
+    assert stat.S_IMODE(os.stat(pw_path).st_mode) == 0o600 and pw_path.read_text() == p["password"]
+    assert [d["name"] for d in run("remotedb", "list", "--json").json] == ["erp"]
+
+    t = run("remotedb", "test", "erp", "--json").json
+    assert t["server_version"].split(".")[0].isdigit() and t["latency_ms"] >= 0
+
+    r = run("sync", "run", "erp", "--check", "--json").json
+    assert r["check"] and r["tables"][0]["pending"] == 2
+    r = run("sync", "run", "erp", "--json").json
+    assert r["status"] == "ok" and r["changed"] and r["tables"][0]["inserted"] == 2
+    assert target_rows(tenant, "Orders", "id, note") == [(1, "one"), (2, "two")]
+    r = run("sync", "run", "erp", "--json").json
+    assert not r["changed"]
+
+    st = [x for x in run("sync", "status", "--json").json if x["remotedb"] == "erp"]
+    assert st[0]["source"] == "[dbo].[Orders]" and st[0]["target"] == "%s.Orders" % tenant.name
+    assert st[0]["rows_total"] == 2 and st[0]["last_result"] == "ok" and st[0]["watermark"].startswith("0x")
+    assert set(st[0]) == {"remotedb", "source", "target", "watermark", "last_run_at", "last_result", "rows_total",
+                          "lag_s"}
+
+    holder = psycopg.connect(**pg_cluster.conninfo(tenant.db), autocommit=True)
+    try:
+        holder.execute("SELECT pg_advisory_lock(%s, hashtext('erp'))", (S.LOCK_CLASS,))
+        r = run("sync", "run", "erp", "--lock-timeout", "0.5", "--json", check=False)
+    finally:
+        holder.close()
+    assert r.rc == 1 and r.json["status"] == "locked", (r.stdout, r.stderr)
+
+    assert run("remotedb", "remove", "erp", "--json").json["removed"]
+    assert not pw_path.exists() and run("remotedb", "list", "--json").json == []
