@@ -387,12 +387,12 @@ def column_codec(t):
         fixed = name in ("char", "nchar")
         n = t.length
         tok = {"char": 0xAF, "varchar": 0xA7, "nchar": 0xEF, "nvarchar": 0xE7}[name]
-        if wide:
-            def conv(v):
-                return nul_out(v).encode("utf-16-le", errors="surrogatepass")
-        else:
-            def conv(v):
-                return nul_out(v).encode("cp1252", errors="replace")
+        codec, errors = ("utf-16-le", "surrogatepass") if wide else ("cp1252", "replace")
+
+        def conv(v):
+            if "\uffff" in v:
+                v = v.replace("\uffff", "\x00")
+            return v.encode(codec, errors)
         if n == -1:
             def enc(v):
                 return _PLP_NULL if v is None else _plp(conv(v))
@@ -400,13 +400,22 @@ def column_codec(t):
             return bytes([tok]) + b"\xff\xff" + COLLATION, enc
         maxbytes = n * 2 if wide else n
 
-        def enc(v):
-            if v is None:
-                return b"\xff\xff"
-            if fixed and len(v) < n:
-                v = v + " " * (n - len(v))
-            data = conv(v)
-            return pk("<H", len(data)) + data
+        if fixed:
+            def enc(v):
+                if v is None:
+                    return b"\xff\xff"
+                if len(v) < n:
+                    v = v + " " * (n - len(v))
+                data = conv(v)
+                return pk("<H", len(data)) + data
+        else:
+            def enc(v):
+                if v is None:
+                    return b"\xff\xff"
+                if "\uffff" in v:
+                    v = v.replace("\uffff", "\x00")
+                data = v.encode(codec, errors)
+                return pk("<H", len(data)) + data
 
         return bytes([tok]) + pk("<H", maxbytes) + COLLATION, enc
     raise ValueError("no wire encoding for type %r" % name)
@@ -427,10 +436,12 @@ def colmetadata(columns):
 
 
 def row_encoder(encoders):
-    """A function row(tuple) -> ROW token bytes."""
-    encs = tuple(encoders)
-
-    def row(values):
-        return b"\xD1" + b"".join([e(v) for e, v in zip(encs, values, strict=False)])
-
-    return row
+    """A function row(tuple) -> ROW token bytes (generated for the column count: no per-value loop)."""
+    n = len(encoders)
+    if n == 0:
+        return lambda values: b"\xD1"
+    names = ["e%d" % i for i in range(n)]
+    src = "def row(r):\n    return b'\\xD1' + %s\n" % " + ".join("%s(r[%d])" % (names[i], i) for i in range(n))
+    env = dict(zip(names, encoders))
+    exec(compile(src, "<tds row encoder>", "exec"), env)  # noqa: S102 - only generated indices, no input
+    return env["row"]

@@ -709,7 +709,7 @@ class Session(threading.Thread):
         pgtext = stmt.pg
         if stmt.cmd == P.CMD_INSERT and (stmt.table[0].lower(), stmt.table[1].lower()) in self.identity_insert:
             pgtext = self._overriding(pgtext)
-        cur = self.pg.cursor()
+        cur = self.pg.cursor(binary=True)
         cur.execute(pgtext)
         if cur.description is None:
             self.rowcount = max(cur.rowcount, 0)
@@ -786,15 +786,18 @@ class Session(threading.Thread):
         sent = 0
         attn = self.attn
         while rows:
-            for r in rows:
-                if conv_idx:
-                    r = list(r)
+            if conv_idx:
+                rows = [list(r) for r in rows]
+                for r in rows:
                     for i, c in conv_idx:
                         r[i] = c(r[i])
-                if drop is not None and sent >= drop:
-                    self._drop_now(w)
-                w.add(row(r))
-                sent += 1
+            if drop is not None and sent + len(rows) > drop:
+                rows = rows[:drop - sent]
+                w.add(b"".join(map(row, rows)))
+                sent += len(rows)
+                self._drop_now(w)
+            w.add(b"".join(map(row, rows)))
+            sent += len(rows)
             if attn.is_set():
                 raise _Cancelled()
             rows = cur.fetchmany(_FETCH)
