@@ -60,3 +60,11 @@ def source_rows(db, table, cols, order="1"):
 def target_rows(tenant, table, cols, order="1"):
     with tenant.connect() as c:
         return c.execute('SELECT %s FROM "%s"."%s" ORDER BY %s' % (cols, tenant.name, table, order)).fetchall()
+
+
+def seed_rows(db, table, ids, chunk=500):
+    """Insert rows (id, N'n<id>') into ``table`` (id int, name nvarchar) in multi-row statements."""
+    ids = list(ids)
+    for k in range(0, len(ids), chunk):
+        db.execute("INSERT INTO %s (id, name) VALUES " % table + ", ".join(
+            "(%d, N'n%d')" % (i, i) for i in ids[k:k + chunk]))

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S
 
-from .emu import child_config, engine, source_rows, spawn, sync, target_rows
+from .emu import child_config, engine, seed_rows, source_rows, spawn, sync, target_rows
 
 pytestmark = pytest.mark.sync
 
@@ -136,9 +136,7 @@ def test_row_of_open_transaction_is_picked_up_later(mssql_db, pg_cluster, tenant
 def test_connection_dropped_mid_result_is_retried(emulated_mssql_db, pg_cluster, tenant):
     db = emulated_mssql_db
     db.execute("CREATE TABLE dbo.T (id int NOT NULL PRIMARY KEY, name nvarchar(50) NULL, rv rowversion)")
-    for k in range(0, 3000, 500):
-        db.execute("INSERT INTO dbo.T (id, name) VALUES " + ", ".join("(%d, N'n%d')" % (i, i)
-                                                                      for i in range(k, k + 500)))
+    seed_rows(db, "dbo.T", range(3000))
     logs = []
     eng, conn = engine(db, pg_cluster, tenant, log=logs.append)
     real_batches = eng.source.batches
@@ -212,9 +210,7 @@ def test_hostile_identifiers(mssql_db, pg_cluster, tenant):
 def test_two_concurrent_runs(emulated_mssql_db, pg_cluster, tenant):
     db = emulated_mssql_db
     db.execute("CREATE TABLE dbo.T (id int NOT NULL PRIMARY KEY, name nvarchar(50) NULL, rv rowversion)")
-    for k in range(0, 6000, 1000):
-        db.execute("INSERT INTO dbo.T (id, name) VALUES " + ", ".join("(%d, N'n%d')" % (i, i)
-                                                                      for i in range(k, k + 1000)))
+    seed_rows(db, "dbo.T", range(6000))
     db.faults.packet_delay = 0.05  # keep the first run busy
     a = spawn(child_config(db, pg_cluster, tenant, ["[dbo].[T]"], commit_rows=500, lock_timeout=60))
     waiter = spawn(child_config(db, pg_cluster, tenant, ["[dbo].[T]"], commit_rows=500, lock_timeout=60))
@@ -237,3 +233,36 @@ def test_two_concurrent_runs(emulated_mssql_db, pg_cluster, tenant):
     assert quick.returncode == 3 and '"status": "locked"' in out_q, (out_q, err_q)
     assert a.returncode == 0 and waiter.returncode == 0, (err_a, err_w)
     assert target_rows(tenant, "T", "count(*), count(DISTINCT id)") == [(6000, 6000)]
+
+
+def test_table_without_rowversion_error_or_mode_full(mssql_db, pg_cluster, tenant):
+    db = mssql_db
+    db.execute("CREATE TABLE dbo.NoRv (id int NOT NULL PRIMARY KEY, name nvarchar(50) NULL)")
+    seed_rows(db, "dbo.NoRv", range(5))
+    with pytest.raises(S.SyncError, match="no rowversion column.*mode: full"):
+        sync(db, pg_cluster, tenant, ["[dbo].[NoRv]"])
+    full = [{"source": "[dbo].[NoRv]", "mode": "full"}]
+    r = sync(db, pg_cluster, tenant, full)
+    assert r["tables"][0]["inserted"] == 5 and r["tables"][0]["watermark_to"] is None
+    db.execute("UPDATE dbo.NoRv SET name = N'x' WHERE id = 1")
+    db.execute("DELETE FROM dbo.NoRv WHERE id = 2")
+    seed_rows(db, "dbo.NoRv", [7])
+    t = sync(db, pg_cluster, tenant, full)["tables"][0]
+    assert (t["inserted"], t["updated"], t["deleted"]) == (1, 1, 1)
+    assert target_rows(tenant, "NoRv", "id, name") == [tuple(x) for x in source_rows(db, "dbo.NoRv", "id, name")]
+    assert not sync(db, pg_cluster, tenant, full)["changed"]
+
+
+def test_source_column_added_later_and_incompatible_change(mssql_db, pg_cluster, tenant):
+    db = mssql_db
+    db.execute("CREATE TABLE dbo.T (id int NOT NULL PRIMARY KEY, name nvarchar(50) NULL, rv rowversion)")
+    seed_rows(db, "dbo.T", range(3))
+    sync(db, pg_cluster, tenant, ["[dbo].[T]"])
+    db.execute("ALTER TABLE dbo.T ADD qty int NOT NULL DEFAULT 7")
+    t = sync(db, pg_cluster, tenant, ["[dbo].[T]"])["tables"][0]
+    assert t["added_columns"] == ["qty"]
+    assert target_rows(tenant, "T", "id, name, qty") == [tuple(x) for x in source_rows(db, "dbo.T", "id, name, qty")]
+    with tenant.connect() as c:  # the target column's type drifts from what the source maps to
+        c.execute('ALTER TABLE "%s"."T" ALTER COLUMN qty TYPE bigint' % tenant.name)
+    with pytest.raises(S.SyncError, match="incompatible change"):
+        sync(db, pg_cluster, tenant, ["[dbo].[T]"])
