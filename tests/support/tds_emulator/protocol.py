@@ -442,6 +442,6 @@ def row_encoder(encoders):
         return lambda values: b"\xD1"
     names = ["e%d" % i for i in range(n)]
     src = "def row(r):\n    return b'\\xD1' + %s\n" % " + ".join("%s(r[%d])" % (names[i], i) for i in range(n))
-    env = dict(zip(names, encoders))
+    env = dict(zip(names, encoders, strict=True))
     exec(compile(src, "<tds row encoder>", "exec"), env)  # noqa: S102 - only generated indices, no input
     return env["row"]
