@@ -23,10 +23,14 @@ PROBE = r"""
 import socket, sys
 try:
     c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))
-    c.settimeout(float(sys.argv[3]))
-    print("OPEN " + c.recv(100).decode().strip())
 except OSError as e:
     print("BLOCKED %s" % type(e).__name__)
+    sys.exit(0)
+c.settimeout(0.5)
+try:
+    print("OPEN " + (c.recv(100).decode().strip() or "-"))
+except OSError:  # connected; the service does not speak first (PostgreSQL)
+    print("OPEN -")
 """
 
 

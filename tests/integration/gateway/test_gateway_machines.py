@@ -1,0 +1,179 @@
+"""The gateway role on nspawn machines, proven with real TCP and SQL probes (topology in topology.py).
+
+One module-scoped cluster; the tests run in order and build on each other's state (each says what it
+expects to find), which keeps the machine boots and playbook runs within the CI budget.
+"""
+
+import re
+import tempfile
+import time
+
+import pytest
+
+from tests.integration.gateway.topology import GW_VPN, GW_WAN, HBA, GatewayWorld, topology
+
+pytestmark = pytest.mark.gateway
+
+DROPPED = ("BLOCKED", "TimeoutError")  # no answer at all: the firewall dropped the SYN
+
+ACME_DB = {"tenant": "acme", "service": "postgres"}
+GLOBEX_DB = {"tenant": "globex", "service": "postgres"}
+GLOBEX_WEB = {"tenant": "globex", "name": "web", "target": "203.0.113.2:8080", "public_port": 18080}
+
+
+@pytest.fixture(scope="module")
+def world(machines_module):
+    cluster = machines_module(topology())
+    with tempfile.TemporaryDirectory(prefix="bq-gw-") as workdir:
+        yield GatewayWorld(cluster, workdir).setup()
+
+
+def ok(res, changed=None):
+    recap = res.recap()
+    assert res.returncode == 0 and recap["gw"]["failed"] == 0, res.stdout[-4000:]
+    if changed is not None:
+        assert recap["gw"]["changed"] == changed, res.stdout[-4000:]
+    return recap["gw"]
+
+
+def nat_rules(world):
+    return world.gw(["iptables", "-t", "nat", "-S"]).splitlines()
+
+
+def test_base_gateway_blocks_everything_but_management_and_wireguard(world):
+    assert world.tcp("out", GW_WAN, 5432)[0] == "OPEN"  # ufw still disabled: the database answers
+    ok(world.apply([]))
+    assert "Status: active" in world.gw(["ufw", "status"])
+    assert 'DEFAULT_INPUT_POLICY="DROP"' in world.gw(["cat", "/etc/default/ufw"])
+    assert 'DEFAULT_FORWARD_POLICY="DROP"' in world.gw(["cat", "/etc/default/ufw"])
+    assert world.gw(["sysctl", "-n", "net.ipv4.ip_forward"]).strip() == "1"
+    assert world.tcp("pa", GW_VPN, 5432) == DROPPED
+    assert world.tcp("pb", GW_VPN, 5432) == DROPPED
+    assert world.tcp("out", GW_WAN, 5432) == DROPPED
+    # the tunnel survives (WireGuard port allowed) and management SSH is open to the controller only
+    world.c["pa"].run(["ping", "-c", "1", "-W", "3", GW_VPN])
+    assert world.tcp("ctl", GW_WAN, 22)[0] == "OPEN"
+    assert world.tcp("out", GW_WAN, 22) == DROPPED
+
+
+def test_expose_acme_admits_only_acme_peers_and_reruns_change_nothing(world):
+    res = ok(world.apply([ACME_DB], diff=True))
+    assert res["changed"] > 0
+    assert world.sql("pa", "acme_app") == "OK acme_app"
+    assert world.tcp("pb", GW_VPN, 5432) == DROPPED  # globex's peer: dropped by the firewall
+    assert world.tcp("out", GW_WAN, 5432) == DROPPED
+    hba = world.gw(["cat", HBA])
+    assert hba.index("# BEGIN BERQENAS GATEWAY EXPOSURES") < hba.index("# BEGIN berqenas.platform postgres_tenant")
+    assert "host berqenas acme_app,acme_ro 198.51.100.2/32 scram-sha-256" in hba
+    ok(world.apply([ACME_DB]), changed=0)
+
+
+def test_check_mode_changes_nothing(world):
+    before = world.state()
+    res = world.apply([ACME_DB, GLOBEX_DB, GLOBEX_WEB], check=True, diff=True)
+    recap = ok(res)
+    assert recap["changed"] > 0  # it predicts the change...
+    assert "+-A BQ-PREROUTING -s 198.51.100.3/32" in res.stdout  # ...and shows the nat block diff
+    assert world.state() == before  # ...and makes none
+    assert world.tcp("pb", GW_VPN, 5432) == DROPPED
+
+
+def test_second_tenant_same_port_pg_hba_separates_tenants_and_dnat_reaches_backend(world):
+    ok(world.apply([ACME_DB, GLOBEX_DB, GLOBEX_WEB]))
+    # globex's peer reaches the port now, but acme's roles are not admitted from its address
+    out = world.sql("pb", "acme_app")
+    assert out.startswith("ERR 28000") and "pg_hba.conf rejects connection" in out, out
+    assert world.sql("pb", "globex_app") == "OK globex_app"
+    assert world.sql("pa", "acme_app") == "OK acme_app"
+    # the forward reaches the backend unmasqueraded (the backend sees the peer's VPN address)
+    assert world.tcp("pb", GW_VPN, 18080) == ("OPEN", "198.51.100.3")
+    assert world.tcp("pa", GW_VPN, 18080) == DROPPED  # not acme's exposure
+    assert world.tcp("out", GW_WAN, 18080) == DROPPED
+    ok(world.apply([ACME_DB, GLOBEX_DB, GLOBEX_WEB]), changed=0)
+
+
+def test_reloads_keep_one_copy_of_each_nat_rule(world):
+    for _ in range(3):
+        world.gw(["ufw", "reload"])
+    rules = nat_rules(world)
+    for line in ("-A PREROUTING -j BQ-PREROUTING", "-A POSTROUTING -j BQ-POSTROUTING",
+                 "-A BQ-POSTROUTING -s 198.51.100.0/24 -o lan -j MASQUERADE"):
+        assert rules.count(line) == 1, rules
+    assert len([r for r in rules if "DNAT --to-destination 203.0.113.2:8080" in r]) == 1, rules
+    assert world.tcp("pb", GW_VPN, 18080) == ("OPEN", "198.51.100.3")
+
+
+def test_bad_input_is_rejected_before_any_rule_is_written(world):
+    before = world.state()
+    for bad in ([{"tenant": "acme", "allow": ["198.51.100.7/24"]}],
+                [{"tenant": "acme", "target": "203.0.113.2:99999"}],
+                [{"tenant": "Acme;drop"}],
+                [{"tenant": "acme", "target": "bad_host!:80"}]):
+        res = world.apply(bad)
+        assert res.returncode != 0 and "plan gateway: invalid" in res.stdout, res.stdout[-3000:]
+    assert world.state() == before
+
+
+def test_template_payloads_are_data_and_rejected(world, tmp_path):
+    marker = tmp_path / "pwned"
+    payload = "{{ lookup('ansible.builtin.pipe', 'touch %s') }}" % marker
+    path = tmp_path / "vars.yml"
+    # the way the orchestrator writes desired state: every value tagged !unsafe
+    path.write_text("berqenas_gateway_exposures:\n  - tenant: acme\n    allow: [!unsafe \"%s\"]\n" % payload)
+    before = world.state()
+    res = world.c.playbook(world_playbook(), extravars_file=str(path))
+    assert res.returncode != 0 and "template markers are not allowed" in res.stdout, res.stdout[-3000:]
+    assert not marker.exists()
+    assert world.state() == before
+
+
+def world_playbook():
+    from tests.support import env as support_env
+
+    return support_env.REPO + "/playbooks/gateway_apply.yml"
+
+
+def test_unexpose_leaves_nothing_behind(world):
+    ok(world.apply([GLOBEX_DB, GLOBEX_WEB]))
+    assert world.tcp("pa", GW_VPN, 5432) == DROPPED
+    saved = world.gw(["iptables-save"]) + world.gw(["ip6tables-save"])
+    assert "bq:acme" not in saved and "198.51.100.2" not in saved
+    assert "acme" not in world.gw(["sed", "-n", "/# BEGIN BERQENAS GATEWAY EXPOSURES/,/# END BERQENAS/p", HBA])
+    ok(world.apply([]))
+    saved = world.gw(["iptables-save"])
+    assert "-j DNAT" not in saved and "bq:globex" not in saved
+    assert "BERQENAS GATEWAY EXPOSURES" not in world.gw(["cat", HBA])
+    assert world.tcp("pb", GW_VPN, 18080) == DROPPED
+
+
+def test_rule_set_cutting_management_rolls_back_by_itself(world, tmp_path):
+    """Real SSH from the controller namespace: confirmation needs a fresh connection, else the host restores."""
+    key = tmp_path / "id_ed25519"
+    import subprocess
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    world.c["gw"].write_file("/root/.ssh/authorized_keys", (tmp_path / "id_ed25519.pub").read_text(), mode=0o600)
+    inventory = tmp_path / "ssh.yml"
+    inventory.write_text(
+        "all:\n  children:\n    berqenas_gateway:\n      hosts:\n        gw:\n"
+        "          ansible_host: %s\n          ansible_user: root\n          ansible_ssh_private_key_file: %s\n"
+        "          ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null\n"
+        "          ansible_python_interpreter: /usr/bin/python3\n          ansible_timeout: 5\n" % (GW_WAN, key))
+    ctl = world.c["ctl"].ns
+    good = world.apply([], inventory=str(inventory), netns=ctl, gateway_guard_enabled=True)
+    assert good.returncode == 0, good.stdout[-4000:]
+
+    t0 = time.monotonic()
+    bad = world.apply([], inventory=str(inventory), netns=ctl, gateway_management_sources=["203.0.113.0/24"],
+                      gateway_guard_enabled=True, gateway_guard_timeout=20)
+    assert bad.returncode != 0 and "UNREACHABLE" in bad.stdout, bad.stdout[-4000:]
+    assert re.search(r"Confirm the change", bad.stdout)
+    assert world.tcp("ctl", GW_WAN, 22, timeout=1.0) == DROPPED  # the bad rule set is live
+    while world.tcp("ctl", GW_WAN, 22, timeout=1.0)[0] != "OPEN":
+        assert time.monotonic() - t0 < 60, "the guard did not restore the firewall"
+        time.sleep(1)
+    assert "-s 192.0.2.254/32 -p tcp -m tcp --dport 22" in world.gw(["iptables", "-S", "BQ-INPUT"])
+    assert world.gw(["ls", "/var/lib/berqenas/gateway-guard"]).split().count("rolled-back") == 1
+    # and the operator can work again over a fresh connection
+    again = world.apply([], inventory=str(inventory), netns=ctl, gateway_guard_enabled=True)
+    assert again.returncode == 0, again.stdout[-4000:]
