@@ -91,8 +91,8 @@ class Cluster:
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
                               cwd="/", check=False, env=dict(os.environ, LC_ALL="C.UTF-8"))
         if check and proc.returncode != 0:
-            raise ClusterError("%s failed (rc=%d): %s" % (name, proc.returncode,
-                                                        proc.stderr.decode(errors="replace").strip()))
+            err = proc.stderr.decode(errors="replace").strip()
+            raise ClusterError("%s failed (rc=%d): %s" % (name, proc.returncode, err))
         return proc
 
     def _own(self, path, mode):

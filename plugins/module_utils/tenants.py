@@ -57,7 +57,7 @@ def role_names(name):
 
 
 def generate_password():
-    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
+    return "".join(secrets.choice(PASSWORD_ALPHABET) for dummy in range(PASSWORD_LENGTH))
 
 
 class TenantSpec:
@@ -341,8 +341,8 @@ def plan_tenant(spec, fact, database, passwords):
                     o, n, sql.SQL(objtype), r))
     for kind in ("app", "ro"):
         if sorted(fact[kind + "_settings"] or []) != _settings(spec, kind) or not fact[kind]:
-            add("set search_path, statement_timeout%s on %s" % (", role" if kind == "app" else ", read only",
-                                                                 names[kind]),
+            extra = ", role" if kind == "app" else ", read only"
+            add("set search_path, statement_timeout%s on %s" % (extra, names[kind]),
                 *_setting_statements(spec, kind, database))
     return acts
 

@@ -44,7 +44,7 @@ extends_documentation_fragment:
 notes:
   - Check mode reports what would change without touching anything; diff shows the running state.
 author:
-  - berqenas.platform contributors
+  - berqenas platform team (@berqenas)
 """
 
 EXAMPLES = r"""
