@@ -71,7 +71,7 @@ def port(value, what="port"):
         n = int(str(value), 10)
     except (TypeError, ValueError):
         raise ValidationError("invalid %s %r: expected an integer 1-65535" % (what, value))
-    if not 1 <= n <= 65535 or str(value).strip() != str(n):
+    if not 1 <= n <= 65535 or str(value) != str(n):
         raise ValidationError("invalid %s %r: expected an integer 1-65535" % (what, value))
     return n
 

@@ -9,6 +9,9 @@ PEERS = [
     {"name": "a-laptop", "tenant": "acme", "addresses": ["198.51.100.2/32", "fd00::2/128"], "enabled": True},
     {"name": "a-off", "tenant": "acme", "addresses": ["198.51.100.9/32"], "enabled": False},
     {"name": "b-laptop", "tenant": "globex", "addresses": ["198.51.100.3"], "enabled": True},
+    # the wireguard role's published shape carries more keys; an expired peer is no source
+    {"name": "a-old", "tenant": "acme", "addresses": ["198.51.100.8/32"], "enabled": True, "expired": True,
+     "public_key": "x", "allowed_ips": ["198.51.100.8/32"], "config_file": "/etc/wireguard/clients/a-old.conf"},
 ]
 
 
@@ -26,7 +29,8 @@ def test_postgres_exposure_opens_only_the_tenants_enabled_peers_and_writes_pg_hb
     v4 = p["before_rules"].splitlines()
     rule = '-A BQ-INPUT -s 198.51.100.2/32 -p tcp -m tcp --dport 5432 -m comment --comment "bq:acme:db" -j ACCEPT'
     assert rule in v4
-    assert not any("198.51.100.9" in line or "198.51.100.3" in line for line in v4)  # disabled / other tenant
+    # disabled, expired, other tenant's peers: none of them
+    assert not any(a in line for line in v4 for a in ("198.51.100.9", "198.51.100.8", "198.51.100.3"))
     assert p["pg_hba"].splitlines() == [
         "# exposure acme/db",
         "host berqenas acme_app,acme_ro 198.51.100.2/32 scram-sha-256",

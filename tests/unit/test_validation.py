@@ -1,0 +1,52 @@
+import pytest
+from ansible_collections.berqenas.platform.plugins.module_utils import validation as v
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("name", ["a", "acme", "acme_2", "a" * 40, "t0001"])
+def test_valid_tenant_names(name):
+    assert v.tenant_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "A", "9a", "_a", "a" * 41, "a-b", "a b", "a.b", "ä", "acme\n", "acme\x00",
+                                  "pg_anything", "berqenas", "berqenas_x", "public", "all", "replication", "null",
+                                  "on", "select", None, 5, ["acme"]])
+def test_invalid_tenant_names(name):
+    with pytest.raises(v.ValidationError):
+        v.tenant_name(name)
+
+
+def test_error_names_the_rule():
+    with pytest.raises(v.ValidationError, match=r"\^\[a-z\]"):
+        v.tenant_name("Bad")
+    with pytest.raises(v.ValidationError, match="reserved"):
+        v.tenant_name("postgres")
+
+
+@pytest.mark.parametrize("good,expected", [("1", 1), (65535, 65535), ("5432", 5432)])
+def test_ports(good, expected):
+    assert v.port(good) == expected
+
+
+@pytest.mark.parametrize("bad", [0, 65536, "-1", "5432 ", "54x", "", None, "0x10"])
+def test_bad_ports(bad):
+    with pytest.raises(v.ValidationError):
+        v.port(bad)
+
+
+@pytest.mark.parametrize("bad", ["{{ x }}", "a{% if %}", "{# c #}", "x}}"])
+def test_template_syntax_rejected(bad):
+    with pytest.raises(v.ValidationError, match="template"):
+        v.no_template(bad)
+
+
+@pytest.mark.parametrize("good", ["30s", "0", "500ms", "5min", "2h"])
+def test_durations(good):
+    assert v.pg_duration(good) == good
+
+
+@pytest.mark.parametrize("bad", ["30 s", "-1s", "1d", "s", "1s;", "01s"])
+def test_bad_durations(bad):
+    with pytest.raises(v.ValidationError):
+        v.pg_duration(bad)

@@ -1,0 +1,227 @@
+"""Pure WireGuard logic: validation, allocation (no renumbering, tenant ranges, full ranges), rendering, dumps."""
+
+import base64
+import datetime
+import ipaddress
+import subprocess
+
+import pytest
+
+from tests.support import env as support_env
+
+support_env.setup_import_path()
+
+from ansible_collections.berqenas.platform.plugins.module_utils import wireguard as wg  # noqa: E402
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
+
+
+def iface(**kw):
+    args = dict(name="wg0", addresses=["198.51.100.1/24", "fd00:b::1/64"], listen_port=51820, endpoint="192.0.2.1")
+    args.update(kw)
+    return wg.validate_interface(**args)
+
+
+def peers(specs, i=None):
+    return wg.validate_peers(specs, i or iface())
+
+
+def key():
+    return wg.public_key(wg.generate_private_key())
+
+
+def test_keys_match_wg_tool():
+    priv = wg.generate_private_key()
+    out = subprocess.run(["wg", "pubkey"], input=priv + "\n", capture_output=True, text=True, check=True).stdout
+    assert out.strip() == wg.public_key(priv)
+    assert len(base64.b64decode(wg.generate_psk())) == 32
+
+
+@pytest.mark.parametrize(
+    "value, msg",
+    [
+        ("no-pe!", "not base64"),
+        ("A" * 43 + "=", "all-zero"),
+        (base64.b64encode(b"x" * 31).decode(), "32 bytes"),
+        (3, "base64"),
+    ],
+)
+def test_bad_keys(value, msg):
+    with pytest.raises(wg.WireGuardError, match=msg):
+        wg.check_key(value, "public_key")
+
+
+@pytest.mark.parametrize(
+    "spec, msg",
+    [
+        ([{"name": "Bad", "tenant": "acme"}], "invalid peer name"),
+        ([{"name": "a" * 33, "tenant": "acme"}], "invalid peer name"),
+        ([{"name": "-a", "tenant": "acme"}], "invalid peer name"),
+        ([{"name": "a", "tenant": "acme"}, {"name": "a", "tenant": "globex"}], "duplicate peer name"),
+        ([{"name": "{{ 6*7 }}", "tenant": "acme"}], "template syntax"),
+        ([{"name": "a", "tenant": "{% if 1 %}x{% endif %}"}], "template syntax"),
+        ([{"name": "a", "tenant": "acme", "expires": "2026-12-31"}], "timezone"),
+        ([{"name": "a", "tenant": "acme", "expires": "2026-02-30T00:00:00Z"}], "not a valid date"),
+        ([{"name": "a", "tenant": "acme", "addresses": ["203.0.113.9"]}], "outside the VPN networks"),
+        ([{"name": "a", "tenant": "acme", "allowed_ips": ["203.0.113.9/24"]}], "host bits zero"),
+        ([{"name": "a", "tenant": "acme", "enabled": "yes"}], "enabled must be"),
+        ([{"name": "a", "tenant": "acme", "colour": "red"}], "unknown keys"),
+        ([{"name": "a", "tenant": "acme", "persistent_keepalive": 70000}], "persistent_keepalive"),
+        ([{"name": "a\nb", "tenant": "acme"}], "invalid peer name|line breaks"),
+    ],
+)
+def test_bad_peers(spec, msg):
+    with pytest.raises(wg.WireGuardError, match=msg):
+        peers(spec)
+
+
+def test_same_public_key_twice():
+    k = key()
+    with pytest.raises(wg.WireGuardError, match="already used by peer a"):
+        peers([{"name": "a", "tenant": "acme", "public_key": k}, {"name": "b", "tenant": "acme", "public_key": k}])
+
+
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        ({"name": "wg-this-is-too-long"}, "interface name"),
+        ({"listen_port": 0}, "listen_port"),
+        ({"listen_port": 65536}, "listen_port"),
+        ({"addresses": []}, "at least one address"),
+        ({"addresses": ["198.51.100.1/24", "192.0.2.1/24"]}, "at most one IPv4"),
+        ({"addresses": ["198.51.100.1/31"]}, "too small"),
+        ({"mtu": 100}, "mtu"),
+        ({"endpoint": "bad host!"}, "endpoint"),
+        ({"endpoint": "vpn.example.org:99999"}, "endpoint port"),
+        ({"post_up": ["echo {{ x }}"]}, "template syntax"),
+        ({"post_up": ["a\nb"]}, "line breaks"),
+        ({"tenant_ranges": {"acme": ["192.0.2.0/28"]}}, "outside the VPN networks"),
+        ({"tenant_ranges": {"acme": ["198.51.100.0/28"], "globex": ["198.51.100.8/29"]}}, "overlap"),
+    ],
+)
+def test_bad_interface(kw, msg):
+    with pytest.raises(wg.WireGuardError, match=msg):
+        iface(**kw)
+
+
+def test_expiry_parsing():
+    assert wg.parse_expiry("2026-12-31T00:00:00Z") == datetime.datetime(2026, 12, 31, tzinfo=datetime.UTC)
+    assert wg.parse_expiry("2026-12-31T02:00:00+02:00").hour == 0
+    assert wg.parse_expiry(None) is None
+    assert wg.format_expiry(wg.parse_expiry("2026-12-31 00:00:00+00:00")) == "2026-12-31T00:00:00Z"
+
+
+def test_allocation_is_stable_across_reorder_insert_and_removal():
+    i = iface()
+    p1 = peers([{"name": n, "tenant": "acme"} for n in ("a", "b", "c")], i)
+    alloc = wg.allocate(i, p1, {})
+    state = wg.build_state(i, p1, {}, alloc)
+    assert state["peers"]["a"]["addresses"] == ["198.51.100.2", "fd00:b::2"]
+    assert state["peers"]["c"]["addresses"] == ["198.51.100.4", "fd00:b::4"]
+    # b removed, z inserted first, order reversed: nobody renumbered, z takes the lowest free
+    p2 = peers([{"name": n, "tenant": "acme"} for n in ("z", "c", "a")], i)
+    state2 = wg.build_state(i, p2, state, wg.allocate(i, p2, state))
+    assert state2["peers"]["a"]["addresses"] == state["peers"]["a"]["addresses"]
+    assert state2["peers"]["c"]["addresses"] == state["peers"]["c"]["addresses"]
+    assert state2["peers"]["z"]["addresses"] == ["198.51.100.3", "fd00:b::3"]
+    assert "b" not in state2["peers"]
+    # keys survive
+    assert state2["peers"]["a"]["private_key"] == state["peers"]["a"]["private_key"]
+    assert state2["peers"]["a"]["preshared_key"] == state["peers"]["a"]["preshared_key"]
+
+
+def test_tenant_ranges_and_fixed_addresses():
+    i = iface(addresses=["198.51.100.1/24"], tenant_ranges={"acme": ["198.51.100.64/30"]})
+    p = peers([
+        {"name": "g1", "tenant": "globex"},
+        {"name": "a1", "tenant": "acme"},
+        {"name": "a2", "tenant": "acme"},
+        {"name": "f", "tenant": "globex", "addresses": ["198.51.100.200"]},
+    ], i)  # fmt: skip
+    alloc = wg.allocate(i, p, {})
+    assert [str(x) for x in alloc["a1"]] == ["198.51.100.65"]
+    assert [str(x) for x in alloc["a2"]] == ["198.51.100.66"]
+    assert [str(x) for x in alloc["g1"]] == ["198.51.100.2"]
+    assert [str(x) for x in alloc["f"]] == ["198.51.100.200"]
+    p3 = peers([{"name": n, "tenant": "acme"} for n in ("a1", "a2", "a3")], i)
+    with pytest.raises(wg.WireGuardError, match=r"198.51.100.64/30 \(tenant acme\) is full"):
+        wg.allocate(i, p3, {})
+    with pytest.raises(wg.WireGuardError, match="outside its range"):
+        wg.allocate(i, peers([{"name": "x", "tenant": "globex", "addresses": ["198.51.100.65"]}], i), {})
+    with pytest.raises(wg.WireGuardError, match="server's own address"):
+        wg.allocate(i, peers([{"name": "x", "tenant": "globex", "addresses": ["198.51.100.1"]}], i), {})
+
+
+def test_full_range():
+    i = iface(addresses=["198.51.100.1/29"])  # .2 - .6 free
+    ok = peers([{"name": "p%d" % n, "tenant": "acme"} for n in range(5)], i)
+    assert len(wg.allocate(i, ok, {})) == 5
+    with pytest.raises(wg.WireGuardError, match="198.51.100.0/29 is full"):
+        wg.allocate(i, peers([{"name": "p%d" % n, "tenant": "acme"} for n in range(6)], i), {})
+
+
+def test_render_server_and_clients_and_redaction():
+    i = iface()
+    ck = key()
+    p = peers([
+        {"name": "a", "tenant": "acme"},
+        {"name": "b", "tenant": "globex", "public_key": ck, "allowed_ips": ["203.0.113.0/24"]},
+        {"name": "off", "tenant": "acme", "enabled": False},
+        {"name": "old", "tenant": "acme", "expires": "2026-01-01T00:00:00Z"},
+    ], i)  # fmt: skip
+    st = wg.build_state(i, p, {}, wg.allocate(i, p, {}))
+    spriv = wg.generate_private_key()
+    conf, native = wg.render_server(i, spriv, p, st, NOW)
+    assert conf.count("[Peer]") == 2 and native.count("[Peer]") == 2
+    assert "AllowedIPs = 198.51.100.3/32, fd00:b::3/128, 203.0.113.0/24" in conf
+    assert "Address = 198.51.100.1/24, fd00:b::1/64" in conf and "Address" not in native
+    red = wg.redact(conf)
+    assert spriv not in red and st["peers"]["a"]["preshared_key"] not in red and "<redacted>" in red
+    ca = wg.render_client(i, wg.public_key(spriv), p[0], st["peers"]["a"])
+    assert "PrivateKey = " + st["peers"]["a"]["private_key"] in ca
+    assert "Endpoint = 192.0.2.1:51820" in ca and "AllowedIPs = 198.51.100.0/24, fd00:b::/64" in ca
+    cb = wg.render_client(i, wg.public_key(spriv), p[1], st["peers"]["b"])
+    assert "\nPrivateKey" not in cb and "PresharedKey = " in cb
+    pub = wg.published(i, p, st, NOW, "/x")
+    assert [(x["name"], x["enabled"], x["expired"]) for x in pub] == [
+        ("a", True, False), ("b", True, False), ("off", False, False), ("old", True, True)]  # fmt: skip
+    assert all("private_key" not in x and "preshared_key" not in x for x in pub)
+
+
+def test_live_matches_and_dump_parsing():
+    i = iface()
+    p = peers([{"name": "a", "tenant": "acme"}], i)
+    st = wg.build_state(i, p, {}, wg.allocate(i, p, {}))
+    spriv = wg.generate_private_key()
+    e = st["peers"]["a"]
+    dump = "\t".join([spriv, wg.public_key(spriv), "51820", "off"]) + "\n" + "\t".join(
+        [e["public_key"], e["preshared_key"], "192.0.2.11:4000", "fd00:b::2/128,198.51.100.2/32", "1700000000",
+         "10", "20", "off"])  # fmt: skip
+    di, dp = wg.parse_dump(dump)
+    assert wg.live_matches(di, dp, i, wg.public_key(spriv), p, st, NOW)
+    dp[e["public_key"]]["preshared_key"] = wg.generate_psk()
+    assert not wg.live_matches(di, dp, i, wg.public_key(spriv), p, st, NOW)
+    status = wg.peer_status(wg.published(i, p, st, NOW, "/x"), wg.parse_dump(dump)[1], 1700000100)
+    assert status[0]["state"] == "active" and status[0]["latest_handshake_age_s"] == 100
+    assert wg.peer_status(wg.published(i, p, st, NOW, "/x"), {}, 1700000100)[0]["state"] == "never"
+
+
+def test_parse_conf_interface_ignores_private_key():
+    a = "[Interface]\nAddress = 1\nPrivateKey = x\n[Peer]\nPublicKey = y\n"
+    b = "[Interface]\nAddress = 1\nPrivateKey = z\n"
+    assert wg.parse_conf_interface(a) == wg.parse_conf_interface(b) == [("Address", "1")]
+    assert ipaddress.ip_address("fd00:b::2") in ipaddress.ip_network("fd00:b::/64")
+
+
+def test_allocation_of_5000_is_fast():
+    import time
+
+    i = iface(addresses=["fd00:b::1/64"])
+    p = peers([{"name": "p%d" % n, "tenant": "acme"} for n in range(5000)], i)
+    t = time.perf_counter()
+    st = wg.build_state(i, p, {}, wg.allocate(i, p, {}))
+    wg.render_server(i, wg.generate_private_key(), p, st, NOW)
+    assert time.perf_counter() - t < 3
+    assert len({tuple(e["addresses"]) for e in st["peers"].values()}) == 5000
