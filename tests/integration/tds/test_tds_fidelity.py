@@ -287,6 +287,10 @@ def test_sync_engine_statements(mssql_db):
         assert int.from_bytes(mar, "big") == int.from_bytes(dbts, "big") + 1
         cur.execute(mssql_tsql.TABLE_EXISTS, ("dbo", "Orders"))
         assert cur.fetchall() == [("BASE TABLE",)]
+        cur.execute(mssql_tsql.TABLE_EXISTS, ("DBO", "orders"))  # catalog names: case-insensitive collation
+        assert cur.fetchall() == [("BASE TABLE",)]
+        cur.execute(mssql_tsql.TABLE_EXISTS, ("dbo", "Orders2"))
+        assert cur.fetchall() == []
         cur.execute(mssql_tsql.COLUMNS, ("dbo", "Orders"))
         cols = cur.fetchall()
         assert [(c[0], c[1], c[2], c[6], c[7]) for c in cols] == [
@@ -353,3 +357,54 @@ def test_several_clients_at_once(mssql_db):
     assert errors == []
     rows = mssql_db.execute("SELECT COUNT(*), COUNT(DISTINCT rv) FROM dbo.t")
     assert rows == [(80, 80)]
+
+
+def test_rowcounts_nocount_use_and_tds_73(mssql_db):
+    mssql_db.execute("CREATE TABLE dbo.t (id int PRIMARY KEY, v int, d datetime2(7), t time(7))")
+    with contextlib.closing(mssql_db.connect()) as conn:
+        cur = conn.cursor()
+        cur.execute("INSERT INTO dbo.t (id, v) VALUES (1, 0), (2, 0), (3, 1)")
+        assert cur.rowcount == 3
+        cur.execute("UPDATE dbo.t SET v = v + 1 WHERE v = 0")
+        assert cur.rowcount == 2
+        cur.execute("DELETE FROM dbo.t WHERE id = 3")
+        assert cur.rowcount == 1
+        cur.execute("USE [%s]" % mssql_db.name)
+        cur.execute("SET NOCOUNT ON; UPDATE dbo.t SET d = '2001-02-03 04:05:06.7654321', t = '04:05:06.7654321'")
+        assert cur.rowcount == -1  # no DONE count under NOCOUNT
+    with contextlib.closing(mssql_db.connect(tds_version="7.3")) as conn:
+        cur = conn.cursor()
+        cur.execute("SELECT d, t FROM dbo.t WHERE id = 1")
+        assert cur.fetchone() == (datetime.datetime(2001, 2, 3, 4, 5, 6, 765432), datetime.time(4, 5, 6, 765432))
+
+
+def test_snapshot_transaction_sees_a_stable_view(mssql_db):
+    mssql_db.execute("CREATE TABLE dbo.t (id int PRIMARY KEY)")
+    mssql_db.execute("INSERT INTO dbo.t (id) VALUES (1)")
+    if mssql_db.server.kind == "real":
+        mssql_db.execute("ALTER DATABASE [%s] SET ALLOW_SNAPSHOT_ISOLATION ON" % mssql_db.name)
+    with contextlib.closing(mssql_db.connect()) as reader:
+        cur = reader.cursor()
+        cur.execute("SET TRANSACTION ISOLATION LEVEL SNAPSHOT")
+        cur.execute("BEGIN TRAN")
+        cur.execute("SELECT COUNT(*) FROM dbo.t")
+        assert cur.fetchone()[0] == 1
+        mssql_db.execute("INSERT INTO dbo.t (id) VALUES (2)")
+        cur.execute("SELECT COUNT(*) FROM dbo.t")
+        assert cur.fetchone()[0] == 1  # the snapshot fixed at the first read
+        cur.execute("COMMIT")
+        cur.execute("SELECT COUNT(*) FROM dbo.t")
+        assert cur.fetchone()[0] == 2
+
+
+def test_sys_catalog_discovery(mssql_db):
+    mssql_db.execute("CREATE TABLE dbo.[Mixed Case] (id bigint NOT NULL PRIMARY KEY, amount decimal(12,3) NULL,"
+                     " rv rowversion)")
+    rows = mssql_db.execute(
+        "SELECT c.name, ty.name, c.max_length, c.precision, c.scale, c.is_nullable FROM sys.columns c"
+        " JOIN sys.types ty ON ty.user_type_id = c.user_type_id"
+        " WHERE c.object_id = OBJECT_ID(N'[dbo].[Mixed Case]') ORDER BY c.column_id")
+    assert rows == [("id", "bigint", 8, 19, 0, False), ("amount", "decimal", 9, 12, 3, True),
+                    ("rv", "timestamp", 8, 0, 0, False)]
+    rows = mssql_db.execute("SELECT s.name, t.name FROM sys.tables t JOIN sys.schemas s ON s.schema_id = t.schema_id")
+    assert rows == [("dbo", "Mixed Case")]

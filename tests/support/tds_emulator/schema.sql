@@ -167,6 +167,11 @@ CREATE OR REPLACE FUNCTION tds_meta.db_id() RETURNS integer LANGUAGE sql STABLE 
     SELECT database_id FROM tds_meta.dbinfo
 $$;
 
+CREATE OR REPLACE FUNCTION tds_meta.object_id_of(s text, t text) RETURNS integer LANGUAGE sql STABLE AS $$
+    SELECT tb.object_id FROM tds_meta.tables tb JOIN tds_meta.schemas sc USING (schema_id)
+     WHERE lower(sc.name) = lower(s) AND lower(tb.name) = lower(t)
+$$;
+
 CREATE OR REPLACE FUNCTION tds_meta.serverproperty(p text) RETURNS varchar(128) LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE lower(p)
         WHEN 'productversion' THEN '16.0.1000.6'
@@ -208,42 +213,52 @@ BEGIN
 END
 $$;
 
+-- catalog names compare case-insensitively, as under SQL Server's default collation
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_collation WHERE collname = 'tds_ci'
+                    AND collnamespace = 'tds_meta'::regnamespace) THEN
+        CREATE COLLATION tds_meta.tds_ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+    END IF;
+END
+$$;
+
 -- INFORMATION_SCHEMA -------------------------------------------------------------------------------
 CREATE OR REPLACE VIEW tds_information_schema.tables AS
-SELECT d.name::varchar(128) AS table_catalog, s.name::varchar(128) AS table_schema,
-       t.name::varchar(128) AS table_name, 'BASE TABLE'::varchar(10) AS table_type
+SELECT d.name::varchar(128) COLLATE tds_meta.tds_ci AS table_catalog, s.name::varchar(128) COLLATE tds_meta.tds_ci AS table_schema,
+       t.name::varchar(128) COLLATE tds_meta.tds_ci AS table_name, 'BASE TABLE'::varchar(10) AS table_type
   FROM tds_meta.tables t JOIN tds_meta.schemas s USING (schema_id) CROSS JOIN tds_meta.dbinfo d;
 
 CREATE OR REPLACE VIEW tds_information_schema.columns AS
-SELECT d.name::varchar(128) AS table_catalog, s.name::varchar(128) AS table_schema,
-       t.name::varchar(128) AS table_name, c.name::varchar(128) AS column_name,
+SELECT d.name::varchar(128) COLLATE tds_meta.tds_ci AS table_catalog, s.name::varchar(128) COLLATE tds_meta.tds_ci AS table_schema,
+       t.name::varchar(128) COLLATE tds_meta.tds_ci AS table_name, c.name::varchar(128) COLLATE tds_meta.tds_ci AS column_name,
        c.column_id AS ordinal_position, c.default_text::varchar(4000) AS column_default,
        (CASE WHEN c.is_nullable THEN 'YES' ELSE 'NO' END)::varchar(3) AS is_nullable,
-       c.type_name::varchar(128) AS data_type, c.is_char_len AS character_maximum_length,
+       c.type_name::varchar(128) COLLATE tds_meta.tds_ci AS data_type, c.is_char_len AS character_maximum_length,
        c.is_octet_len AS character_octet_length, c.is_precision::smallint AS numeric_precision,
        c.is_radix::smallint AS numeric_precision_radix, c.is_scale AS numeric_scale,
        c.is_dt_precision::smallint AS datetime_precision,
        (CASE WHEN c.type_name IN ('char', 'varchar') THEN 'iso_1'
-             WHEN c.type_name IN ('nchar', 'nvarchar') THEN 'UNICODE' END)::varchar(128) AS character_set_name,
+             WHEN c.type_name IN ('nchar', 'nvarchar') THEN 'UNICODE' END)::varchar(128) COLLATE tds_meta.tds_ci AS character_set_name,
        (CASE WHEN c.type_name IN ('char', 'varchar', 'nchar', 'nvarchar')
-             THEN 'SQL_Latin1_General_CP1_CI_AS' END)::varchar(128) AS collation_name
+             THEN 'SQL_Latin1_General_CP1_CI_AS' END)::varchar(128) COLLATE tds_meta.tds_ci AS collation_name
   FROM tds_meta.columns c JOIN tds_meta.tables t USING (object_id) JOIN tds_meta.schemas s USING (schema_id)
   CROSS JOIN tds_meta.dbinfo d;
 
 CREATE OR REPLACE VIEW tds_information_schema.table_constraints AS
-SELECT d.name::varchar(128) AS constraint_catalog, s.name::varchar(128) AS constraint_schema,
-       k.name::varchar(128) AS constraint_name, d.name::varchar(128) AS table_catalog,
-       s.name::varchar(128) AS table_schema, t.name::varchar(128) AS table_name,
+SELECT d.name::varchar(128) COLLATE tds_meta.tds_ci AS constraint_catalog, s.name::varchar(128) COLLATE tds_meta.tds_ci AS constraint_schema,
+       k.name::varchar(128) COLLATE tds_meta.tds_ci AS constraint_name, d.name::varchar(128) COLLATE tds_meta.tds_ci AS table_catalog,
+       s.name::varchar(128) COLLATE tds_meta.tds_ci AS table_schema, t.name::varchar(128) COLLATE tds_meta.tds_ci AS table_name,
        k.kind::varchar(11) AS constraint_type, 'NO'::varchar(2) AS is_deferrable,
        'NO'::varchar(2) AS initially_deferred
   FROM tds_meta.constraints k JOIN tds_meta.tables t USING (object_id) JOIN tds_meta.schemas s USING (schema_id)
   CROSS JOIN tds_meta.dbinfo d;
 
 CREATE OR REPLACE VIEW tds_information_schema.key_column_usage AS
-SELECT d.name::varchar(128) AS constraint_catalog, s.name::varchar(128) AS constraint_schema,
-       k.name::varchar(128) AS constraint_name, d.name::varchar(128) AS table_catalog,
-       s.name::varchar(128) AS table_schema, t.name::varchar(128) AS table_name,
-       u.col::varchar(128) AS column_name, u.ord::integer AS ordinal_position
+SELECT d.name::varchar(128) COLLATE tds_meta.tds_ci AS constraint_catalog, s.name::varchar(128) COLLATE tds_meta.tds_ci AS constraint_schema,
+       k.name::varchar(128) COLLATE tds_meta.tds_ci AS constraint_name, d.name::varchar(128) COLLATE tds_meta.tds_ci AS table_catalog,
+       s.name::varchar(128) COLLATE tds_meta.tds_ci AS table_schema, t.name::varchar(128) COLLATE tds_meta.tds_ci AS table_name,
+       u.col::varchar(128) COLLATE tds_meta.tds_ci AS column_name, u.ord::integer AS ordinal_position
   FROM tds_meta.constraints k JOIN tds_meta.tables t USING (object_id) JOIN tds_meta.schemas s USING (schema_id)
   CROSS JOIN tds_meta.dbinfo d CROSS JOIN LATERAL unnest(k.columns) WITH ORDINALITY AS u(col, ord);
 
@@ -254,22 +269,22 @@ SELECT database_id, database_guid, family_guid, NULL::numeric(25, 0) AS last_log
   FROM tds_meta.dbinfo;
 
 CREATE OR REPLACE VIEW tds_sys.schemas AS
-SELECT name::varchar(128) AS name, schema_id, 1 AS principal_id FROM tds_meta.schemas;
+SELECT name::varchar(128) COLLATE tds_meta.tds_ci AS name, schema_id, 1 AS principal_id FROM tds_meta.schemas;
 
 CREATE OR REPLACE VIEW tds_sys.tables AS
-SELECT t.name::varchar(128) AS name, t.object_id, NULL::integer AS principal_id, t.schema_id,
+SELECT t.name::varchar(128) COLLATE tds_meta.tds_ci AS name, t.object_id, NULL::integer AS principal_id, t.schema_id,
        'U '::char(2) AS type, 'USER_TABLE'::varchar(60) AS type_desc, t.create_date
   FROM tds_meta.tables t;
 
 CREATE OR REPLACE VIEW tds_sys.columns AS
-SELECT c.object_id, c.name::varchar(128) AS name, c.column_id, c.system_type_id::smallint AS system_type_id,
+SELECT c.object_id, c.name::varchar(128) COLLATE tds_meta.tds_ci AS name, c.column_id, c.system_type_id::smallint AS system_type_id,
        c.system_type_id AS user_type_id, c.max_length::smallint AS max_length,
        c.num_precision::smallint AS precision, c.num_scale::smallint AS scale, c.is_nullable,
        c.is_identity, false AS is_computed
   FROM tds_meta.columns c;
 
 CREATE OR REPLACE VIEW tds_sys.types AS
-SELECT v.name::varchar(128) AS name, v.id::smallint AS system_type_id, v.id AS user_type_id
+SELECT v.name::varchar(128) COLLATE tds_meta.tds_ci AS name, v.id::smallint AS system_type_id, v.id AS user_type_id
   FROM (VALUES ('tinyint', 48), ('smallint', 52), ('int', 56), ('bigint', 127), ('bit', 104), ('decimal', 106),
                ('numeric', 108), ('money', 60), ('smallmoney', 122), ('float', 62), ('real', 59), ('date', 40),
                ('time', 41), ('datetime', 61), ('smalldatetime', 58), ('datetime2', 42),

@@ -441,7 +441,10 @@ class ExprTranslator:
                         i = m + 1
                         continue
                     raise syntax_error("(", "only table hints may follow WITH here")
-                if nxt is not None and nxt.is_op("(") and (up not in KEYWORDS or up in ("LEFT", "RIGHT")):
+                hint_follows = (i + 3 < j and toks[i + 2].kind == "word" and toks[i + 2].up in TABLE_HINTS
+                                and toks[i + 3].is_op(")"))
+                if (nxt is not None and nxt.is_op("(") and not hint_follows
+                        and (up not in KEYWORDS or up in ("LEFT", "RIGHT"))):
                     text, i = self.function(i, j)
                     out.append(text)
                     continue
@@ -566,6 +569,17 @@ class ExprTranslator:
                 raise syntax_error(toks[end].text)
             return "CAST(%s AS %s)" % (self.tr(*ranges[1]), ct.cast_pg()), nxt
         ranges, nxt = self.args(i + 1, j)
+        if up == "OBJECT_ID":
+            if len(ranges) != 1 or ranges[0][1] - ranges[0][0] != 1 or toks[ranges[0][0]].kind != "str":
+                raise syntax_error("OBJECT_ID", "OBJECT_ID takes one string literal here")
+            parts = [t2.value for t2 in tokenize(toks[ranges[0][0]].value) if t2.kind in ("word", "ident")]
+            if len(parts) == 3 and parts[0].lower() == self.ctx.database.lower():
+                parts = parts[1:]
+            if len(parts) == 1:
+                parts = ["dbo"] + parts
+            if len(parts) != 2:
+                return "CAST(NULL AS integer)", nxt
+            return "tds_meta.object_id_of(%s, %s)" % (pg_string(parts[0]), pg_string(parts[1])), nxt
         args = [self.tr(a, b) for a, b in ranges]
         n = len(args)
 
@@ -739,8 +753,10 @@ def parse_statement(toks, text, ctx):
             if t.is_word("OUTPUT", "EXEC", "EXECUTE"):
                 raise syntax_error(t.text, "INSERT ... %s is not supported" % t.up)
         tr = ExprTranslator(toks, ctx)
-        body = tr.tr(i, n)
-        return Stmt("query", source, pg="INSERT INTO " + body, aliases=tr.aliases, cmd=0xC3, table=name)
+        body = tr.tr(j, n)
+        target = qi(name[0]) + "." + qi(name[1])
+        return Stmt("query", source, pg="INSERT INTO %s %s" % (target, body), aliases=tr.aliases, cmd=0xC3,
+                    table=name)
     if up == "UPDATE":
         name, j = _table_name(toks, 1, ctx)
         for t in toks:

@@ -1,0 +1,107 @@
+"""The emulator's T-SQL translator, without a server (pure functions)."""
+
+import pytest
+
+from tests.support.tds_emulator.translate import (
+    Context,
+    TsqlError,
+    parse_statement,
+    pgname,
+    split_statements,
+    tokenize,
+)
+
+pytestmark = pytest.mark.tds
+
+CTX = Context("SourceDb", spid=53, trancount=0)
+
+
+def parse(text, ctx=CTX):
+    units = split_statements(tokenize(text))
+    return [parse_statement(u, text, ctx) for u in units]
+
+
+def one(text):
+    (stmt,) = parse(text)
+    return stmt
+
+
+def test_pymssql_connect_batch_is_one_set_per_statement():
+    batch = ("SET ARITHABORT ON;SET CONCAT_NULL_YIELDS_NULL ON;SET ANSI_NULLS ON;SET ANSI_NULL_DFLT_ON ON;"
+             "SET ANSI_PADDING ON;SET ANSI_WARNINGS ON;SET ANSI_NULL_DFLT_ON ON;SET CURSOR_CLOSE_ON_COMMIT ON;"
+             "SET QUOTED_IDENTIFIER ON;SET TEXTSIZE 2147483647;")
+    stmts = parse(batch)
+    assert [s.kind for s in stmts] == ["set"] * 10
+    assert stmts[-1].option == "TEXTSIZE" and stmts[-1].value == 2147483647
+
+
+def test_statements_split_without_semicolons():
+    kinds = [s.kind for s in parse("BEGIN TRAN INSERT INTO t (a) SELECT 1 UPDATE t SET a = 2 WHERE a = 1 "
+                                   "SELECT @@TRANCOUNT COMMIT")]
+    assert kinds == ["begin", "query", "query", "query", "commit"]
+
+
+def test_window_select_translation():
+    s = one("SELECT TOP (1000) [Id], [na]]me] FROM [dbo].[Customer] WITH (NOLOCK) WHERE [rv] >= 0x00000000000007D0"
+            " AND [rv] < 0x7D1 ORDER BY [rv]")
+    assert s.pg == ('SELECT "id" , "na]me" FROM "dbo" . "customer" WHERE "rv" >= \'\\x00000000000007d0\'::bytea'
+                    ' AND "rv" < \'\\x07d1\'::bytea ORDER BY "rv" LIMIT 1000').replace('" . "', '"."')
+
+
+def test_deprecated_hint_form_and_unqualified_insert():
+    assert one("SELECT a FROM t (NOLOCK)").pg == 'SELECT "a" FROM "t"'
+    assert one("INSERT t (a) VALUES (1)").pg == 'INSERT INTO "dbo"."t" ( "a" ) VALUES ( 1 )'
+
+
+def test_special_functions_and_variables():
+    s = one("SELECT MIN_ACTIVE_ROWVERSION(), @@DBTS, @@SPID, DB_ID(), COUNT_BIG(*), ISNULL(NULL, N'x')")
+    assert "tds_meta.min_active_rowversion()" in s.pg and "tds_meta.dbts()" in s.pg
+    assert "CAST(53 AS smallint)" in s.pg and "count(*)" in s.pg and "COALESCE(NULL, 'x')" in s.pg
+
+
+def test_catalog_schemas_are_mapped_and_names_three_part():
+    s = one("SELECT c.COLUMN_NAME FROM SourceDb.INFORMATION_SCHEMA.COLUMNS c WHERE c.TABLE_NAME = N'T'")
+    assert '"tds_information_schema"."columns"' in s.pg and "'T'" in s.pg
+    with pytest.raises(TsqlError) as e:
+        one("SELECT * FROM OtherDb.dbo.t")
+    assert e.value.number == 208
+
+
+def test_strings_nul_and_seven_digit_fractions():
+    s = one("SELECT N'a''b', 'x\x00y', '2020-01-01 10:00:00.1234567'")
+    assert "'a''b'" in s.pg and "'x\uffffy'" in s.pg and "'2020-01-01 10:00:00.123456'" in s.pg
+    with pytest.raises(TsqlError):
+        one("SELECT N'\uffff'")
+
+
+def test_long_names_fit_postgresql_and_stay_distinct():
+    a, b = "A" * 127 + "1", "A" * 127 + "2"
+    assert len(pgname(a).encode()) <= 63 and pgname(a) != pgname(b)
+    assert pgname("Orders") == "orders"
+
+
+@pytest.mark.parametrize("text, number", [
+    ("GRANT SELECT ON t TO u", 102),
+    ("SELECT SOUNDEX('a')", 195),
+    ("SELECT @v", 137),
+    ("SELECT 'open", 105),
+    ("CREATE TABLE t (x xml)", 2715),
+    ("SELECT CONVERT(varchar(10), GETDATE(), 120)", 102),
+    ("DELETE TOP (5) FROM t", 102),
+    ("SET ROWCOUNT 5", 102),
+])
+def test_outside_the_subset_is_a_sql_server_error(text, number):
+    with pytest.raises(TsqlError) as e:
+        parse(text)
+    assert e.value.number == number
+
+
+def test_create_table_parse():
+    s = one("CREATE TABLE [dbo].[T] (id int IDENTITY(1,1) NOT NULL, code nvarchar(max) NULL DEFAULT (N'x'),"
+            " amount decimal(38, 4), rv rowversion, CONSTRAINT [PK_T] PRIMARY KEY CLUSTERED (id ASC))")
+    assert s.kind == "create_table" and s.table == ("dbo", "T")
+    assert [(c.name, c.type.name, c.type.length, c.type.precision, c.type.scale) for c in s.columns] == [
+        ("id", "int", None, None, None), ("code", "nvarchar", -1, None, None), ("amount", "decimal", None, 38, 4),
+        ("rv", "timestamp", None, None, None)]
+    assert s.columns[0].identity == (1, 1) and s.columns[1].default == "( 'x' )"
+    assert [(k.name, k.kind, k.columns) for k in s.constraints] == [("PK_T", "PRIMARY KEY", ["id"])]
