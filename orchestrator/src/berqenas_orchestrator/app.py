@@ -38,8 +38,9 @@ class CommandError(click.ClickException):
 
 
 class App:
-    def __init__(self, home: Path, inventory: Path | None, verbose: int = 0):
+    def __init__(self, home: Path, inventory: Path | None, verbose: int = 0, timeout: int | None = None):
         self.home = home
+        self.timeout = timeout
         self._inventory = inventory
         self.verbose = verbose
         self.json = False
@@ -73,7 +74,8 @@ class App:
         base = {"berqenas_home": str(self.home)}
         base.update(extravars or {})
         return runner.run_playbook(playbook, inventory=inventory or self.inventory, extravars=base, check=check,
-                                   diff=diff, limit=limit, timeout=timeout, verbosity=self.verbose,
+                                   diff=diff, limit=limit, timeout=timeout or self.timeout,
+                                   verbosity=self.verbose,
                                    progress=None if quiet else self.progress,
                                    env={"BERQENAS_HOME": str(self.home)})
 

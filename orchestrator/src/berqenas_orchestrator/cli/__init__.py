@@ -23,16 +23,18 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 @click.option("-i", "--inventory", type=click.Path(exists=True, path_type=Path),
               help="Act on the platform described by this inventory instead of the local instance.")
 @click.option("-v", "--verbose", count=True, help="More Ansible verbosity (progress on stderr).")
+@click.option("--timeout", type=click.IntRange(min=1), envvar="BERQENAS_TIMEOUT",
+              help="Cancel a playbook run after this many seconds (exit code 124).")
 @click.version_option(package_name="berqenas-orchestrator", prog_name="berqenas")
 @click.pass_context
-def root(ctx, home, inventory, verbose):
+def root(ctx, home, inventory, verbose, timeout):
     """berqenas: multi-tenant PostgreSQL, VPN, gateway and sync, reconciled by Ansible.
 
     Data goes to stdout (JSON with --json), progress to stderr. Exit codes: 0 success,
     1 failure, 2 usage, 124 timeout, 130 cancelled.
     """
     home = (home.expanduser().resolve() if home else default_home())
-    ctx.obj = App(home=home, inventory=inventory.resolve() if inventory else None, verbose=verbose)
+    ctx.obj = App(home=home, inventory=inventory.resolve() if inventory else None, verbose=verbose, timeout=timeout)
     _CURRENT["app"] = ctx.obj
 
 
