@@ -408,3 +408,12 @@ def test_sys_catalog_discovery(mssql_db):
                     ("rv", "timestamp", 8, 0, 0, False)]
     rows = mssql_db.execute("SELECT s.name, t.name FROM sys.tables t JOIN sys.schemas s ON s.schema_id = t.schema_id")
     assert rows == [("dbo", "Mixed Case")]
+
+
+def test_strings_compare_case_insensitively(mssql_db):
+    mssql_db.execute("CREATE TABLE dbo.t (k nvarchar(10) NOT NULL PRIMARY KEY, c char(4) NULL)")
+    mssql_db.execute("INSERT INTO dbo.t (k, c) VALUES (N'Abc', 'xY')")
+    assert mssql_db.execute("SELECT k, c FROM dbo.t WHERE k = N'aBC' AND c = 'XY'") == [("Abc", "xY  ")]
+    with pytest.raises(pymssql.IntegrityError) as e:
+        mssql_db.execute("INSERT INTO dbo.t (k) VALUES (N'ABC')")  # a duplicate under a _CI_ collation
+    assert errnum(e.value) == 2627

@@ -347,7 +347,7 @@ class Catalog:
         tbl = sql.Identifier(pg_schema, pg_table)
         col = sql.Identifier(row[0])
         self.q(_fmt("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}::{}", tbl, col, sql.SQL(c.type.pg()), col,
-                    sql.SQL(c.type.pg())))
+                    sql.SQL(c.type.cast_pg())))
         nullable = True if c.nullable is None else c.nullable
         self.q(_fmt("ALTER TABLE {} ALTER COLUMN {} {} NOT NULL", tbl, col, sql.SQL("DROP" if nullable else "SET")))
         c.nullable = nullable

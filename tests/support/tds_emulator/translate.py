@@ -251,9 +251,9 @@ class ColumnType:
         if n == "datetimeoffset":
             return "text"
         if n in ("char", "nchar"):
-            return "char(%d)" % self.length
+            return "char(%d) COLLATE tds_meta.tds_ci" % self.length
         if n in ("varchar", "nvarchar"):
-            return "text" if self.length == -1 else "varchar(%d)" % self.length
+            return ("text" if self.length == -1 else "varchar(%d)" % self.length) + " COLLATE tds_meta.tds_ci"
         if n in ("binary", "varbinary", "timestamp"):
             return "bytea"
         if n == "uniqueidentifier":
@@ -265,7 +265,7 @@ class ColumnType:
             return "timestamptz"
         if self.name == "bit":
             return "smallint"
-        return self.pg()
+        return self.pg().replace(" COLLATE tds_meta.tds_ci", "")
 
 
 _TYPE_ALIASES = {"integer": "int", "rowversion": "timestamp", "sysname": "nvarchar", "character": "char",
@@ -592,7 +592,7 @@ class ExprTranslator:
                 raise syntax_error(t.text)
             body = "count(%s)" % args[0]
             return (body if up == "COUNT_BIG" else "CAST(%s AS integer)" % body), nxt
-        if up in ("MIN", "MAX", "SUM", "AVG"):
+        if up in ("MIN", "MAX", "SUM"):  # AVG: integer AVG truncates in SQL Server, not in PostgreSQL
             need(1)
             return "%s(%s)" % (up.lower(), args[0]), nxt
         if up == "ISNULL":
