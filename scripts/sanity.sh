@@ -82,11 +82,14 @@ fi
 echo "sanity: built and installed $(basename "$tarball") in $((SECONDS - t0))s; running ansible-test sanity" >&2
 
 cd "$coll"
-rc=0
+set +e
 env -i HOME="$home" PATH="$venv_bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" LANG=C.UTF-8 \
   TMPDIR="${TMPDIR:-/tmp}" \
-  "$venv_bin/ansible-test" sanity --venv --python 3.11 --color no "$@" || rc=$?
-if [ $rc != 0 ]; then
-  echo "sanity: FAILED (rc=$rc); the messages above name each file (paths relative to the collection root)" >&2
+  "$venv_bin/ansible-test" sanity --venv --python 3.11 --color no "$@" 2>&1 | tee "$work/sanity.log"
+rc=${PIPESTATUS[0]}
+set -e
+if [ "$rc" != 0 ]; then
+  echo "sanity: FAILED (rc=$rc); issues per file (paths relative to the collection root):" >&2
+  sed -nE 's/^ERROR: ([^ :]+):[0-9]+:[0-9]+: .*/\1/p' "$work/sanity.log" | sort | uniq -c | sort -rn >&2
 fi
-exit $rc
+exit "$rc"
