@@ -73,6 +73,7 @@ class RunResult:
     failures: list[str] = field(default_factory=list)
     changed: int = 0
     stats: dict = field(default_factory=dict)
+    diffs: list[dict] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -159,6 +160,12 @@ def run_playbook(playbook: str | Path, *, inventory: str | Path | list | None, e
         data = event.get("event_data", {})
         if kind == "runner_on_ok" and (data.get("res") or {}).get("changed"):
             result.changed += 1
+            res = data.get("res") or {}
+            if diff and res.get("diff") and not res.get("_ansible_no_log"):
+                for d in res["diff"] if isinstance(res["diff"], list) else [res["diff"]]:
+                    if isinstance(d, dict) and (d.get("before") or d.get("after")):
+                        result.diffs.append({"task": data.get("task", ""), "host": data.get("host", ""),
+                                             "before": d.get("before", ""), "after": d.get("after", "")})
         if kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
             result.failures.append(f"{data.get('host', '')}: {data.get('task', '')}: {_msg(data.get('res') or {})}")
         if kind == "playbook_on_stats":

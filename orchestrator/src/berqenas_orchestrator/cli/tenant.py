@@ -61,8 +61,12 @@ def create(app: App, name: str, check: bool, diff: bool):
     out = _describe(name, res.get("database", ""), entry.get("credentials_file"))
     out.update(status=entry.get("status"), changed=bool(entry.get("changed")), actions=entry.get("actions", []),
                check=check)
-    app.emit(out, text=f"tenant {name}: {entry.get('status')}" + (" (check mode)" if check else "") +
-             "".join(f"\n  {a}" for a in entry.get("actions", [])))
+    text = f"tenant {name}: {entry.get('status')}" + (" (check mode)" if check else "")
+    text += "".join(f"\n  {a}" for a in entry.get("actions", []))
+    if diff:
+        out["diff"] = result.diffs
+        text += "".join(f"\n--- before ({d['task']})\n{d['before']}+++ after\n{d['after']}" for d in result.diffs)
+    app.emit(out, text=text)
 
 
 @group.command("delete")
