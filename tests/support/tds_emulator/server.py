@@ -508,9 +508,21 @@ class Session(threading.Thread):
                 if injected is not None:
                     raise injected
                 self.execute(stmt, w, more)
-            except TsqlError as e:
-                if self.attn.is_set():
+            except (_Dropped, _Cancelled, P.ConnectionClosed):
+                if self.dead.is_set():
+                    raise _Dropped() from None
+                break
+            except Exception as e:  # noqa: BLE001 - every failure becomes a SQL Server error token
+                if self.attn.is_set() or self.dead.is_set():
                     break
+                if isinstance(e, psycopg.Error) and not isinstance(e, psycopg.OperationalError):
+                    e = pg_error(e, None)
+                if not isinstance(e, TsqlError):
+                    e = TsqlError(50000, "tds_emulator: internal error: %s: %s" % (type(e).__name__, e))
+                    if self.pg.closed:
+                        w.add(self.error(e) + P.done(P.DONE_ERROR))
+                        w.finish()
+                        raise _Dropped() from None
                 w.add(self.error(e) + P.done(P.DONE_ERROR))
                 break
         if self.attn.is_set():
