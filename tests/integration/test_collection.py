@@ -4,6 +4,7 @@ Everything here runs against that installed copy (ANSIBLE_COLLECTIONS_PATH holds
 dependency collections beside it, cwd outside the checkout), never against the checkout.
 """
 
+import ast
 import json
 import os
 import subprocess
@@ -168,16 +169,41 @@ def test_installed_copy_is_the_one_ansible_sees(installed):
     assert list(listing) == [str(installed["root"] / "ansible_collections")], listing
 
 
-def test_action_groups_name_shipped_modules(installed):
+def doc_yaml(path):
+    """The DOCUMENTATION YAML of a module or doc fragment file, read without importing it."""
+    with open(path) as f:
+        tree = ast.parse(f.read(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "DOCUMENTATION" for t in node.targets):
+            try:
+                return yaml.safe_load(node.value.value)
+            except yaml.YAMLError as e:
+                raise AssertionError(f"{path}: DOCUMENTATION is not valid YAML: {e}") from e
+    raise AssertionError(f"{path}: no DOCUMENTATION")
+
+
+def test_action_groups_are_the_modules_sharing_a_fragment(installed):
+    """group/berqenas.platform.X holds exactly the modules extending doc fragment X: module_defaults given to the
+    group must be options every member accepts (a member without them fails with "Unsupported parameters")."""
     with open(installed["coll"] / "meta" / "runtime.yml") as f:
         runtime = yaml.safe_load(f)
-    shipped = set(checkout_modules())
+    shipped = checkout_modules()
+    extends = {
+        m: set(
+            doc_yaml(installed["coll"] / "plugins" / "modules" / f"{m}.py").get("extends_documentation_fragment") or []
+        )
+        for m in shipped
+    }
     for group, members in (runtime.get("action_groups") or {}).items():
-        for member in members:
-            if isinstance(member, dict):  # {metadata: {extend_group: [...]}}
-                continue
-            short = member.split(".")[-1]
-            assert short in shipped, f"action group {group!r} names {member!r}: no plugins/modules/{short}.py"
+        names = {m.split(".")[-1] for m in members if isinstance(m, str)}  # dicts: {metadata: {extend_group: ..}}
+        assert names <= set(shipped), f"action group {group!r} names modules that do not exist: {names - set(shipped)}"
+        fragment = installed["coll"] / "plugins" / "doc_fragments" / f"{group}.py"
+        assert fragment.is_file(), f"action group {group!r}: no doc fragment {fragment.name} defines its options"
+        assert doc_yaml(fragment).get("options"), fragment
+        sharing = {m for m, frags in extends.items() if f"berqenas.platform.{group}" in frags}
+        assert names == sharing, (
+            f"action group {group!r} is {sorted(names)}; modules with its options: {sorted(sharing)}"
+        )
 
 
 def ansible_doc(installed, plugin_type, *args):
