@@ -272,8 +272,8 @@ def table_specs(tables, default_schema):
             raise SyncError("tables: every entry needs source ([schema].[table])")
         unknown = sorted(set(t) - TABLE_KEYS)
         if unknown:
-            raise SyncError("table %s: unknown option(s) %s (known: %s)" % (src, ", ".join(map(str, unknown)),
-                                                                          ", ".join(sorted(TABLE_KEYS))))
+            raise SyncError("table %s: unknown option(s) %s (known: %s)" % (
+                src, ", ".join(map(str, unknown)), ", ".join(sorted(TABLE_KEYS))))
         spec = TableSpec(src, t.pop("target_schema", None) or default_schema, **{
             k: v for k, v in t.items() if v is not None})
         ks = (spec.source_schema, spec.source_table)
@@ -281,8 +281,8 @@ def table_specs(tables, default_schema):
         if ks in seen_src:
             raise SyncError("tables: %s listed twice" % spec.source_name)
         if kt in seen_tgt:
-            raise SyncError("tables: %s and %s both map to target %s" % (seen_tgt[kt], spec.source_name,
-                                                                        spec.target_name))
+            raise SyncError("tables: %s and %s both map to target %s" % (
+                seen_tgt[kt], spec.source_name, spec.target_name))
         seen_src[ks] = True
         seen_tgt[kt] = spec.source_name
         specs.append(spec)
@@ -605,8 +605,8 @@ def plan_table(source, spec):
         if rv not in byname:
             raise SyncError("table %s: rowversion column %r does not exist" % (spec.source_name, rv))
         if not is_rowversion_type(byname[rv]["DATA_TYPE"]):
-            raise SyncError("table %s: column %r is %s, not rowversion" % (spec.source_name, rv,
-                                                                         byname[rv]["DATA_TYPE"]))
+            raise SyncError("table %s: column %r is %s, not rowversion" % (
+                spec.source_name, rv, byname[rv]["DATA_TYPE"]))
     elif rvs:
         rv = rvs[0]
     if spec.mode == "delta" and rv is None:
@@ -625,8 +625,8 @@ def plan_table(source, spec):
     must = set(keys) | ({rv} if rv else set())
     if spec.soft_delete_column:
         if spec.soft_delete_column not in byname:
-            raise SyncError("table %s: soft_delete_column %r does not exist" % (spec.source_name,
-                                                                               spec.soft_delete_column))
+            raise SyncError("table %s: soft_delete_column %r does not exist" % (
+                spec.source_name, spec.soft_delete_column))
         must.add(spec.soft_delete_column)
     selected = [n for n in names
                 if (n in must) or ((spec.include is None or n in spec.include) and n not in spec.exclude)]
@@ -878,8 +878,8 @@ class SyncEngine(object):
                 elif state["recovery_fork_guid"] and ident[1] and state["recovery_fork_guid"] != ident[1]:
                     reset = "recovery_fork_guid changed (%s -> %s)" % (state["recovery_fork_guid"], ident[1])
                 elif dbts is not None and dbts + 1 < state["hwm"]:
-                    reset = "@@DBTS + 1 (%s) is below the stored watermark %s" % (tsql.rv_hex(dbts + 1),
-                                                                                 tsql.rv_hex(state["hwm"]))
+                    reset = "@@DBTS + 1 (%s) is below the stored watermark %s" % (
+                        tsql.rv_hex(dbts + 1), tsql.rv_hex(state["hwm"]))
                 if reset and self.on_rewind != "full_resync" and not self.full:
                     raise RewindError(
                         "table %s: the source database was restored or failed over (%s); refusing to sync because "
