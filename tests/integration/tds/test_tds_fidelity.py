@@ -417,3 +417,48 @@ def test_strings_compare_case_insensitively(mssql_db):
     with pytest.raises(pymssql.IntegrityError) as e:
         mssql_db.execute("INSERT INTO dbo.t (k) VALUES (N'ABC')")  # a duplicate under a _CI_ collation
     assert errnum(e.value) == 2627
+
+
+def test_nothing_commits_below_a_min_active_rowversion_already_read(mssql_db):
+    """The sync's premise: once MIN_ACTIVE_ROWVERSION() returned hi, the set of rows with rv < hi is final."""
+    mssql_db.execute("CREATE TABLE dbo.t (id int PRIMARY KEY, w int, rv rowversion)")
+    stop = threading.Event()
+    errors = []
+
+    def writer(k):
+        try:
+            with contextlib.closing(mssql_db.connect()) as conn:
+                cur = conn.cursor()
+                i = 0
+                while not stop.is_set():
+                    cur.execute("BEGIN TRAN")
+                    cur.execute("INSERT INTO dbo.t (id, w) VALUES (%d, %d)" % (k * 100000 + i, k))
+                    time.sleep(0.002 * (k + 1))
+                    cur.execute("INSERT INTO dbo.t (id, w) VALUES (%d, %d)" % (k * 100000 + i + 1, k))
+                    cur.execute("COMMIT TRAN" if i % 6 else "ROLLBACK TRAN")
+                    i += 2
+        except Exception as e:  # noqa: BLE001 - asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    snapshots = []
+    try:
+        with contextlib.closing(mssql_db.connect()) as conn:
+            cur = conn.cursor()
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                cur.execute("SELECT MIN_ACTIVE_ROWVERSION()")
+                hi = cur.fetchone()[0]
+                cur.execute("SELECT id FROM dbo.t WHERE rv < %s", (bytearray(hi),))
+                snapshots.append((hi, {r[0] for r in cur.fetchall()}))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert errors == []
+    final = mssql_db.execute("SELECT id, rv FROM dbo.t")
+    assert len(snapshots) > 10 and len(final) > 10
+    for hi, seen in snapshots:
+        assert {i for i, rv in final if rv < hi} == seen

@@ -92,8 +92,13 @@ DECLARE
 BEGIN
     IF current_setting('tds.rv_active', true) IS DISTINCT FROM 'y' THEN
         PERFORM pg_advisory_lock_shared(-1::bigint);
-        v := nextval('tds_meta.rowversion');
-        PERFORM pg_advisory_xact_lock_shared(v);
+        BEGIN
+            v := nextval('tds_meta.rowversion');
+            PERFORM pg_advisory_xact_lock_shared(v);
+        EXCEPTION WHEN OTHERS OR query_canceled THEN
+            PERFORM pg_advisory_unlock_shared(-1::bigint);  -- a session lock must not outlive a cancel
+            RAISE;
+        END;
         PERFORM pg_advisory_unlock_shared(-1::bigint);
         PERFORM set_config('tds.rv_active', 'y', true);
     ELSE
@@ -108,14 +113,19 @@ DECLARE
     v bigint;
 BEGIN
     PERFORM pg_advisory_lock(-1::bigint);
-    SELECT min((l.classid::bigint << 32) | l.objid::bigint) INTO v
-      FROM pg_locks l
-     WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
-       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-       AND ((l.classid::bigint << 32) | l.objid::bigint) > 0;
-    IF v IS NULL THEN
-        v := tds_meta.dbts_int() + 1;
-    END IF;
+    BEGIN
+        SELECT min((l.classid::bigint << 32) | l.objid::bigint) INTO v
+          FROM pg_locks l
+         WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND ((l.classid::bigint << 32) | l.objid::bigint) > 0;
+        IF v IS NULL THEN
+            v := tds_meta.dbts_int() + 1;
+        END IF;
+    EXCEPTION WHEN OTHERS OR query_canceled THEN
+        PERFORM pg_advisory_unlock(-1::bigint);
+        RAISE;
+    END;
     PERFORM pg_advisory_unlock(-1::bigint);
     RETURN int8send(v);
 END
