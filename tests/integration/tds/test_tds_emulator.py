@@ -105,13 +105,13 @@ def test_simulated_restore_rewinds_counter_and_changes_guids(emulated_mssql_db):
 
 @pytest.mark.parametrize("statement, number", [
     ("EXEC sp_who", 102),
-    ("SELECT id INTO dbo.copy FROM dbo.t", 102),
+    ("SELECT id INTO dbo.copy FROM dbo.t", 156),
     ("MERGE dbo.t AS x USING dbo.t AS y ON x.id = y.id WHEN MATCHED THEN DELETE;", 102),
     ("SELECT SOUNDEX(N'x')", 195),
     ("UPDATE dbo.t SET id = 1 OUTPUT inserted.id", 102),
     ("SELECT * FROM OtherDb.dbo.t", 208),
     ("SELECT @x", 137),
-    ("SELECT TOP 10 PERCENT id FROM dbo.t", 102),
+    ("SELECT TOP 10 PERCENT id FROM dbo.t", 156),
     ("SELECT N'unterminated", 105),
     ("INSERT INTO dbo.t (id, rv) VALUES (99, 0x01)", 273),
     ("UPDATE dbo.t SET rv = 0x01", 272),

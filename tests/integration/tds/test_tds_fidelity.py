@@ -191,7 +191,8 @@ def test_errors_have_sql_server_numbers_and_classes(mssql_db):
     with contextlib.closing(mssql_db.connect()) as conn:
         cur = conn.cursor()
         cases = [
-            ("SELECT FROM WHERE", pymssql.ProgrammingError, 102),
+            ("SELECT 1 +", pymssql.ProgrammingError, 102),
+            ("SELECT FROM WHERE", pymssql.OperationalError, 156),  # pymssql maps 102 but not 156
             ("SELECT * FROM dbo.no_such_table", pymssql.ProgrammingError, 208),
             ("SELECT no_such_column FROM dbo.t", pymssql.ProgrammingError, 207),
             ("INSERT INTO dbo.t (id) VALUES (NULL)", pymssql.IntegrityError, 515),
@@ -293,8 +294,9 @@ def test_sync_engine_statements(mssql_db):
         assert cur.fetchall() == []
         cur.execute(mssql_tsql.COLUMNS, ("dbo", "Orders"))
         cols = cur.fetchall()
-        assert [(c[0], c[1], c[2], c[6], c[7]) for c in cols] == [
-            ("id", "int", None, "NO", 1), ("name", "nvarchar", 40, "YES", 2), ("rv", "timestamp", None, "NO", 3)]
+        assert [(c[0], c[1], c[6], c[7]) for c in cols] == [
+            ("id", "int", "NO", 1), ("name", "nvarchar", "YES", 2), ("rv", "timestamp", "NO", 3)]
+        assert (cols[0][2], cols[1][2]) == (None, 40)
         assert cols[0][3] == 10 and cols[0][4] == 0
         cur.execute(mssql_tsql.PRIMARY_KEY, ("dbo", "Orders"))
         assert cur.fetchall() == [("id",)]

@@ -6,7 +6,7 @@ import re
 from psycopg import sql
 
 from .protocol import SqlType
-from .translate import TsqlError, pgname
+from .translate import TsqlError, pgname, syntax_error
 
 # system_type_id and catalog figures per SQL Server type
 SYSTEM_TYPE_IDS = {
@@ -505,7 +505,8 @@ def pg_error(exc, lookup=None):
         m = re.search(r'column "([^"]*)"', msg)
         return TsqlError(207, "Invalid column name '%s'." % (m.group(1) if m else msg))
     if st == "42601":
-        return TsqlError(102, "Incorrect syntax near '%s'. (tds_emulator: %s)" % ("", msg), cls=15)
+        m = re.search(r'at or near "([^"]*)"', msg)
+        return syntax_error(m.group(1) if m else "", msg)
     if st == "42P07":
         return TsqlError(2714, "There is already an object named in the database. (%s)" % msg)
     if st in ("42883", "42804", "42846"):

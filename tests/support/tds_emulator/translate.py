@@ -25,10 +25,14 @@ class TsqlError(Exception):
 
 
 def syntax_error(near, why=None):
-    msg = "Incorrect syntax near '%s'." % near
+    """102, or 156 when the offending token is a reserved keyword (as SQL Server reports it)."""
+    if near.upper() in KEYWORDS and near.isidentifier():
+        number, msg = 156, "Incorrect syntax near the keyword '%s'." % near.upper()
+    else:
+        number, msg = 102, "Incorrect syntax near '%s'." % near
     if why:
         msg += " (tds_emulator: %s)" % why
-    return TsqlError(102, msg, state=1, cls=15)
+    return TsqlError(number, msg, state=1, cls=15)
 
 
 def pgname(name):
