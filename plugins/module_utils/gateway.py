@@ -171,7 +171,10 @@ def _bool(value, what):
 
 
 def normalize_peers(peers):
-    """Validate the wireguard role's published peers: list of {name, tenant, addresses, enabled}."""
+    """Validate the wireguard role's published peers: list of {name, tenant, addresses, enabled, expired}.
+
+    Other keys of the published fact (public_key, allowed_ips, config_file, ...) are ignored.
+    """
     if peers is None:
         return []
     if not isinstance(peers, list):
@@ -189,7 +192,9 @@ def normalize_peers(peers):
             raise GatewayError("invalid addresses of peer %r: expected a list" % (name,))
         nets = [validate_address(a, "address of peer %r" % name) for a in addresses]
         enabled = _bool(peer.get("enabled", True), "enabled of peer %r" % name)
-        out.append({"name": name, "tenant": tenant, "addresses": nets, "enabled": enabled})
+        # an expired peer is no source either (the wireguard role also drops it from the interface)
+        expired = _bool(peer.get("expired", False), "expired of peer %r" % name)
+        out.append({"name": name, "tenant": tenant, "addresses": nets, "enabled": enabled and not expired})
     return out
 
 

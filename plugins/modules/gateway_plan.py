@@ -63,28 +63,13 @@ options:
         default: present
   vpn_peers:
     description:
-      - The WireGuard peers as the wireguard role publishes them; only O(vpn_peers[].enabled) peers of a tenant
-        are sources of that tenant's exposures.
+      - "The WireGuard peers exactly as the wireguard role publishes them (C(wireguard_peers_published)): dicts
+        with C(name), C(tenant), C(addresses) (C(198.51.100.2) or C(198.51.100.2/32)), C(enabled) (default
+        true) and C(expired) (default false). Only enabled, unexpired peers of a tenant are sources of that
+        tenant's exposures; other keys (C(public_key), C(allowed_ips), ...) are ignored."
     type: list
     elements: dict
     default: []
-    suboptions:
-      name:
-        description: Peer name.
-        type: str
-        required: true
-      tenant:
-        description: Tenant the peer belongs to.
-        type: str
-      addresses:
-        description: The peer's VPN addresses (C(198.51.100.2) or C(198.51.100.2/32)).
-        type: list
-        elements: str
-        default: []
-      enabled:
-        description: Disabled peers are never sources.
-        type: bool
-        default: true
   local_addresses:
     description: Addresses of this host besides loopback (targets there are opened, not forwarded).
     type: list
@@ -170,7 +155,7 @@ seealso:
   - module: ansible.builtin.blockinfile
   - module: community.general.ufw
 author:
-  - berqenas.platform contributors
+  - berqenas platform team (@berqenas)
 """
 
 EXAMPLES = r"""
@@ -249,12 +234,7 @@ def argument_spec():
             allow=dict(type="list", elements="str", default=[]),
             state=dict(type="str", choices=["present", "absent"], default="present"),
         )),
-        vpn_peers=dict(type="list", elements="dict", default=[], options=dict(
-            name=dict(type="str", required=True),
-            tenant=dict(type="str"),
-            addresses=dict(type="list", elements="str", default=[]),
-            enabled=dict(type="bool", default=True),
-        )),
+        vpn_peers=dict(type="list", elements="dict", default=[]),
         local_addresses=dict(type="list", elements="str", default=[]),
         management=dict(type="dict", default={}, options=dict(
             enabled=dict(type="bool", default=True),
