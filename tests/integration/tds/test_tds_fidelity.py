@@ -464,3 +464,13 @@ def test_nothing_commits_below_a_min_active_rowversion_already_read(mssql_db):
     assert len(snapshots) > 10 and len(final) > 10
     for hi, seen in snapshots:
         assert {i for i, rv in final if rv < hi} == seen
+
+
+def test_identity_columns_and_identity_insert(mssql_db):
+    mssql_db.execute("CREATE TABLE dbo.t (id int IDENTITY(5,5) NOT NULL PRIMARY KEY, v nvarchar(5) NULL)")
+    mssql_db.execute("INSERT INTO dbo.t (v) VALUES (N'a'), (N'b')")
+    with pytest.raises(pymssql.OperationalError) as e:
+        mssql_db.execute("INSERT INTO dbo.t (id, v) VALUES (100, N'x')")
+    assert errnum(e.value) == 544
+    mssql_db.execute("SET IDENTITY_INSERT dbo.t ON; INSERT INTO dbo.t (id, v) VALUES (100, N'x')")
+    assert mssql_db.execute("SELECT id, v FROM dbo.t ORDER BY id") == [(5, "a"), (10, "b"), (100, "x")]
