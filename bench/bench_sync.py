@@ -81,6 +81,7 @@ class MemorySource:
 
 
 REPEATS = 3
+COMMIT_ROWS = int(os.environ.get("BENCH_COMMIT_ROWS", "50000"))
 
 
 def make_rows(n, rv0):
@@ -118,7 +119,7 @@ def bench_sink(cluster, n):
 
         def run_engine(src, rep=rep):
             conn = psycopg.connect(**cluster.conninfo(db))
-            eng = S.SyncEngine(src, conn, job="bench%d" % rep, owner_role="bench_owner", commit_rows=200000)
+            eng = S.SyncEngine(src, conn, job="bench%d" % rep, owner_role="bench_owner", commit_rows=COMMIT_ROWS)
             t0 = time.perf_counter()
             res = eng.run(S.table_specs([{"source": "[dbo].[T]", "target_table": "T%d" % rep}], "bench"))
             dt = time.perf_counter() - t0

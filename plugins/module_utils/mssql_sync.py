@@ -731,14 +731,17 @@ class SyncEngine(object):
                 self.sleep(0.2)
 
     def release_lock(self):
+        """Best effort: a session lock also ends with the connection, so a broken one must not mask the
+        error that is being raised."""
         if self.locked:
+            self.locked = False
             try:
                 self.conn.rollback()
                 with self.conn.cursor() as cur:
                     cur.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (LOCK_CLASS, self.job))
                 self.conn.commit()
-            finally:
-                self.locked = False
+            except Exception:
+                pass
 
     # -- run ----------------------------------------------------------------------------------
     def run(self, specs):
