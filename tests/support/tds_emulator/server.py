@@ -433,9 +433,12 @@ class Session(threading.Thread):
         login = P.parse_login7(payload)
         if login["tds_version"] < 0x730A0003:
             # TDS <= 7.2 clients need date/time types downgraded to strings: not emulated
+            # (as a login failure, 18456 class 14: pymssql keeps the highest-severity login message of the
+            # whole process, so a higher class here would mask later login failures' numbers)
             self.send_message(P.message_token(
-                50000, "tds_emulator: TDS version 0x%08X is not supported; use tds_version 7.3 or 7.4"
-                % login["tds_version"], state=1, cls=16) + P.done(P.DONE_ERROR))
+                18456, "Login failed for user '%s'. (tds_emulator: TDS version 0x%08X is not supported; use "
+                "tds_version 7.3 or 7.4)" % (login["user"], login["tds_version"]), state=1, cls=14)
+                + P.done(P.DONE_ERROR))
             return False
         self.tds_version = login["tds_version"] if login["tds_version"] in P.TDS_VERSIONS else 0x74000004
         if 512 <= login["packet_size"] <= 32767:
