@@ -435,12 +435,29 @@ def colmetadata(columns):
 
 
 def row_encoder(encoders):
-    """A function row(tuple) -> ROW token bytes (generated for the column count: no per-value loop)."""
+    """A function row(values) -> ROW token, or NBCROW (null bitmap, TDS 7.3+) when the row holds NULLs,
+    as SQL Server does. The ROW path is generated for the column count (no per-value loop)."""
     n = len(encoders)
     if n == 0:
         return lambda values: b"\xD1"
+    encs = tuple(encoders)
+    nbytes = (n + 7) // 8
+
+    def nbcrow(r):
+        bitmap = bytearray(nbytes)
+        parts = [b"\xD2", b""]
+        for i, v in enumerate(r):
+            if v is None:
+                bitmap[i >> 3] |= 1 << (i & 7)
+            else:
+                parts.append(encs[i](v))
+        parts[1] = bytes(bitmap)
+        return b"".join(parts)
+
     names = ["e%d" % i for i in range(n)]
-    src = "def row(r):\n    return b'\\xD1' + %s\n" % " + ".join("%s(r[%d])" % (names[i], i) for i in range(n))
-    env = dict(zip(names, encoders, strict=True))
+    src = ("def row(r):\n    if None in r:\n        return nbcrow(r)\n    return b'\\xD1' + %s\n"
+           % " + ".join("%s(r[%d])" % (names[i], i) for i in range(n)))
+    env = dict(zip(names, encs, strict=True))
+    env["nbcrow"] = nbcrow
     exec(compile(src, "<tds row encoder>", "exec"), env)  # noqa: S102 - only generated indices, no input
     return env["row"]
