@@ -474,3 +474,28 @@ def test_identity_columns_and_identity_insert(mssql_db):
     assert errnum(e.value) == 544
     mssql_db.execute("SET IDENTITY_INSERT dbo.t ON; INSERT INTO dbo.t (id, v) VALUES (100, N'x')")
     assert mssql_db.execute("SELECT id, v FROM dbo.t ORDER BY id") == [(5, "a"), (10, "b"), (100, "x")]
+
+
+def test_ddl_used_by_tests(mssql_db):
+    db = mssql_db
+    db.execute("CREATE SCHEMA [Sales]")
+    db.execute("CREATE TABLE [Sales].[T] (id int NOT NULL PRIMARY KEY, a nvarchar(10) NULL, b int NULL,"
+               " rv rowversion)")
+    db.execute("CREATE UNIQUE NONCLUSTERED INDEX ix_t_rv ON [Sales].[T] (rv)")
+    db.execute("INSERT INTO Sales.T (id, a, b) VALUES (1, N'12', 2)")
+    db.execute("ALTER TABLE Sales.T ALTER COLUMN a int NULL")
+    db.execute("ALTER TABLE Sales.T DROP COLUMN b")
+    cols = db.execute("SELECT COLUMN_NAME, DATA_TYPE FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = N'Sales'"
+                      " AND TABLE_NAME = N'T' ORDER BY ORDINAL_POSITION")
+    assert cols == [("id", "int"), ("a", "int"), ("rv", "timestamp")]
+    assert db.execute("SELECT id, a FROM Sales.T") == [(1, 12)]
+    t0 = time.monotonic()
+    db.execute("WAITFOR DELAY '00:00:00.300'")
+    assert time.monotonic() - t0 >= 0.29
+    db.execute("TRUNCATE TABLE Sales.T")
+    assert db.execute("SELECT COUNT(*) FROM Sales.T") == [(0,)]
+    db.execute("DROP TABLE Sales.T")
+    with pytest.raises(pymssql.ProgrammingError) as e:
+        db.execute("SELECT 1 FROM Sales.T")
+    assert errnum(e.value) == 208
+    db.execute("DROP TABLE IF EXISTS Sales.T")

@@ -41,6 +41,12 @@ def test_statements_split_without_semicolons():
     assert kinds == ["begin", "query", "query", "query", "commit"]
 
 
+def test_alter_table_sub_clauses_stay_one_statement():
+    kinds = [s.kind for s in parse("ALTER TABLE t ALTER COLUMN a int NULL ALTER TABLE t DROP COLUMN b DROP TABLE t"
+                                   " DROP TABLE IF EXISTS t")]
+    assert kinds == ["alter_column", "alter_drop", "drop_table", "drop_table"]
+
+
 def test_window_select_translation():
     s = one("SELECT TOP (1000) [Id], [na]]me] FROM [dbo].[Customer] WITH (NOLOCK) WHERE [rv] >= 0x00000000000007D0"
             " AND [rv] < 0x7D1 ORDER BY [rv]")

@@ -192,8 +192,11 @@ def split_statements(toks):
                 cont = True
             elif t.up == "WITH" and (first in ("SELECT", "UPDATE", "DELETE", "INSERT", "CREATE")):
                 cont = True  # table hints, WITH TIES
-            elif t.up in ("ROLLBACK", "COMMIT", "DELETE", "INSERT", "UPDATE") and first == "CREATE":
-                cont = False
+            elif t.up in ("ALTER", "DROP") and first == "ALTER" and len(cur) >= 3 and not any(
+                    x.is_word("ALTER", "DROP") for x in cur[1:]):
+                cont = True  # ALTER TABLE t ALTER COLUMN / DROP COLUMN
+            elif t.up == "IF" and prev.is_word("TABLE"):
+                cont = True  # DROP TABLE IF EXISTS
             if not cont:
                 stmts.append(cur)
                 cur = []
