@@ -81,6 +81,13 @@ def test_remotedb_and_sync_commands(mssql_db, pg_cluster, tenant, cli_inventory,
     assert set(st[0]) == {"remotedb", "source", "target", "watermark", "last_run_at", "last_result", "rows_total",
                           "lag_s"}
 
+    # inputs are data, never templates: a table literally named "{{ 6*7 }}" syncs under that name
+    mssql_db.execute("CREATE TABLE dbo.[{{ 6*7 }}] (id int NOT NULL PRIMARY KEY, rv rowversion)")
+    mssql_db.execute("INSERT INTO dbo.[{{ 6*7 }}] (id) VALUES (42)")
+    r = run("sync", "run", "erp", "--table", "[dbo].[{{ 6*7 }}]", "--json").json
+    assert [t["source"] for t in r["tables"]] == ["[dbo].[{{ 6*7 }}]"] and r["tables"][0]["inserted"] == 1
+    assert target_rows(tenant, "{{ 6*7 }}", "id") == [(42,)]
+
     holder = psycopg.connect(**pg_cluster.conninfo(tenant.db), autocommit=True)
     try:
         holder.execute("SELECT pg_advisory_lock(%s, hashtext('erp'))", (S.LOCK_CLASS,))
