@@ -177,7 +177,7 @@ def test_standalone_entry_point_serves_until_sigterm(pg_cluster, tmp_path):
         proc.stderr.close()
 
 
-def test_standalone_refuses_a_readable_password_file(pg_cluster, tmp_path):
+def test_standalone_refuses_exposed_secrets(pg_cluster, tmp_path):
     pw = tmp_path / "pw"
     pw.write_text("x")
     pw.chmod(0o644)
@@ -185,6 +185,11 @@ def test_standalone_refuses_a_readable_password_file(pg_cluster, tmp_path):
                         "u", "--password-file", str(pw), "--database", "D"], cwd=REPO, capture_output=True, text=True,
                        timeout=20)
     assert r.returncode == 2 and "chmod 600" in r.stderr and r.stdout == ""
+    pw.chmod(0o600)
+    r = subprocess.run([sys.executable, "-m", "tests.support.tds_emulator", "--pg-dsn", "host=/tmp password=oops",
+                        "--user", "u", "--password-file", str(pw), "--database", "D"], cwd=REPO, capture_output=True,
+                       text=True, timeout=20)
+    assert r.returncode == 2 and "no password on the command line" in r.stderr
 
 
 def test_kill_sessions_drops_clients(emulated_mssql_db):

@@ -11,6 +11,8 @@ import stat
 import sys
 import threading
 
+import psycopg
+
 from .server import TdsEmulator
 
 
@@ -31,6 +33,11 @@ def main(argv=None):
             password = f.read().rstrip("\r\n")
     except OSError as e:
         ap.error("password file %s: %s" % (args.password_file, e.strerror))
+    try:
+        if "password" in psycopg.conninfo.conninfo_to_dict(args.pg_dsn):
+            ap.error("--pg-dsn: no password on the command line (use PGPASSFILE or a socket connection)")
+    except psycopg.ProgrammingError as e:
+        ap.error("--pg-dsn: %s" % e)
     emu = TdsEmulator(user=args.user, password=password, host=args.host, port=args.port)
     try:
         emu.add_database(args.database, args.pg_dsn)
