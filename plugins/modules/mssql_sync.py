@@ -109,6 +109,8 @@ notes:
     target, or V(pk_diff): keys missing from the source are deleted after each run)."
   - The watermark advances even when no rows of a table changed (other tables move the database counter);
     that alone does not report C(changed).
+author:
+  - berqenas platform team (@berqenas)
 """
 
 EXAMPLES = r"""

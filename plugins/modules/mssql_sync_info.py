@@ -30,6 +30,8 @@ options:
     description:
       - Only this job (remote database); all jobs when omitted.
     type: str
+author:
+  - berqenas platform team (@berqenas)
 """
 
 EXAMPLES = r"""
