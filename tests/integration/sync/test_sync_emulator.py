@@ -117,6 +117,9 @@ def test_deltas_and_delete_detection(mssql_db, pg_cluster, tenant):
 def test_row_of_open_transaction_is_picked_up_later(mssql_db, pg_cluster, tenant):
     db = mssql_db
     db.execute("CREATE TABLE dbo.T (id int NOT NULL PRIMARY KEY, name nvarchar(50) NULL, rv rowversion)")
+    # index on the rowversion column: the window seeks past the in-flight row instead of scanning into its lock
+    # (a real server under locking READ COMMITTED would otherwise make the reader wait for the writer)
+    db.execute("CREATE UNIQUE NONCLUSTERED INDEX ix_t_rv ON dbo.T (rv)")
     db.execute("INSERT INTO dbo.T (id, name) VALUES (1, N'before')")
     writer = db.connect(autocommit=False)
     try:
