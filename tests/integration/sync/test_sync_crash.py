@@ -23,6 +23,14 @@ def insert_rows(db, ids):
             "(%d, N'n%d \U0001f600', %d)" % (i, i, i % 7) for i in ids[k:k + 1000]))
 
 
+def hwm(tenant):
+    with tenant.connect() as c:
+        if not c.execute("SELECT to_regclass('berqenas.sync_state') IS NOT NULL").fetchone()[0]:
+            return None
+        r = c.execute("SELECT hwm FROM berqenas.sync_state WHERE job = %s", ("job-" + tenant.name,)).fetchone()
+        return r and bytes(r[0])
+
+
 def test_kill_at_seeded_points_then_resume(emulated_mssql_db, pg_cluster, tenant):
     db = emulated_mssql_db
     rng = random.Random(SEED)
@@ -33,8 +41,8 @@ def test_kill_at_seeded_points_then_resume(emulated_mssql_db, pg_cluster, tenant
     next_id = n
     tables = [{"source": "[dbo].[C]", "delete_detection": "pk_diff"}]
     cfg = child_config(db, pg_cluster, tenant, tables, commit_rows=500, lock_timeout=30)
-    db.faults.packet_delay = 0.01  # keep each run long enough to be killed in the middle
-    kills = completed = 0
+    db.faults.packet_delay = 0.02  # keep each run long enough to be killed in the middle
+    kills = completed = mid_load = 0
     t_start = time.monotonic()
     try:
         for attempt in range(3 * KILLS):
@@ -48,21 +56,24 @@ def test_kill_at_seeded_points_then_resume(emulated_mssql_db, pg_cluster, tenant
                 next_id += 100
                 d = rng.randrange(0, next_id)
                 db.execute("DELETE FROM dbo.C WHERE id >= %d AND id < %d" % (d, d + 15))
+            before = hwm(tenant)
             p = spawn(cfg)
             try:
-                p.wait(timeout=rng.uniform(0.3, 1.8))
+                p.wait(timeout=rng.uniform(0.3, 1.6))
                 completed += 1
                 assert p.returncode == 0, p.stderr.read()
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)  # the whole process group, mid-run
                 p.wait()
                 kills += 1
+                mid_load += hwm(tenant) != before  # killed after committing pages, before the end
             finally:
                 p.stdout.close()
                 p.stderr.close()
     finally:
         db.faults.packet_delay = 0
     assert kills >= KILLS, (kills, completed)
+    assert mid_load >= 5, (mid_load, kills)
     final = spawn(cfg)
     out, err = final.communicate(timeout=120)
     assert final.returncode == 0, (out, err)
@@ -72,4 +83,5 @@ def test_kill_at_seeded_points_then_resume(emulated_mssql_db, pg_cluster, tenant
     with tenant.connect() as c:
         assert c.execute("SELECT rows_total FROM berqenas.sync_state WHERE job = %s",
                          ("job-" + tenant.name,)).fetchone()[0] == len(src)
-    print("crash test: %d kills, %d runs completed, %.1fs" % (kills, completed, time.monotonic() - t_start))
+    print("crash test: %d kills (%d after pages were committed), %d runs completed, %.1fs" % (
+        kills, mid_load, completed, time.monotonic() - t_start))
