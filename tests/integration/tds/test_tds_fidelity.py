@@ -466,6 +466,15 @@ def test_nothing_commits_below_a_min_active_rowversion_already_read(mssql_db):
         assert {i for i, rv in final if rv < hi} == seen
 
 
+def test_nulls_sort_first_and_xor(mssql_db):
+    mssql_db.execute("CREATE TABLE dbo.t (id int PRIMARY KEY, v int NULL)")
+    mssql_db.execute("INSERT INTO dbo.t (id, v) VALUES (1, 5), (2, NULL), (3, 1)")
+    assert mssql_db.execute("SELECT id FROM dbo.t ORDER BY v") == [(2,), (3,), (1,)]
+    assert mssql_db.execute("SELECT id FROM dbo.t ORDER BY v DESC") == [(1,), (3,), (2,)]
+    assert mssql_db.execute("SELECT TOP (1) id FROM dbo.t ORDER BY v ASC, id") == [(2,)]
+    assert mssql_db.execute("SELECT 6 ^ 3, 6 & 3, 6 | 3") == [(5, 2, 7)]
+
+
 def test_identity_columns_and_identity_insert(mssql_db):
     mssql_db.execute("CREATE TABLE dbo.t (id int IDENTITY(5,5) NOT NULL PRIMARY KEY, v nvarchar(5) NULL)")
     mssql_db.execute("INSERT INTO dbo.t (v) VALUES (N'a'), (N'b')")

@@ -51,7 +51,17 @@ def test_window_select_translation():
     s = one("SELECT TOP (1000) [Id], [na]]me] FROM [dbo].[Customer] WITH (NOLOCK) WHERE [rv] >= 0x00000000000007D0"
             " AND [rv] < 0x7D1 ORDER BY [rv]")
     assert s.pg == ('SELECT "id" , "na]me" FROM "dbo" . "customer" WHERE "rv" >= \'\\x00000000000007d0\'::bytea'
-                    ' AND "rv" < \'\\x07d1\'::bytea ORDER BY "rv" LIMIT 1000').replace('" . "', '"."')
+                    ' AND "rv" < \'\\x07d1\'::bytea ORDER BY "rv" NULLS FIRST LIMIT 1000').replace('" . "', '"."')
+
+
+def test_order_by_puts_nulls_where_sql_server_does_and_xor():
+    assert one("SELECT a FROM t ORDER BY a, b DESC, c ASC, COALESCE(x, y)").pg == (
+        'SELECT "a" FROM "t" ORDER BY "a" NULLS FIRST , "b" DESC NULLS LAST , "c" ASC NULLS FIRST ,'
+        ' COALESCE("x", "y") NULLS FIRST')
+    s = one("SELECT a FROM t WHERE a IN (SELECT TOP 1 b FROM u ORDER BY b DESC) ORDER BY a, b DESC")
+    assert s.pg == ('SELECT "a" FROM "t" WHERE "a" IN ( SELECT "b" FROM "u" ORDER BY "b" DESC NULLS LAST LIMIT 1 )'
+                    ' ORDER BY "a" NULLS FIRST , "b" DESC NULLS LAST')
+    assert one("SELECT 2 ^ 3").pg == "SELECT 2 # 3"
 
 
 def test_deprecated_hint_form_and_unqualified_insert():
@@ -95,6 +105,7 @@ def test_long_names_fit_postgresql_and_stay_distinct():
     ("SELECT CONVERT(varchar(10), GETDATE(), 120)", 102),
     ("DELETE TOP (5) FROM t", 156),
     ("SET ROWCOUNT 5", 102),
+    ("SELECT a FROM t WHERE a LIKE N'[a-c]%'", 156),
 ])
 def test_outside_the_subset_is_a_sql_server_error(text, number):
     with pytest.raises(TsqlError) as e:

@@ -394,6 +394,15 @@ class ExprTranslator:
         toks = self.toks
         out = []
         limits = [None]
+        # ORDER BY state per depth: None, "item" (NULLS placement still due) or "done". SQL Server sorts
+        # NULLs first in ascending order, PostgreSQL last: every sort key gets NULLS FIRST/LAST.
+        orders = [None]
+
+        def close_order():
+            if orders[-1] == "item":
+                out.append("NULLS FIRST")
+            orders[-1] = None
+
         while i < j:
             t = toks[i]
             k = t.kind
@@ -406,16 +415,26 @@ class ExprTranslator:
                         i += 3
                         continue
                     limits.append(None)
+                    orders.append(None)
                     out.append("(")
                 elif s == ")":
+                    if len(orders) > 1:
+                        close_order()
+                        orders.pop()
                     lim = limits.pop() if len(limits) > 1 else None
                     if lim is not None:
                         out.append("LIMIT %s" % lim)
                     out.append(")")
+                elif s == "," and orders[-1] is not None:
+                    close_order()
+                    orders[-1] = "item"
+                    out.append(",")
                 elif s == "!<":
                     out.append(">=")
                 elif s == "!>":
                     out.append("<=")
+                elif s == "^":
+                    out.append("#")  # T-SQL ^ is bitwise XOR (PostgreSQL #), not a power
                 elif s in (";",):
                     pass
                 else:
@@ -460,6 +479,21 @@ class ExprTranslator:
                         out.append("LOCALTIMESTAMP(3)")
                         i += 1
                         continue
+                if up == "ORDER" and nxt is not None and nxt.is_word("BY"):
+                    close_order()
+                    out.append("ORDER BY")
+                    orders[-1] = "item"
+                    i += 2
+                    continue
+                if up in ("ASC", "DESC") and orders[-1] == "item":
+                    out.append(up + (" NULLS FIRST" if up == "ASC" else " NULLS LAST"))
+                    orders[-1] = "done"
+                    i += 1
+                    continue
+                if up in ("OFFSET", "FOR", "UNION", "EXCEPT", "INTERSECT") and orders[-1] is not None:
+                    close_order()
+                if up == "LIKE" and nxt is not None and nxt.kind == "str" and "[" in nxt.value:
+                    raise syntax_error("LIKE", "LIKE character classes [..] are not supported")
                 if up in KEYWORDS:
                     if up == "AS" and nxt is not None and nxt.kind in ("word", "ident", "str") and (
                             nxt.kind != "word" or nxt.up not in KEYWORDS):
@@ -478,6 +512,7 @@ class ExprTranslator:
                 out.append(text)
             else:
                 raise syntax_error(t.text)
+        close_order()
         if limits[0] is not None:
             out.append("LIMIT %s" % limits[0])
         return " ".join(out)
