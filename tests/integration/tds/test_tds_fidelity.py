@@ -475,6 +475,16 @@ def test_nulls_sort_first_and_xor(mssql_db):
     assert mssql_db.execute("SELECT 6 ^ 3, 6 & 3, 6 | 3") == [(5, 2, 7)]
 
 
+def test_casts_truncate_like_sql_server(mssql_db):
+    assert mssql_db.execute(
+        "SELECT CAST(2.7 AS int), CAST(-2.7 AS bigint), CAST(N'12' AS int), CAST(1.9e0 AS smallint),"
+        " CAST(12345678901234567890123 AS varchar), CONVERT(int, 7.99), CAST(255.9 AS tinyint)"
+    ) == [(2, -2, 12, 1, "12345678901234567890123", 7, 255)]
+    with pytest.raises(pymssql.OperationalError) as e:
+        mssql_db.execute("SELECT CAST(300 AS tinyint)")
+    assert errnum(e.value) == 220
+
+
 def test_identity_columns_and_identity_insert(mssql_db):
     mssql_db.execute("CREATE TABLE dbo.t (id int IDENTITY(5,5) NOT NULL PRIMARY KEY, v nvarchar(5) NULL)")
     mssql_db.execute("INSERT INTO dbo.t (v) VALUES (N'a'), (N'b')")

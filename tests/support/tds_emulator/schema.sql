@@ -173,6 +173,28 @@ CREATE OR REPLACE FUNCTION tds_meta.datalength(v bytea) RETURNS integer LANGUAGE
     SELECT octet_length(v)
 $$;
 
+-- CAST(x AS <integer type>) truncates toward zero on SQL Server
+CREATE OR REPLACE FUNCTION tds_meta.trunc_num(v numeric) RETURNS numeric LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT trunc(v)
+$$;
+CREATE OR REPLACE FUNCTION tds_meta.trunc_num(v double precision) RETURNS numeric LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT trunc(v::numeric)
+$$;
+CREATE OR REPLACE FUNCTION tds_meta.trunc_num(v bigint) RETURNS numeric LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT v::numeric
+$$;
+CREATE OR REPLACE FUNCTION tds_meta.trunc_num(v text) RETURNS numeric LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT v::bigint::numeric
+$$;
+CREATE OR REPLACE FUNCTION tds_meta.tinyint(v numeric) RETURNS smallint LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+BEGIN
+    IF v < 0 OR v > 255 THEN
+        RAISE EXCEPTION 'Arithmetic overflow error for data type tinyint, value = %.', v USING ERRCODE = 'TS220';
+    END IF;
+    RETURN v::smallint;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION tds_meta.db_id() RETURNS integer LANGUAGE sql STABLE AS $$
     SELECT database_id FROM tds_meta.dbinfo
 $$;

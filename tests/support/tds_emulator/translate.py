@@ -282,8 +282,9 @@ _TYPES = {"tinyint", "smallint", "int", "bigint", "bit", "decimal", "numeric", "
           "nchar", "nvarchar", "binary", "varbinary", "timestamp", "uniqueidentifier"}
 
 
-def parse_type(toks, i):
-    """Parse a type at toks[i] -> (ColumnType, next index)."""
+def parse_type(toks, i, in_cast=False):
+    """Parse a type at toks[i] -> (ColumnType, next index). A length-less char type is (1) in a declaration
+    and (30) in CAST/CONVERT, as on SQL Server."""
     t = toks[i]
     if t.kind not in ("word", "ident"):
         raise syntax_error(t.text)
@@ -317,7 +318,7 @@ def parse_type(toks, i):
     if raw == "sysname":
         args = [128]
     if name in ("char", "varchar", "nchar", "nvarchar", "binary", "varbinary"):
-        n = args[0] if args else (30 if False else 1)
+        n = args[0] if args else (30 if in_cast else 1)
         limit = 4000 if name[0] == "n" else 8000
         if n == -1 and name in ("char", "nchar", "binary"):
             raise TsqlError(2716, "Column, parameter, or variable #1: Cannot specify a column width on data type %s."
@@ -577,6 +578,15 @@ class ExprTranslator:
             m += 1
         raise syntax_error("(")
 
+    @staticmethod
+    def cast(expr, ct):
+        if ct.name in ("tinyint", "smallint", "int", "bigint"):
+            # SQL Server truncates toward zero when converting to an integer type; PostgreSQL rounds
+            expr = "tds_meta.trunc_num(%s)" % expr
+            if ct.name == "tinyint":
+                return "tds_meta.tinyint(%s)" % expr
+        return "CAST(%s AS %s)" % (expr, ct.cast_pg())
+
     def function(self, i, j):
         toks = self.toks
         t = toks[i]
@@ -598,18 +608,18 @@ class ExprTranslator:
                 m += 1
             if m >= b:
                 raise syntax_error("CAST", "CAST needs AS")
-            ct, end = parse_type(toks, m + 1)
+            ct, end = parse_type(toks, m + 1, in_cast=True)
             if end != b:
                 raise syntax_error(toks[end].text)
-            return "CAST(%s AS %s)" % (self.tr(a, m), ct.cast_pg()), nxt
+            return self.cast(self.tr(a, m), ct), nxt
         if up == "CONVERT":
             ranges, nxt = self.args(i + 1, j)
             if len(ranges) != 2:
                 raise syntax_error("CONVERT", "CONVERT with a style is not supported")
-            ct, end = parse_type(toks, ranges[0][0])
+            ct, end = parse_type(toks, ranges[0][0], in_cast=True)
             if end != ranges[0][1]:
                 raise syntax_error(toks[end].text)
-            return "CAST(%s AS %s)" % (self.tr(*ranges[1]), ct.cast_pg()), nxt
+            return self.cast(self.tr(*ranges[1]), ct), nxt
         ranges, nxt = self.args(i + 1, j)
         if up == "OBJECT_ID":
             if len(ranges) != 1 or ranges[0][1] - ranges[0][0] != 1 or toks[ranges[0][0]].kind != "str":
