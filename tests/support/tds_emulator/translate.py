@@ -580,6 +580,10 @@ class ExprTranslator:
 
     @staticmethod
     def cast(expr, ct):
+        if ct.name == "datetimeoffset":
+            # PostgreSQL's timestamptz keeps the instant but not the offset: refuse rather than change it
+            raise syntax_error("datetimeoffset", "CAST/CONVERT to datetimeoffset is not supported; insert the "
+                                                 "string into a datetimeoffset column instead")
         if ct.name in ("tinyint", "smallint", "int", "bigint"):
             # SQL Server truncates toward zero when converting to an integer type; PostgreSQL rounds
             expr = "tds_meta.trunc_num(%s)" % expr
