@@ -19,9 +19,9 @@ description:
     V(NAME_ro) with USAGE on the schema and default privileges giving it SELECT on the owner's tables and
     sequences. Both login roles join the NOLOGIN group C(berqenas_tenants), which alone holds CONNECT on the
     platform database (revoked from PUBLIC)."
-  - "Passwords are generated when not given (32 characters, never C({), C(}), C(%) or C(#)), sent to the server as client-side
-    SCRAM-SHA-256 verifiers, and kept in O(credentials_dir) on the managed host (one 0600 JSON file per tenant).
-    They are never returned or logged."
+  - "Passwords are generated when not given (32 characters, never C({), C(}), C(%) or C(#)), sent to the server as
+    client-side SCRAM-SHA-256 verifiers, and kept in O(credentials_dir) on the managed host (one 0600 JSON file
+    per tenant). They are never returned or logged."
   - With O(tenants[].state=absent) on a tenant, the tenant is dumped with C(pg_dump) to O(backup_dir) first (unless
     O(backup=false)), then its schema, everything it owns and its roles are dropped. Deleting refuses unless
     O(confirm=true), and refuses while O(dependents) names something of that tenant unless O(cascade=true).
