@@ -70,13 +70,18 @@ def check_key(value, what):
     return value.strip()
 
 
-def generate_private_key():
-    """A new X25519 private key (base64), generated in-process (40x faster than wg genkey, see the anchor)."""
+def generate_keypair():
+    """A new X25519 (private, public) pair, base64, generated in-process (far faster than wg genkey + wg pubkey)."""
     if not HAS_CRYPTOGRAPHY:
         raise RuntimeError("cryptography is not available")
     key = x25519.X25519PrivateKey.generate()
-    return _b64(key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                  serialization.NoEncryption()))
+    priv = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return _b64(priv), _b64(pub)
+
+
+def generate_private_key():
+    return generate_keypair()[0]
 
 
 def public_key(private_b64):
@@ -92,6 +97,10 @@ def generate_psk():
 
 class InProcessKeys(object):
     """Key generation with the cryptography library (the fast path)."""
+
+    @staticmethod
+    def pair():
+        return generate_keypair()
 
     @staticmethod
     def private():
@@ -327,7 +336,7 @@ def validate_peers(peers, iface, default_qr=True):
         for a in p.get("addresses") or []:
             _text(a, what + " addresses")
             try:
-                ip = ipaddress.ip_address(str(a).split("/")[0].strip())
+                ip = ipaddress.ip_address(str(a).split("/", 1)[0].strip())
             except ValueError:
                 raise WireGuardError("invalid %s address %r: expected an IP address" % (what, a))
             if not any(ip.version == n.version and ip in n for n in iface.networks):
@@ -478,7 +487,7 @@ def host_prefix(ip):
 def build_state(iface, peers, old_state, allocations, keys=None):
     """New persisted state: keys kept, generated for new peers (private key only where the client gave none).
 
-    ``keys`` has ``private()`` and ``public(private)`` (default: InProcessKeys).
+    ``keys`` has ``pair()`` and ``public(private)`` (default: InProcessKeys).
     """
     keys = keys or InProcessKeys
     old = (old_state or {}).get("peers", {})
@@ -495,13 +504,22 @@ def build_state(iface, peers, old_state, allocations, keys=None):
             entry["private_key"] = prev["private_key"]
             entry["generated"] = True
         else:
-            priv = keys.private()
-            entry["private_key"] = priv
-            entry["public_key"] = keys.public(priv)
+            entry["private_key"], entry["public_key"] = keys.pair()
             entry["generated"] = True
         entry["preshared_key"] = prev.get("preshared_key") or generate_psk()
         out[p.name] = entry
     return {"version": STATE_VERSION, "interface": iface.name, "peers": out}
+
+
+def peer_routes(iface, peers, now):
+    """Networks routed into the interface besides the on-link VPN networks: live peers' extra allowed_ips."""
+    out = set()
+    for p in peers:
+        if is_live(p, now):
+            for n in p.allowed_ips:
+                if not any(n.version == v.version and n.subnet_of(v) for v in iface.networks):
+                    out.add(str(n))
+    return out
 
 
 def is_live(peer, now):
@@ -514,6 +532,9 @@ def interface_section(iface, private_key):
     lines.append("ListenPort = %d" % iface.listen_port)
     if iface.mtu:
         lines.append("MTU = %d" % iface.mtu)
+    # wg-quick would add one route per peer with one `ip` call each (seconds at 1,000s of peers); the VPN
+    # networks are on-link through Address, and the module routes peers' extra networks itself (peer_routes).
+    lines.append("Table = off")
     for c in iface.post_up:
         lines.append("PostUp = %s" % c)
     for c in iface.post_down:

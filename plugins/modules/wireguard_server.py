@@ -15,9 +15,10 @@ description:
   - Takes the B(whole) desired peer set of one WireGuard interface, validates all of it before touching anything,
     allocates addresses against the allocations persisted on the host, generates keys on the host, renders the
     C(wg-quick) config, the client configs and QR codes, and applies the result.
-  - Peer changes are applied with C(wg syncconf) from a temporary 0600 file (never keys on a command line): live
-    clients lose no packet and keep their handshakes. Only interface-level changes (addresses, port, MTU,
-    PostUp/PostDown) restart the interface.
+  - "Peer changes are applied with C(wg syncconf) from a temporary 0600 file (never keys on a command line): live
+    clients lose no packet and keep their handshakes. The config says C(Table = off): the VPN networks are
+    on-link, and routes for peers' extra networks (their C(allowed_ips)) are kept by this module."
+  - Only interface-level changes (addresses, port, MTU, PostUp/PostDown) restart the interface.
   - "State on the host, under O(state_dir)/INTERFACE/ (0700): C(state.json) (allocations, generated peer keys and
     preshared keys, 0600), C(server.key) (0600), C(clients/NAME.conf) (0600) and, when O(qr) applies, C(NAME.png)
     and C(NAME.qr.txt) (0600). The interface config is O(config_dir)/INTERFACE.conf (0600)."
@@ -82,49 +83,25 @@ options:
     type: dict
     default: {}
   peers:
-    description: The whole desired peer set. Peers not listed are removed.
+    description:
+      - The whole desired peer set; peers not listed are removed. Each peer is a dict with the keys below (any
+        other key is an error). The module validates the whole set itself, before anything changes, with
+        messages naming the peer and the rule (the same code the orchestrator imports).
+      - "V(name) (required): globally unique, C(^[a-z0-9][a-z0-9_-]{0,31}$)."
+      - "V(tenant) (required): the tenant the peer belongs to (a valid tenant name)."
+      - "V(public_key): the client's own public key. When given, no private key is generated and the client
+        config has every field but the private key."
+      - "V(expires): ISO-8601 time with timezone (V(2026-12-31T00:00:00Z)); from then on no traffic."
+      - "V(enabled) (default V(true)): a disabled peer keeps its address and keys but is not on the interface."
+      - "V(allowed_ips): extra networks routed to this peer (a site behind it), besides its own addresses."
+      - "V(addresses): fixed addresses (one per IP version) instead of allocated ones, inside the peer's range."
+      - "V(persistent_keepalive): overrides O(persistent_keepalive) in this peer's client config."
+      - "V(qr): write a QR code (PNG and terminal text) of the client config; default O(qr)."
     type: list
     elements: dict
     default: []
-    suboptions:
-      name:
-        description: Globally unique name, C(^[a-z0-9][a-z0-9_-]{0,31}$).
-        type: str
-        required: true
-      tenant:
-        description: Tenant the peer belongs to (a valid tenant name).
-        type: str
-        required: true
-      public_key:
-        description:
-          - The client's own public key. When given, no private key is generated and the client config has every
-            field but the private key.
-        type: str
-      expires:
-        description: ISO-8601 time with timezone (V(2026-12-31T00:00:00Z)); from then on the peer passes no traffic.
-        type: str
-      enabled:
-        description: A disabled peer keeps its address and keys but is not on the interface.
-        type: bool
-        default: true
-      allowed_ips:
-        description: Extra networks routed to this peer (a site behind it), besides its own addresses.
-        type: list
-        elements: str
-        default: []
-      addresses:
-        description: Fixed addresses (one per IP version) instead of allocated ones; must lie in the peer's range.
-        type: list
-        elements: str
-        default: []
-      persistent_keepalive:
-        description: Overrides O(persistent_keepalive) in this peer's client config.
-        type: int
-      qr:
-        description: Write a QR code (PNG and terminal text) of the client config; default O(qr).
-        type: bool
   qr:
-    description: Default of the peers' O(peers[].qr). QR codes need the C(segno) Python library on the host.
+    description: Default of the peers' C(qr). QR codes need the C(segno) Python library on the host.
     type: bool
     default: true
   state_dir:
@@ -146,6 +123,12 @@ options:
     description: Seconds to wait for another run holding the host's lock on this interface.
     type: int
     default: 120
+  publish_facts:
+    description:
+      - Also return RV(peers), RV(public_key) and RV(implementation) as the host facts C(wireguard_peers_published),
+        C(wireguard_server_public_key) and C(wireguard_implementation) (what the wireguard role publishes).
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -196,29 +179,72 @@ implementation:
   returned: success
   type: str
 action:
-  description: What was done to the running interface, V(none), V(syncconf), V(start) or V(restart).
+  description:
+    - What was done to the running interface, V(none), V(syncconf), V(start), V(restart) or V(routes) (only
+      the routes of peers' extra networks were out of date).
   returned: success
   type: str
 peers:
-  description: One entry per desired peer, never a secret (the published fact of the wireguard role).
-  returned: success
+  description: One entry per desired peer, never a secret (with O(publish_facts), only in RV(ansible_facts)).
+  returned: when O(publish_facts=false)
   type: list
   elements: dict
   contains:
-    name: {description: Peer name., type: str}
-    tenant: {description: Tenant., type: str}
-    addresses: {description: Allocated addresses (one per VPN IP version)., type: list, elements: str}
-    allowed_ips: {description: AllowedIPs of the peer on the server., type: list, elements: str}
-    public_key: {description: The peer's public key., type: str}
-    enabled: {description: Whether the peer is enabled., type: bool}
-    expired: {description: Whether the peer's expiry has passed., type: bool}
-    expires: {description: Expiry (UTC, ISO-8601) or null., type: str}
-    key_source: {description: V(generated) on the host or V(client)-supplied., type: str}
-    config_file: {description: Path of the client config on the WireGuard host., type: str}
-    qr_file: {description: Path of the QR PNG on the WireGuard host, or null., type: str}
+    name:
+      description: Peer name.
+      type: str
+    tenant:
+      description: Tenant.
+      type: str
+    addresses:
+      description: Allocated addresses (one per VPN IP version).
+      type: list
+      elements: str
+    allowed_ips:
+      description: AllowedIPs of the peer on the server.
+      type: list
+      elements: str
+    public_key:
+      description: The peer's public key.
+      type: str
+    enabled:
+      description: Whether the peer is enabled.
+      type: bool
+    expired:
+      description: Whether the peer's expiry has passed.
+      type: bool
+    expires:
+      description: Expiry (UTC, ISO-8601), or null.
+      type: str
+    key_source:
+      description: V(generated) on the host or V(client)-supplied.
+      type: str
+    config_file:
+      description: Path of the client config on the WireGuard host.
+      type: str
+    qr_file:
+      description: Path of the QR PNG on the WireGuard host, or null.
+      type: str
 counts:
   description: Numbers of desired, live (on the interface), added and removed peers.
   returned: success
+  type: dict
+service_manager:
+  description: How the interface is managed, V(systemd), V(wg-quick) or V(none) (O(service_manager) resolved).
+  returned: success
+  type: str
+config_file:
+  description: Path of the wg-quick config on the host.
+  returned: success
+  type: str
+timings:
+  description: Seconds spent per phase (plan, render, inspect, write, apply).
+  returned: success
+  type: dict
+ansible_facts:
+  description: With O(publish_facts), C(wireguard_peers_published) (= RV(peers)), C(wireguard_server_public_key),
+    C(wireguard_implementation).
+  returned: when O(publish_facts=true)
   type: dict
 """
 
@@ -253,6 +279,10 @@ class WgToolKeys(object):
         rc, out, err = self.module.run_command(["wg", "genkey"], check_rc=True)
         return out.strip()
 
+    def pair(self):
+        priv = self.private()
+        return priv, self.public(priv)
+
     def public(self, private_b64):
         rc, out, err = self.module.run_command(["wg", "pubkey"], data=private_b64, check_rc=True)
         return out.strip()
@@ -266,15 +296,16 @@ def read_text(path):
         return None
 
 
-def write_secret(path, text_or_bytes):
-    """Atomically write a 0600 file (temp file in the same directory, then rename)."""
+def write_secret(path, text_or_bytes, sync=True):
+    """Atomically write a 0600 file (temp file in the same directory, then rename); fsync unless sync=False."""
     d = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
     try:
         os.fchmod(fd, 0o600)
         data = text_or_bytes.encode("utf-8") if not isinstance(text_or_bytes, bytes) else text_or_bytes
         os.write(fd, data)
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
         os.close(fd)
         fd = None
         os.rename(tmp, path)
@@ -329,6 +360,19 @@ def qr_outputs(text):
     return png.getvalue(), term.getvalue()
 
 
+class Clock(object):
+    """Seconds spent per phase, returned as RV(timings) (the benchmark reads them)."""
+
+    def __init__(self):
+        self.laps = {}
+        self.t = time.time()
+
+    def lap(self, name):
+        now = time.time()
+        self.laps[name] = round(now - self.t, 4)
+        self.t = now
+
+
 class Runtime(object):
     """The running interface: inspect, start, restart, syncconf."""
 
@@ -369,6 +413,26 @@ class Runtime(object):
             # own session: wireguard-go must outlive this task
             self._run(["setsid", "-w", "wg-quick", "up", self.name])
 
+    def routes(self):
+        """Routes this module added to the interface (proto static), as network strings."""
+        out = set()
+        for fam in ("-4", "-6"):
+            rc, text, err = self.module.run_command(["ip", fam, "route", "show", "dev", self.name, "proto", "static"])
+            for line in text.splitlines():
+                if line.strip():
+                    dest = line.split()[0]
+                    if "/" not in dest:
+                        dest += "/32" if fam == "-4" else "/128"
+                    out.add(dest)
+        return out
+
+    def set_routes(self, wanted):
+        have = self.routes() if self.exists() else set()
+        for net in sorted(wanted - have):
+            self._run(["ip", "route", "replace", net, "dev", self.name, "proto", "static"])
+        for net in sorted(have - wanted):
+            self._run(["ip", "route", "del", net, "dev", self.name, "proto", "static"])
+
     def syncconf(self, native_conf, workdir):
         fd, tmp = tempfile.mkstemp(dir=workdir, prefix=".sync-", suffix=".conf")
         try:
@@ -384,17 +448,6 @@ class Runtime(object):
 
 
 def main():
-    peer_spec = dict(
-        name=dict(type="str", required=True),
-        tenant=dict(type="str", required=True),
-        public_key=dict(type="str", no_log=False),
-        expires=dict(type="str"),
-        enabled=dict(type="bool", default=True),
-        allowed_ips=dict(type="list", elements="str", default=[]),
-        addresses=dict(type="list", elements="str", default=[]),
-        persistent_keepalive=dict(type="int", no_log=False),
-        qr=dict(type="bool"),
-    )
     module = AnsibleModule(
         argument_spec=dict(
             interface=dict(type="str", default="wg0"),
@@ -408,12 +461,13 @@ def main():
             client_allowed_ips=dict(type="list", elements="str"),
             persistent_keepalive=dict(type="int", default=25, no_log=False),
             tenant_ranges=dict(type="dict", default={}),
-            peers=dict(type="list", elements="dict", default=[], options=peer_spec),
+            peers=dict(type="list", elements="dict", default=[]),
             qr=dict(type="bool", default=True),
             state_dir=dict(type="path", default="/etc/berqenas/wireguard"),
             config_dir=dict(type="path", default="/etc/wireguard"),
             service_manager=dict(type="str", default="auto", choices=["auto", "systemd", "wg-quick", "none"]),
             lock_timeout=dict(type="int", default=120),
+            publish_facts=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -425,6 +479,9 @@ def main():
             p["interface"], p["addresses"], p["listen_port"], p["mtu"], p["post_up"], p["post_down"], p["endpoint"],
             p["client_dns"], p["client_allowed_ips"], p["persistent_keepalive"], p["tenant_ranges"])
         raw_peers = [dict((k, v) for k, v in peer.items() if v is not None) for peer in p["peers"]]
+        for peer in raw_peers:
+            if isinstance(peer.get("expires"), (datetime.datetime, datetime.date)):
+                peer["expires"] = peer["expires"].isoformat()
         peers = wgu.validate_peers(raw_peers, iface, default_qr=p["qr"])
     except wgu.WireGuardError as e:
         module.fail_json(msg="wireguard_server: %s" % e)
@@ -465,6 +522,7 @@ def main():
 
 def reconcile(module, iface, peers, keys, now, base, client_dir, conf_path, state_path, key_path):
     check = module.check_mode
+    clock = Clock()
     old_state_text = read_text(state_path)
     try:
         old_state = json.loads(old_state_text) if old_state_text else {}
@@ -472,6 +530,7 @@ def reconcile(module, iface, peers, keys, now, base, client_dir, conf_path, stat
         raise wgu.WireGuardError("%s is not valid JSON: fix or remove it (allocations would be lost)" % state_path)
     allocations = wgu.allocate(iface, peers, old_state)
     state = wgu.build_state(iface, peers, old_state, allocations, keys)
+    clock.lap("plan")
 
     server_key = (read_text(key_path) or "").strip()
     if server_key:
@@ -512,10 +571,12 @@ def reconcile(module, iface, peers, keys, now, base, client_dir, conf_path, stat
     stale = []
     if os.path.isdir(client_dir):
         stale = sorted(f for f in os.listdir(client_dir) if f not in wanted_client_files and not f.startswith("."))
+    clock.lap("render")
     changed_files = [w[0] for w in writes] + [j[1] for j in qr_jobs] + [os.path.join(client_dir, f) for f in stale]
 
     # the running interface
     rt = Runtime(module, iface.name, module.params["service_manager"])
+    wanted_routes = wgu.peer_routes(iface, peers, now)
     action = "none"
     if rt.manager != "none":
         if not rt.exists():
@@ -524,9 +585,13 @@ def reconcile(module, iface, peers, keys, now, base, client_dir, conf_path, stat
             action = "restart"
         else:
             d_iface, d_peers = rt.dump()
-            if not wgu.live_matches(d_iface, d_peers, iface, server_pub, peers, state, now):
+            if not wgu.live_matches(d_iface, d_peers, iface, server_pub, peers, state, now) or \
+                    rt.routes() != wanted_routes:
                 action = "syncconf"
+            elif rt.routes() != wanted_routes:
+                action = "routes"
 
+    clock.lap("inspect")
     old_names = set((old_state or {}).get("peers", {}))
     new_names = set(state["peers"])
     counts = dict(total=len(peers), live=sum(1 for x in peers if wgu.is_live(x, now)),
@@ -534,39 +599,55 @@ def reconcile(module, iface, peers, keys, now, base, client_dir, conf_path, stat
     changed = bool(changed_files) or action != "none"
 
     if not check:
+        # client files can be rebuilt from the state: no fsync each (thousands of them); the rest is synced
         for path, content in writes:
-            write_secret(path, content)
+            write_secret(path, content, sync=not path.startswith(client_dir + os.sep))
         for text, png, txt in qr_jobs:
             png_bytes, term = qr_outputs(text)
-            write_secret(png, png_bytes)
-            write_secret(txt, term)
+            write_secret(png, png_bytes, sync=False)
+            write_secret(txt, term, sync=False)
         for f in stale:
             os.unlink(os.path.join(client_dir, f))
+        clock.lap("write")
         if action in ("start", "restart"):
             rt.start(restart=action == "restart")
         elif action == "syncconf":
             rt.syncconf(native, base)
         if action != "none":
+            rt.set_routes(wanted_routes)
+        if action != "none":
             # the ceph lesson: verify what is live, not what was written
-            for _ in range(50):
+            for _attempt in range(50):
                 d_iface, d_peers = rt.dump()
                 if d_iface is not None:
                     break
                 time.sleep(0.1)
-            if not wgu.live_matches(d_iface, d_peers, iface, server_pub, peers, state, now):
+            if not wgu.live_matches(d_iface, d_peers, iface, server_pub, peers, state, now) or \
+                    rt.routes() != wanted_routes:
                 module.fail_json(msg="apply wireguard interface %s: the running interface does not match the "
                                      "config after %s" % (iface.name, action))
+        clock.lap("apply")
 
+    pub = wgu.published(iface, peers, state, now, client_dir)
     result = dict(
         changed=changed,
         interface=iface.name,
         public_key=server_pub if not (check and new_server_key) else None,
         implementation=rt.implementation() if rt.manager != "none" else "unknown",
+        service_manager=rt.manager,
         action=action,
-        peers=wgu.published(iface, peers, state, now, client_dir),
+        peers=pub,
         counts=counts,
         config_file=conf_path,
+        timings=clock.laps,
     )
+    if module.params["publish_facts"]:
+        # set here rather than by set_fact: templating thousands of peers again costs seconds; and only once
+        result["ansible_facts"] = dict(
+            wireguard_peers_published=result.pop("peers"),
+            wireguard_server_public_key=result["public_key"],
+            wireguard_implementation=result["implementation"],
+        )
     if module._diff:
         result["diff"] = dict(
             before_header=conf_path, after_header=conf_path,

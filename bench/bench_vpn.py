@@ -1,0 +1,186 @@
+"""Benchmark of the WireGuard role (issue 3): many peers, hitless changes, beside a restart baseline.
+
+For each size N (default 1,000 and 5,000), on fresh systemd-nspawn machines (tests/support/machines.py): a hub
+and two live clients pinging the hub through the tunnel every 0.05 s for the whole run. Through the real playbook
+(playbooks/vpn_apply.yml, the whole role, ansible-playbook over nsenter), addresses from fd00::/8:
+
+  first apply      2 -> N+2 peers (N keys generated on the host, N allocations, one syncconf)
+  no-change re-run N+2 -> N+2 (must report changed=0)
+  add one          N+2 -> N+3 (syncconf)
+  baseline         the same change (N+3 -> N+4) applied by restarting the interface: files written by the module
+                   with service_manager=none, then `systemctl restart wg-quick@wg0` (what a restart-based role does)
+
+Printed per step: wall seconds of the step, pings lost by each live client (a lost ping = an icmp_seq with no
+reply, each 0.05 s of traffic), and what the module did. Targets: N=5,000 first apply <= 10 s, add one <= 3 s,
+zero pings lost on our path. The baseline's loss is the ~15 s re-handshake gap (anchor-wireguard-measured.md).
+
+Run: .venv/bin/python bench/bench_vpn.py [--sizes 1000,5000] [--json]        (root; builds the rootfs if needed)
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tests.support import env as support_env  # noqa: E402
+
+support_env.setup_import_path()
+
+import yaml  # noqa: E402
+
+from tests.support.machines import Cluster, Topology  # noqa: E402
+
+REPO = support_env.REPO
+APPLY = os.path.join(REPO, "playbooks", "vpn_apply.yml")
+STATE = "/etc/berqenas/wireguard/wg0"
+HUB_V6 = "fd00:b::1"
+
+
+def rootfs():
+    script = os.path.join(REPO, "scripts", "build-rootfs.sh")
+    subprocess.run(["bash", script], check=True)
+    return subprocess.run(["bash", script, "--print-path"], check=True, capture_output=True, text=True).stdout.strip()
+
+
+class Bed:
+    def __init__(self, home):
+        topo = Topology()
+        topo.machine("hub", groups=["wireguard"], mask=["postgresql.service"])
+        topo.machine("c1", mask=["postgresql.service"])
+        topo.machine("c2", mask=["postgresql.service"])
+        topo.link("wan", {"hub": "192.0.2.1/24", "c1": "192.0.2.11/24", "c2": "192.0.2.12/24"})
+        self.cluster = Cluster(topo, rootfs(), ansible_env=support_env.ansible_env(home)).start()
+        gv = os.path.join(self.cluster.workdir, "group_vars")
+        os.makedirs(gv)
+        self.vars_path = os.path.join(gv, "wireguard.yml")
+        self.pings = []
+
+    def apply(self, peers, **over):
+        data = {
+            "wireguard_addresses": [HUB_V6 + "/64"],
+            "wireguard_endpoint": "192.0.2.1",
+            "wireguard_persistent_keepalive": 5,
+            "wireguard_manage_packages": False,
+            "wireguard_qr": False,
+            "wireguard_peers": peers,
+        }
+        data.update(over)
+        with open(self.vars_path, "w") as f:
+            yaml.safe_dump(data, f, sort_keys=False)
+        t = time.perf_counter()
+        res = self.cluster.playbook(APPLY, extra_args=["-e", "ansible_python_interpreter=/usr/bin/python3"])
+        dt = time.perf_counter() - t
+        if res.returncode != 0:
+            raise SystemExit("apply failed:\n" + res.stdout[-4000:])
+        action = re.findall(r'"action": "(\w+)"', res.stdout)
+        return dt, res.recap()["hub"]["changed"], action
+
+    def clients_up(self):
+        for name in ("c1", "c2"):
+            m = self.cluster[name]
+            conf = self.cluster["hub"].read_file(f"{STATE}/clients/{name}.conf")
+            m.write_file("/etc/wireguard/wg0.conf", conf, 0o600)
+            m.run(["systemctl", "restart", "wg-quick@wg0.service"])
+        for name in ("c1", "c2"):
+            for _ in range(100):
+                if self.cluster[name].run(["ping", "-c", "1", "-W", "1", HUB_V6], check=False).returncode == 0:
+                    break
+
+    def start_pings(self):
+        self.pings = [self.cluster[n].popen(["ping", "-n", "-i", "0.05", "-W", "1", HUB_V6]) for n in ("c1", "c2")]
+
+    def stop_pings(self):
+        lost = []
+        for p in self.pings:
+            os.killpg(p.pid, signal.SIGINT)
+            out, _ = p.communicate(timeout=30)
+            seqs = set(int(x) for x in re.findall(r"icmp_seq=(\d+) ", out))
+            sent = int(re.search(r"(\d+) packets transmitted", out).group(1))
+            lost.append(len(set(range(1, sent - 10)) - seqs))  # the last 0.5 s may still be in flight
+        self.pings = []
+        return lost
+
+    def teardown(self):
+        self.cluster.teardown()
+
+
+def bench_size(n, home):
+    live = [{"name": "c1", "tenant": "live"}, {"name": "c2", "tenant": "live"}]
+    bulk = [{"name": "p%05d" % i, "tenant": "bench"} for i in range(n)]
+    rows = []
+    bed = Bed(home)
+    try:
+        bed.apply(live, wireguard_qr=False)
+        bed.clients_up()
+        time.sleep(1)
+
+        def step(label, peers, settle=1.5, **over):
+            bed.start_pings()
+            time.sleep(1)
+            dt, changed, action = bed.apply(peers, **over)
+            time.sleep(settle)
+            lost = bed.stop_pings()
+            rows.append({"peers": n, "step": label, "seconds": round(dt, 2), "lost_c1": lost[0], "lost_c2": lost[1],
+                         "changed": changed, "action": ",".join(action) or "-"})  # fmt: skip
+            print("  %-36s %6.2f s  lost c1/c2 %d/%d  changed=%d" % (label, dt, lost[0], lost[1], changed),
+                  file=sys.stderr)  # fmt: skip
+
+        step("first apply (2 -> N+2)", live + bulk)
+        step("no-change re-run", live + bulk)
+        step("add one (syncconf)", live + bulk + [{"name": "extra1", "tenant": "bench"}])
+        # baseline: the same change applied by a restart
+        bed.start_pings()
+        time.sleep(1)
+        t = time.perf_counter()
+        dt_files, _, _ = bed.apply(live + bulk + [{"name": "extra1", "tenant": "bench"}, {"name": "extra2",
+                                   "tenant": "bench"}], wireguard_service_manager="none")  # fmt: skip
+        t_restart = time.perf_counter()
+        bed.cluster["hub"].run(["systemctl", "restart", "wg-quick@wg0.service"], timeout=120)
+        dt_restart = time.perf_counter() - t_restart
+        total = time.perf_counter() - t
+        time.sleep(20)  # clients need ~15 s to re-handshake after a restart
+        lost = bed.stop_pings()
+        rows.append({"peers": n, "step": "baseline: add one by restart", "seconds": round(total, 2),
+                     "restart_seconds": round(dt_restart, 2), "lost_c1": lost[0], "lost_c2": lost[1],
+                     "changed": 1, "action": "restart"})  # fmt: skip
+        print("  %-36s %6.2f s (restart %.2f s)  lost c1/c2 %d/%d" % ("baseline: add one by restart", total,
+              dt_restart, lost[0], lost[1]), file=sys.stderr)  # fmt: skip
+    finally:
+        bed.teardown()
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="1000,5000")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    home = tempfile.mkdtemp(prefix="bq-bench-vpn-")
+    os.makedirs(os.path.join(home, ".ansible", "tmp"))
+    rows = []
+    try:
+        for n in [int(x) for x in a.sizes.split(",")]:
+            print(f"N = {n} extra peers (+2 live clients pinging every 0.05 s)", file=sys.stderr)
+            rows += bench_size(n, home)
+    finally:
+        subprocess.run(["rm", "-rf", home])
+    if a.json:
+        print(json.dumps(rows, indent=2))
+        return
+    print("| peers | step | seconds | pings lost c1 / c2 | changed |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        extra = " (restart %.2f)" % r["restart_seconds"] if "restart_seconds" in r else ""
+        print("| %d | %s | %.2f%s | %d / %d | %d |" % (r["peers"], r["step"], r["seconds"], extra, r["lost_c1"],
+              r["lost_c2"], r["changed"]))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""berqenas vpn: WireGuard peers (add, remove, list) and their live status.
+
+Desired state: ``berqenas_vpn_peers`` in group_vars/all/vpn.yml (dicts with name, tenant, and optionally
+public_key, expires). Every input is validated with the collection's own rules (module_utils.wireguard) before
+it is written; playbooks/vpn_apply.yml then reconciles the WireGuard host (hitless ``wg syncconf``). Keys are
+generated on the WireGuard host and stay there; ``peer add`` fetches the peer's client config (0600) into
+$BERQENAS_HOME/vpn/NAME/ with playbooks/vpn_peer_config.yml. No private key is ever printed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import click
+
+from ..app import App, CommandError, json_option, pass_app
+from ..validate import validation  # noqa: F401  (importing it puts the collection on sys.path)
+
+STATE_FILE = "vpn.yml"
+KEY = "berqenas_vpn_peers"
+TENANTS_FILE = "tenants.yml"
+
+
+def _wg():
+    """The collection's WireGuard rules (module_utils.wireguard): validation lives there, never copied here."""
+    from ansible_collections.berqenas.platform.plugins.module_utils import wireguard
+
+    return wireguard
+
+
+def _checked(fn, value):
+    wg = _wg()
+    try:
+        return fn(value)
+    except (wg.WireGuardError, validation.ValidationError) as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _peer_name(value: str) -> str:
+    wg = _wg()
+
+    def check(v):
+        wg._text(v, "peer name")
+        if not wg.PEER_NAME_RE.match(v):
+            raise wg.WireGuardError(f"invalid peer name {v!r}: must match ^[a-z0-9][a-z0-9_-]{{0,31}}$")
+        return v
+
+    return _checked(check, value)
+
+
+def _local_dir(app: App, name: str) -> str:
+    return os.path.join(str(app.home), "vpn", name)
+
+
+def _fetch(app: App, name: str) -> dict:
+    """Client config (and QR files) of NAME from the WireGuard host into $BERQENAS_HOME/vpn/NAME/ (0700/0600)."""
+    dest = _local_dir(app, name)
+    os.makedirs(dest, mode=0o700, exist_ok=True)
+    os.chmod(dest, 0o700)
+    res = app.run_or_fail("vpn_peer_config.yml", {"berqenas_vpn_peer": name, "berqenas_vpn_dest": dest}, quiet=True)
+    files = (res.data.get("berqenas_result") or {}).get("files", [])
+    return {f: os.path.join(dest, f) for f in files}
+
+
+def _published(result) -> list[dict]:
+    data = result.data.get("berqenas_result") or {}
+    facts = data.get("ansible_facts") or {}
+    return facts.get("wireguard_peers_published") or data.get("peers") or []
+
+
+def _row(p: dict, keys=("name", "tenant", "addresses", "enabled", "expires")) -> dict:
+    return {k: p.get(k) for k in keys}
+
+
+@click.group(name="vpn")
+def group():
+    """WireGuard VPN: peers (generated or client-supplied keys), client configs, live status."""
+
+
+@group.group(name="peer")
+def peer():
+    """Add, remove and list VPN peers."""
+
+
+@peer.command("add")
+@click.argument("name", callback=lambda ctx, p, v: _peer_name(v))
+@click.option(
+    "--tenant",
+    required=True,
+    callback=lambda ctx, p, v: _checked(validation.tenant_name, v),
+    help="Tenant the peer belongs to.",
+)
+@click.option(
+    "--public-key",
+    "public_key",
+    metavar="KEY",
+    help="The client's own public key (then no private key is generated; the config lacks only it).",
+)
+@click.option("--expires", metavar="ISO-8601", help="Expiry with timezone, e.g. 2026-12-31T00:00:00Z.")
+@click.option("--qr", is_flag=True, help="Also fetch the QR code and show it in the terminal.")
+@json_option
+@pass_app
+def add(app: App, name: str, tenant: str, public_key: str | None, expires: str | None, qr: bool):
+    """Add peer NAME for TENANT (or update it), apply without disturbing other peers, fetch its client config."""
+    app.require_inventory()
+    wg = _wg()
+    entry: dict = {"name": name, "tenant": tenant}
+    if public_key:
+        entry["public_key"] = _checked(lambda v: wg.check_key(wg._text(v, "public key"), "public key"), public_key)
+    if expires:
+        entry["expires"] = wg.format_expiry(_checked(wg.parse_expiry, expires))
+    tenants = app.state.load(TENANTS_FILE).get("berqenas_tenants", [])
+    if tenant not in [t["name"] if isinstance(t, dict) else t for t in tenants]:
+        raise CommandError(
+            f"vpn peer add {name}: no tenant {tenant} in {app.inventory} (berqenas tenant create)", code=2
+        )
+    current = app.state.load(STATE_FILE).get(KEY, [])
+    others = [p for p in current if p.get("name") != name]
+    if public_key and any(p.get("public_key") == entry["public_key"] for p in others):
+        raise CommandError(f"vpn peer add {name}: that public key belongs to another peer", code=2)
+    previous = next((p for p in current if p.get("name") == name), None)
+    with app.state.edit(STATE_FILE) as data:
+        data[KEY] = [p for p in data.get(KEY, []) if p.get("name") != name] + [entry]
+    result = app.run(  # the apply; on failure the desired state goes back to what it was
+        "vpn_apply.yml"
+    )
+    if not result.ok:
+        with app.state.edit(STATE_FILE) as data:
+            data[KEY] = [p for p in data.get(KEY, []) if p.get("name") != name] + ([previous] if previous else [])
+        msg = result.failures[-1] if result.failures else f"vpn_apply ended {result.status}"
+        raise CommandError(f"vpn peer add {name}: {msg} (desired state left unchanged)", code=result.exit_code)
+    mine = next((p for p in _published(result) if p.get("name") == name), None)
+    if mine is None:
+        raise CommandError(f"vpn peer add {name}: the WireGuard host did not publish the peer")
+    files = _fetch(app, name)
+    out = {
+        "name": name,
+        "tenant": tenant,
+        "addresses": mine.get("addresses", []),
+        "config_file": files.get(name + ".conf"),
+        "qr_file": files.get(name + ".png") if qr else None,
+    }
+    text = f"peer {name} ({tenant}): {', '.join(out['addresses'])}\nclient config: {out['config_file']}"
+    if mine.get("key_source") == "client":
+        text += "\n(add your own PrivateKey line: the platform never had it)"
+    if qr and files.get(name + ".qr.txt") and not app.json:
+        with open(files[name + ".qr.txt"], encoding="utf-8") as f:
+            text += "\n" + f.read()
+    app.emit(out, text=text)
+
+
+@peer.command("remove")
+@click.argument("name", callback=lambda ctx, p, v: _peer_name(v))
+@json_option
+@pass_app
+def remove(app: App, name: str):
+    """Remove peer NAME: it passes no traffic after the run; its address is released, nobody else renumbered."""
+    app.require_inventory()
+    if not any(p.get("name") == name for p in app.state.load(STATE_FILE).get(KEY, [])):
+        raise CommandError(f"vpn peer remove {name}: no such peer in {app.inventory}")
+    with app.state.edit(STATE_FILE) as data:
+        data[KEY] = [p for p in data.get(KEY, []) if p.get("name") != name]
+    app.run_or_fail("vpn_apply.yml")
+    shutil.rmtree(_local_dir(app, name), ignore_errors=True)
+    app.emit({"name": name, "status": "removed"}, text=f"peer {name}: removed")
+
+
+def _status(app: App) -> dict:
+    app.require_inventory()
+    return app.run_or_fail("vpn_status.yml", quiet=True).data.get("berqenas_result") or {}
+
+
+@peer.command("list")
+@json_option
+@pass_app
+def list_(app: App):
+    """The peers on the WireGuard host: name, tenant, addresses, enabled, expires, config and QR file there."""
+    rows = [_row(p, ("name", "tenant", "addresses", "enabled", "expires", "config_file", "qr_file"))
+            for p in _status(app).get("peers", [])]  # fmt: skip
+    text = "\n".join(f"{r['name']:<20} {r['tenant']:<16} {', '.join(r['addresses']):<32} "
+                     f"{'enabled' if r['enabled'] else 'disabled'}{'  expires ' + r['expires'] if r['expires'] else ''}"
+                     for r in rows) or "no peers"  # fmt: skip
+    app.emit(rows, text=text)
+
+
+@group.command("status")
+@json_option
+@pass_app
+def status(app: App):
+    """Live state per peer: active | stale | never | disabled | expired, latest handshake age, bytes."""
+    keys = ("name", "addresses", "latest_handshake_age_s", "rx_bytes", "tx_bytes", "state")
+    rows = [_row(p, keys) for p in _status(app).get("peers", [])]
+    text = "\n".join(f"{r['name']:<20} {r['state']:<9} "
+                     f"{'-' if r['latest_handshake_age_s'] is None else str(r['latest_handshake_age_s']) + 's':>8} "
+                     f"rx {r['rx_bytes']} tx {r['tx_bytes']}" for r in rows) or "no peers"  # fmt: skip
+    app.emit(rows, text=text)

@@ -1,0 +1,164 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: berqenas.platform contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: wireguard_status
+short_description: Peers of a WireGuard interface managed by wireguard_server, with their live state
+version_added: 0.1.0
+description:
+  - Reads the allocations persisted by M(berqenas.platform.wireguard_server) and the running interface
+    (C(wg show INTERFACE dump), parsed on the host) and returns, per peer, its tenant, addresses, expiry and
+    live figures. Never returns a private or preshared key.
+  - "State per peer: V(disabled), V(expired), V(never) (no handshake yet), V(active) (handshake within
+    O(stale_after) seconds) or V(stale)."
+options:
+  interface:
+    description: Interface name.
+    type: str
+    default: wg0
+  state_dir:
+    description: The O(berqenas.platform.wireguard_server#module:state_dir) of the server.
+    type: path
+    default: /etc/berqenas/wireguard
+  stale_after:
+    description:
+      - Seconds after the latest handshake when a peer counts as stale (WireGuard re-handshakes every 2 minutes).
+    type: int
+    default: 180
+attributes:
+  check_mode:
+    support: full
+    description: Reads only.
+  diff_mode:
+    support: none
+    description: Nothing changes.
+  idempotent:
+    support: full
+    description: Reads only.
+author:
+  - berqenas.platform contributors
+"""
+
+EXAMPLES = r"""
+- name: Peers and their live state
+  berqenas.platform.wireguard_status:
+    interface: wg0
+  register: vpn
+"""
+
+RETURN = r"""
+running:
+  description: Whether the interface exists.
+  returned: success
+  type: bool
+peers:
+  description: One entry per peer in the persisted state.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Peer name.
+      type: str
+    tenant:
+      description: Tenant.
+      type: str
+    addresses:
+      description: Allocated addresses.
+      type: list
+      elements: str
+    enabled:
+      description: Whether the peer is enabled.
+      type: bool
+    expires:
+      description: Expiry (UTC) or null.
+      type: str
+    expired:
+      description: Whether the expiry has passed.
+      type: bool
+    config_file:
+      description: Client config on the WireGuard host.
+      type: str
+    qr_file:
+      description: QR PNG on the WireGuard host, or null when there is none.
+      type: str
+    state:
+      description: V(active), V(stale), V(never), V(disabled) or V(expired).
+      type: str
+    latest_handshake_age_s:
+      description: Seconds since the latest handshake, or null.
+      type: int
+    rx_bytes:
+      description: Bytes received from the peer.
+      type: int
+    tx_bytes:
+      description: Bytes sent to the peer.
+      type: int
+    endpoint:
+      description: The peer's current endpoint, or null.
+      type: str
+"""
+
+import json
+import os
+import time
+import datetime
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.berqenas.platform.plugins.module_utils import wireguard as wgu
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            interface=dict(type="str", default="wg0"),
+            state_dir=dict(type="path", default="/etc/berqenas/wireguard"),
+            stale_after=dict(type="int", default=180),
+        ),
+        supports_check_mode=True,
+    )
+    name = module.params["interface"]
+    if not wgu.IFACE_RE.match(name):
+        module.fail_json(msg="wireguard_status: invalid interface name %r" % name)
+    base = os.path.join(module.params["state_dir"], name)
+    try:
+        with open(os.path.join(base, "state.json")) as f:
+            state = json.load(f)
+    except (IOError, OSError):
+        state = {"peers": {}}
+    except ValueError:
+        module.fail_json(msg="wireguard_status: %s/state.json is not valid JSON" % base)
+    running = os.path.exists("/sys/class/net/%s" % name)
+    dump_peers = {}
+    if running:
+        rc, out, err = module.run_command(["wg", "show", name, "dump"])
+        if rc == 0:
+            dump_peers = wgu.parse_dump(out)[1]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    client_dir = os.path.join(base, "clients")
+    published = []
+    for pname in sorted(state.get("peers", {})):
+        e = state["peers"][pname]
+        exp = wgu.parse_expiry(e.get("expires")) if e.get("expires") else None
+        png = os.path.join(client_dir, pname + ".png")
+        published.append({
+            "name": pname, "tenant": e.get("tenant"), "addresses": e.get("addresses", []),
+            "public_key": e.get("public_key"), "enabled": e.get("enabled", True),
+            "expires": e.get("expires"), "expired": bool(exp and exp <= now),
+            "config_file": os.path.join(client_dir, pname + ".conf"),
+            "qr_file": png if os.path.exists(png) else None,
+        })
+    status = wgu.peer_status(published, dump_peers, int(time.time()), module.params["stale_after"])
+    for pub, st in zip(published, status):
+        st.update(dict((k, pub[k]) for k in ("enabled", "expires", "expired", "config_file", "qr_file")))
+    module.exit_json(changed=False, running=running, peers=status)
+
+
+if __name__ == "__main__":
+    main()
