@@ -40,6 +40,7 @@ TYPES = [
     ("time(7)", "'23:59:59.1234567'", datetime.time(23, 59, 59, 123456)),
     ("time(0)", "'01:02:03'", datetime.time(1, 2, 3)),
     ("datetime", "'2020-02-29 13:14:15.997'", datetime.datetime(2020, 2, 29, 13, 14, 15, 997000)),
+    ("smalldatetime", "'2079-06-06 23:58:29'", datetime.datetime(2079, 6, 6, 23, 58)),
     ("datetime2(7)", "'0001-01-01 00:00:00.1234567'", datetime.datetime(1, 1, 1, 0, 0, 0, 123456)),
     ("datetime2(3)", "'2024-06-30 23:59:59.123'", datetime.datetime(2024, 6, 30, 23, 59, 59, 123000)),
     ("datetimeoffset(7)", "'2020-01-01 10:00:00.1234567 +05:30'",
@@ -96,6 +97,11 @@ def test_every_type_round_trips_with_nulls(mssql_db):
     assert isinstance(full[-1], bytes) and len(full[-1]) == 8  # rowversion
     assert list(empty[:-1]) == [None] * len(TYPES)
     assert [d[0] for d in desc] == ["c%d" % i for i in range(len(TYPES))] + ["rv"]
+    sdt = [i for i, (t, _, _) in enumerate(TYPES) if t == "smalldatetime"][0]
+    with contextlib.closing(mssql_db.connect()) as conn:  # stored rounded, so it compares as rounded
+        cur = conn.cursor()
+        cur.execute("SELECT COUNT(*) FROM dbo.alltypes WHERE c%d = '2079-06-06 23:58:00'" % sdt)
+        assert cur.fetchone()[0] == 1
 
 
 def test_parameters_interpolated_by_pymssql_round_trip(mssql_db):

@@ -159,7 +159,7 @@ class Catalog:
 
     def _trigger(self, object_id, pg_schema, pg_table):
         rows = self.q("SELECT pg_name, type_name FROM tds_meta.columns WHERE object_id = %s AND type_name IN"
-                      " ('timestamp', 'datetimeoffset') ORDER BY column_id", (object_id,)).fetchall()
+                      " ('timestamp', 'datetimeoffset', 'smalldatetime') ORDER BY column_id", (object_id,)).fetchall()
         fn = sql.Identifier("tds_meta", "row_%d" % object_id)
         tbl = sql.Identifier(pg_schema, pg_table)
         self.q(_fmt("DROP TRIGGER IF EXISTS tds_row ON {}", tbl))
@@ -177,6 +177,8 @@ class Catalog:
                     "IF TG_OP = 'UPDATE' AND OLD.%(c)s IS NOT NULL AND NEW.%(c)s IS DISTINCT FROM OLD.%(c)s THEN "
                     "RAISE EXCEPTION 'Cannot update a timestamp column.' USING ERRCODE = 'TS272'; END IF;\n"
                     "NEW.%(c)s := tds_meta.next_rv();" % {"c": ident})
+            elif tname == "smalldatetime":  # stored rounded to the minute, as SQL Server does
+                body.append("NEW.%(c)s := date_trunc('minute', NEW.%(c)s + interval '30 seconds');" % {"c": ident})
             else:
                 body.append("NEW.%(c)s := tds_meta.dto_norm(NEW.%(c)s);" % {"c": ident})
         code = "BEGIN\n%s\nRETURN NEW;\nEND" % "\n".join(body)
@@ -315,7 +317,7 @@ class Catalog:
                     self.q(_fmt("ALTER TABLE {} ADD {}", tbl, chk))
                 self._insert_column(object_id, next_id, c, relid)
                 existing[c.name.lower()] = c.type.name
-                if c.type.name == "datetimeoffset":
+                if c.type.name in ("datetimeoffset", "smalldatetime"):
                     self._trigger(object_id, pg_schema, pg_table)
             next_id += 1
 
