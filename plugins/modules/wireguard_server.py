@@ -144,7 +144,7 @@ requirements:
   - python cryptography on the host (else C(wg genkey) is used, ~40 times slower)
   - python segno on the host for QR codes
 author:
-  - berqenas.platform contributors
+  - berqenas platform team (@berqenas)
 """
 
 EXAMPLES = r"""

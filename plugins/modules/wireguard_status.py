@@ -42,7 +42,7 @@ attributes:
     support: full
     description: Reads only.
 author:
-  - berqenas.platform contributors
+  - berqenas platform team (@berqenas)
 """
 
 EXAMPLES = r"""
