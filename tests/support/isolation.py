@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import psycopg
+from psycopg import sql
 
 # (who, description, SQL or special action, expected SQLSTATE); {other} = the other tenant's schema.
 ATTEMPTS = [
@@ -53,7 +54,7 @@ def prepare_own_schema(host, port, dbname, tenant, creds):
         owner = c.execute("SELECT tableowner FROM pg_tables WHERE schemaname = %s AND tablename = 'items'",
                           (tenant,)).fetchone()[0]
     with connect(host, port, dbname, creds["ro"]) as c:
-        ro_count = c.execute(f"SELECT count(*) FROM {tenant}.items").fetchone()[0]  # noqa: S608 - validated name
+        ro_count = c.execute(sql.SQL("SELECT count(*) FROM {}.items").format(sql.Identifier(tenant))).fetchone()[0]
     return {"rows": count, "owner": owner, "ro_rows": ro_count}
 
 

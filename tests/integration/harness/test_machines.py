@@ -53,6 +53,6 @@ def test_two_machines_ping_and_playbook(machines, tmp_path):
 def test_only_documentation_ranges():
     topo = Topology().machine("a").machine("b")
     with pytest.raises(HarnessError, match="documentation ranges"):
-        topo.link("wan", {"a": "10.0.0.1/24", "b": "10.0.0.2/24"})
+        topo.link("wan", {"a": "100.64.0.1/24", "b": "100.64.0.2/24"})
     with pytest.raises(HarnessError, match="node name"):
         Topology().machine("Bad_Name")
