@@ -10,7 +10,9 @@ Conventions for command groups (cli/<group>.py exporting ``group``; see cli/tena
   ``tenant delete`` checks and (with --cascade) removes entries whose ``tenant`` matches;
 - ``app.run_or_fail(playbook, extravars)`` runs playbooks/<playbook>; the playbook publishes its answer with
   ``ansible.builtin.set_stats: data: {berqenas_result: ...}`` -> ``result.data["berqenas_result"]``;
-- never put a secret in extravars: secrets go to vault/0600 files read inside the play;
+- never put a secret in extravars: secrets go to vault/0600 files read inside the play
+  (``vault.store(app, file, variable, key, value)`` writes a !vault value; ``App.run`` passes the vault
+  password file's path to ansible-playbook);
 - ``app.emit(obj, text=...)`` prints data (JSON with --json); raise ``CommandError`` to fail.
 """
 
@@ -24,7 +26,7 @@ from typing import Any
 
 import click
 
-from . import paths, runner
+from . import paths, runner, vault
 from .state import StateStore
 
 
@@ -77,7 +79,7 @@ class App:
                                    diff=diff, limit=limit, timeout=timeout or self.timeout,
                                    verbosity=self.verbose,
                                    progress=None if quiet else self.progress,
-                                   env={"BERQENAS_HOME": str(self.home)})
+                                   env={"BERQENAS_HOME": str(self.home), **vault.run_env(self)})
 
     def run_or_fail(self, playbook: str, extravars: dict | None = None, **kw) -> runner.RunResult:
         result = self.run(playbook, extravars, **kw)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import secrets
 import stat
 import sys
 
@@ -60,8 +61,12 @@ def test_remotedb_and_sync_commands(mssql_db, pg_cluster, tenant, cli_inventory,
     assert r.json["tables"] == ["[dbo].[Orders]"] and "password" not in r.stdout
     assert p["password"] not in r.stdout + r.stderr
     assert p["password"] not in (inv / "group_vars" / "all" / "remotedbs.yml").read_text()
-    pw_path = home / "secrets" / "remotedbs" / "erp.password"
-    assert stat.S_IMODE(os.stat(pw_path).st_mode) == 0o600 and pw_path.read_text() == p["password"]
+    # the password is an Ansible Vault value; the vault password file is the platform's, 0600 in a 0700 dir
+    secrets_file = inv / "group_vars" / "all" / "remotedb_secrets.yml"
+    vault_pass = home / "vault" / "pass"
+    assert_vaulted(secrets_file, vault_pass, "erp", p["password"])
+    assert stat.S_IMODE(os.stat(vault_pass.parent).st_mode) == 0o700
+    assert not (home / "secrets").exists()
     assert [d["name"] for d in run("remotedb", "list", "--json").json] == ["erp"]
 
     t = run("remotedb", "test", "erp", "--json").json
@@ -97,4 +102,81 @@ def test_remotedb_and_sync_commands(mssql_db, pg_cluster, tenant, cli_inventory,
     assert r.rc == 1 and r.json["status"] == "locked", (r.stdout, r.stderr)
 
     assert run("remotedb", "remove", "erp", "--json").json["removed"]
-    assert not pw_path.exists() and run("remotedb", "list", "--json").json == []
+    assert run("remotedb", "list", "--json").json == []
+    assert "erp" not in vault_secrets(secrets_file) and p["password"] not in secrets_file.read_text()
+
+
+def vault_secrets(path):
+    """berqenas_remotedb_passwords of a vars file: {name: ciphertext}, read as Ansible reads it."""
+    from ansible.parsing.yaml.loader import AnsibleLoader
+
+    with open(path, encoding="utf-8") as f:
+        data = AnsibleLoader(f).get_single_data() or {}
+    return {k: str(v._ciphertext) for k, v in (data.get("berqenas_remotedb_passwords") or {}).items()}
+
+
+def assert_vaulted(secrets_file, vault_pass, name, password):
+    from ansible.parsing.vault import VaultLib, VaultSecret
+
+    text = secrets_file.read_text()
+    assert password not in text and "!vault" in text and "$ANSIBLE_VAULT;1.1;AES256" in text
+    assert stat.S_IMODE(os.stat(secrets_file).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(vault_pass).st_mode) == 0o600
+    lib = VaultLib([("default", VaultSecret(vault_pass.read_bytes().strip()))])
+    assert lib.decrypt(vault_secrets(secrets_file)[name]).decode() == password
+
+
+@pytest.fixture
+def template_password_db(pg_cluster):
+    """A database on a second emulator whose login password looks like a template."""
+    from tests.support.fixtures_tds import _emulated_server
+    from tests.support.tds_emulator import TdsEmulator
+
+    emu = TdsEmulator(user="sa", password="ab{{ 6*7 }}cd'\"" + secrets.token_urlsafe(6))
+    emu.start()
+    server = _emulated_server(emu, pg_cluster)
+    db = server.new_database()
+    yield db
+    server.drop_database(db)
+    emu.stop()
+
+
+def test_remotedb_password_vaulted_literal_operator_vault_file(template_password_db, tenant, cli_inventory,
+                                                             tmp_path, ansible_env):
+    """A password like 'ab{{ 6*7 }}cd' is used literally; with --inventory, the operator's
+    ANSIBLE_VAULT_PASSWORD_FILE is the one used; the password goes in on stdin."""
+    _, inv, home = cli_inventory
+    db = template_password_db
+    p = db.params()
+    assert "{{ 6*7 }}" in p["password"]
+    db.execute("CREATE TABLE dbo.Items (id int NOT NULL PRIMARY KEY, rv rowversion)")
+    db.execute("INSERT INTO dbo.Items (id) VALUES (7)")
+    vault_pass = tmp_path / "operator-vault-pass"
+    vault_pass.write_text("operator vault password\n")
+    vault_pass.chmod(0o600)
+    cli = Cli(dict(ansible_env, ANSIBLE_VAULT_PASSWORD_FILE=str(vault_pass)), str(home))
+
+    def run(*a, **kw):
+        return cli("-i", str(inv), *a, **kw)
+
+    r = run("remotedb", "add", "legacy-erp", "--tenant", tenant.name, "--host", p["server"], "--port",
+            str(p["port"]), "--user", p["user"], "--password-file", "-", "--database", p["database"],
+            "--table", "[dbo].[Items]", "--json", input=p["password"] + "\n")
+    assert p["password"] not in r.stdout + r.stderr
+    assert_vaulted(inv / "group_vars" / "all" / "remotedb_secrets.yml", vault_pass, "legacy-erp", p["password"])
+    assert not (home / "vault").exists()
+
+    assert run("remotedb", "test", "legacy-erp", "--json").json["latency_ms"] >= 0
+    r = run("sync", "run", "legacy-erp", "--json")
+    assert r.json["tables"][0]["inserted"] == 1 and p["password"] not in r.stdout + r.stderr
+    assert target_rows(tenant, "Items", "id") == [(7,)]
+
+    # a wrong vault password file: a clear failure, nothing synced
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not it\n")
+    r = Cli(dict(ansible_env, ANSIBLE_VAULT_PASSWORD_FILE=str(wrong)), str(home))(
+        "-i", str(inv), "sync", "run", "legacy-erp", "--json", check=False)
+    assert r.rc == 1 and "decrypt" in r.stdout.lower() + r.stderr.lower(), (r.stdout, r.stderr)
+
+    run("remotedb", "remove", "legacy-erp")
+    assert vault_secrets(inv / "group_vars" / "all" / "remotedb_secrets.yml") == {}

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
 import click
 
+from .. import vault
 from ..app import App, CommandError, json_option, pass_app
 from ..validate import ValidationError, no_template, tenant_name
 from ..validate import port as valid_port
 
 STATE_FILE = "remotedbs.yml"
 KEY = "berqenas_remotedbs"
+# passwords: Ansible Vault values of one dict variable, keyed by remote database name (playbooks/sync_run.yml)
+SECRETS_FILE = "remotedb_secrets.yml"
+SECRETS_KEY = "berqenas_remotedb_passwords"
 
 
 def sync_lib():
@@ -58,14 +60,6 @@ def _public(d: dict) -> dict:
     return {k: d.get(k) for k in ("name", "tenant", "host", "port", "user", "database", "tables")}
 
 
-def _secret_dir(app: App) -> Path:
-    d = app.home / "secrets" / "remotedbs"
-    d.mkdir(parents=True, exist_ok=True)
-    os.chmod(app.home / "secrets", 0o700)
-    os.chmod(d, 0o700)
-    return d
-
-
 def _read_password(path: str) -> str:
     if path == "-":
         pw = sys.stdin.read()
@@ -92,7 +86,8 @@ def group():
 @click.option("--host", required=True, help="SQL Server host name or address.")
 @click.option("--port", default="1433", show_default=True, help="SQL Server TCP port.")
 @click.option("--user", required=True, help="SQL login.")
-@click.option("--password-file", required=True, help="File holding the password ('-' for stdin); never echoed.")
+@click.option("--password-file", required=True,
+              help="File holding the password ('-' for stdin); stored with Ansible Vault, never echoed.")
 @click.option("--database", required=True, help="Source database.")
 @click.option("--table", "tables", multiple=True, help="Default table to sync, '[schema].[table]' (repeatable).")
 @json_option
@@ -117,12 +112,9 @@ def add(app: App, name, tenant, host, port, user, password_file, database, table
     if tenant not in known:
         raise CommandError(f"add remote database {name}: no tenant {tenant} (create it first)")
     password = _read_password(password_file)
-    pw_path = _secret_dir(app) / f"{name}.password"
-    fd = os.open(pw_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(password)
+    vault.store(app, SECRETS_FILE, SECRETS_KEY, name, password)
     entry = {"name": name, "tenant": tenant, "host": host, "port": port, "user": user, "database": database,
-             "password_file": str(pw_path), "tables": tables}
+             "tables": tables}
     with app.state.edit(STATE_FILE) as data:
         dbs = [d for d in data.get(KEY, []) if not (isinstance(d, dict) and d.get("name") == name)]
         old = next((d for d in data.get(KEY, []) if isinstance(d, dict) and d.get("name") == name), None)
@@ -165,11 +157,9 @@ def test(app: App, name):
 @json_option
 @pass_app
 def remove(app: App, name):
-    """Remove remote database NAME (its password file too; synced tables and watermarks stay)."""
-    entry = find(app, name, "remove")
+    """Remove remote database NAME (its vaulted password too; synced tables and watermarks stay)."""
+    find(app, name, "remove")
     with app.state.edit(STATE_FILE) as data:
         data[KEY] = [d for d in data.get(KEY, []) if not (isinstance(d, dict) and d.get("name") == name)]
-    pw = entry.get("password_file")
-    if pw and Path(pw).parent == app.home / "secrets" / "remotedbs":
-        Path(pw).unlink(missing_ok=True)
+    vault.forget(app, SECRETS_FILE, SECRETS_KEY, name)
     app.emit({"name": name, "removed": True}, text=f"remote database {name}: removed")
