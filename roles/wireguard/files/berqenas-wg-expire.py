@@ -1,9 +1,9 @@
-#!/usr/bin/python3
 """Remove expired peers from a running WireGuard interface and its wg-quick config (berqenas.platform).
 
 Reads the allocations the wireguard role persisted (<state-dir>/<iface>/state.json). Public keys only ever
 appear on argv (never a private or preshared key). Idempotent; the next apply of the role agrees with it.
 """
+
 import argparse
 import datetime
 import fcntl
@@ -33,16 +33,20 @@ def main():
                 expired.add(e["public_key"])
         if not expired:
             return 0
-        live = subprocess.run(["wg", "show", a.interface, "peers"], capture_output=True, text=True)
+        live = subprocess.run(["wg", "show", a.interface, "peers"], capture_output=True, text=True, check=False)
         for pub in set(live.stdout.split()) & expired:
             subprocess.run(["wg", "set", a.interface, "peer", pub, "remove"], check=True)
             print("removed expired peer %s from %s" % (pub, a.interface))
         conf = os.path.join(a.config_dir, a.interface + ".conf")
         with open(conf) as f:
             blocks = f.read().split("\n\n")  # the role writes one paragraph per peer
-        keep = [b for b in blocks
-                if not any(ln.startswith("PublicKey = ") and ln[len("PublicKey = "):].strip() in expired
-                           for ln in b.splitlines())]
+        keep = [
+            b
+            for b in blocks
+            if not any(
+                ln.startswith("PublicKey = ") and ln[len("PublicKey = ") :].strip() in expired for ln in b.splitlines()
+            )
+        ]
         if keep != blocks:
             fd, tmp = tempfile.mkstemp(dir=a.config_dir, prefix=".tmp-")
             with os.fdopen(fd, "w") as out:
