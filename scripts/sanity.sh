@@ -34,20 +34,12 @@ if ! flock -n 9; then
   flock 9
 fi
 
-# The get-pip stand-in, under every name this ansible-test may ask for (get_pip_<pip version>.py).
-pip_versions=$("$venv_bin/python" - <<'EOF'
-import re, pathlib, ansible_test
-root = pathlib.Path(ansible_test.__file__).parent
-found = set()
-for p in (root / "_data" / "requirements").glob("*.txt"):
-    found.update(re.findall(r"^pip\s*==\s*([0-9.]+)", p.read_text(), re.M))
-for p in root.joinpath("_internal").rglob("*.py"):
-    found.update(re.findall(r"""['"]pip['"]\s*:\s*['"]([0-9.]+)['"]""", p.read_text()))
-print(" ".join(sorted(found)) or "24.2")
-EOF
-)
-for v in $pip_versions; do
-  cat >"$home/.ansible/test/cache/get_pip_${v//./_}.py" <<'EOF'
+# The get-pip stand-in, under the name this ansible-test asks for (get_pip_<pip version>.py).
+pip_version=$("$venv_bin/python" -c '
+import types
+from ansible_test._internal.python_requirements import get_venv_packages
+print(get_venv_packages(types.SimpleNamespace(version="3.11"))["pip"])')
+cat >"$home/.ansible/test/cache/get_pip_${pip_version//./_}.py" <<'EOF'
 # Offline stand-in for ansible-test's get-pip script: CPython's bundled pip, then `pip install <args>`.
 import os
 import subprocess
@@ -58,7 +50,6 @@ os.environ.pop("PIP_CONFIG_FILE", None)  # pip must see /etc/pip.conf (its cert)
 args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]
 subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", *args])
 EOF
-done
 
 # Outside the checkout: under a git work tree ansible-test would only test files git tracks there (none).
 work=$(mktemp -d "${TMPDIR:-/tmp}/bq-sanity.XXXXXX")
