@@ -526,7 +526,11 @@ def is_live(peer, now):
     return peer.enabled and not (peer.expires is not None and peer.expires <= now)
 
 
-def interface_section(iface, private_key):
+ROUTE_POSTUP = "ip route replace %s dev %%i proto static"
+ROUTE_POSTUP_RE = re.compile(r"^ip route replace \S+ dev %i proto static\Z")
+
+
+def interface_section(iface, private_key, routes=()):
     lines = ["[Interface]"]
     lines.append("Address = %s" % ", ".join(str(a) for a in iface.addresses))
     lines.append("ListenPort = %d" % iface.listen_port)
@@ -537,6 +541,10 @@ def interface_section(iface, private_key):
     lines.append("Table = off")
     for c in iface.post_up:
         lines.append("PostUp = %s" % c)
+    # routes of peers' extra networks at boot (Table = off); the module keeps them on a running interface, and
+    # these generated lines never count as an interface change (parse_conf_interface skips them)
+    for net in sorted(routes):
+        lines.append("PostUp = " + ROUTE_POSTUP % net)
     for c in iface.post_down:
         lines.append("PostDown = %s" % c)
     lines.append("PrivateKey = %s" % private_key)
@@ -549,7 +557,7 @@ def peer_allowed_ips(peer, entry):
 
 def render_server(iface, private_key, peers, state, now):
     """Returns (wg_quick_conf, wg_native_conf): the file wg-quick reads and the stripped one for syncconf."""
-    head = interface_section(iface, private_key)
+    head = interface_section(iface, private_key, peer_routes(iface, peers, now))
     native = ["[Interface]", "ListenPort = %d" % iface.listen_port, "PrivateKey = %s" % private_key]
     body = []
     for p in peers:
@@ -616,8 +624,10 @@ def parse_conf_interface(text):
             continue
         if section == "[Interface]" and "=" in s:
             k, v = s.split("=", 1)
-            if k.strip() != "PrivateKey":
-                out.append((k.strip(), v.strip()))
+            k, v = k.strip(), v.strip()
+            if k == "PrivateKey" or (k == "PostUp" and ROUTE_POSTUP_RE.match(v)):
+                continue
+            out.append((k, v))
     return sorted(out)
 
 

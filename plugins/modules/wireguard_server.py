@@ -114,8 +114,8 @@ options:
     default: /etc/wireguard
   service_manager:
     description:
-      - How the interface is brought up. V(auto) uses C(wg-quick@INTERFACE) when systemd runs, else C(wg-quick up)
-        in its own session. V(none) only writes files.
+      - How the interface is brought up. V(auto) uses C(wg-quick@INTERFACE) when systemd runs (and enables it at
+        boot), else C(wg-quick up) in its own session. V(none) only writes files.
     type: str
     choices: [auto, systemd, wg-quick, none]
     default: auto
@@ -413,6 +413,16 @@ class Runtime(object):
             # own session: wireguard-go must outlive this task
             self._run(["setsid", "-w", "wg-quick", "up", self.name])
 
+    def unit(self):
+        return "wg-quick@%s.service" % self.name
+
+    def enabled_at_boot(self):
+        rc, out, err = self.module.run_command(["systemctl", "is-enabled", self.unit()])
+        return out.strip() == "enabled"
+
+    def enable_at_boot(self):
+        self._run(["systemctl", "enable", self.unit()])
+
     def routes(self):
         """Routes this module added to the interface (proto static), as network strings."""
         out = set()
@@ -596,7 +606,9 @@ def reconcile(module, iface, peers, keys, now, base, client_dir, conf_path, stat
     new_names = set(state["peers"])
     counts = dict(total=len(peers), live=sum(1 for x in peers if wgu.is_live(x, now)),
                   added=len(new_names - old_names), removed=len(old_names - new_names))
-    changed = bool(changed_files) or action != "none"
+    # brought up at boot by wg-quick@INTERFACE where systemd runs (one task instead of a systemd_service task)
+    enable = rt.manager == "systemd" and not rt.enabled_at_boot()
+    changed = bool(changed_files) or action != "none" or enable
 
     if not check:
         # client files can be rebuilt from the state: no fsync each (thousands of them); the rest is synced
@@ -615,6 +627,8 @@ def reconcile(module, iface, peers, keys, now, base, client_dir, conf_path, stat
             rt.syncconf(native, base)
         if action != "none":
             rt.set_routes(wanted_routes)
+        if enable:
+            rt.enable_at_boot()
         if action != "none":
             # the ceph lesson: verify what is live, not what was written
             for _attempt in range(50):

@@ -208,6 +208,18 @@ def test_live_matches_and_dump_parsing():
     assert wg.peer_status(wg.published(i, p, st, NOW, "/x"), {}, 1700000100)[0]["state"] == "never"
 
 
+def test_site_routes_are_boot_postup_lines_that_never_restart():
+    i = iface()
+    p = peers([{"name": "s", "tenant": "acme", "allowed_ips": ["203.0.113.0/24", "198.51.100.128/25"]}], i)
+    st = wg.build_state(i, p, {}, wg.allocate(i, p, {}))
+    assert wg.peer_routes(i, p, NOW) == {"203.0.113.0/24"}  # inside the VPN network: on-link already
+    spriv = wg.generate_private_key()
+    conf, _ = wg.render_server(i, spriv, p, st, NOW)
+    assert "PostUp = ip route replace 203.0.113.0/24 dev %i proto static" in conf and "Table = off" in conf
+    bare, _ = wg.render_server(i, spriv, [], {"peers": {}}, NOW)
+    assert wg.parse_conf_interface(conf) == wg.parse_conf_interface(bare)
+
+
 def test_parse_conf_interface_ignores_private_key():
     a = "[Interface]\nAddress = 1\nPrivateKey = x\n[Peer]\nPublicKey = y\n"
     b = "[Interface]\nAddress = 1\nPrivateKey = z\n"

@@ -183,19 +183,24 @@ def test_disabled_expired_removed_peers_pass_no_traffic(vpn):
 
 
 def test_no_renumbering_on_reorder_and_insert(vpn):
-    c0 = {"name": "c0", "tenant": "acme"}
+    c0 = {"name": "c0", "tenant": "acme", "allowed_ips": ["203.0.113.0/24"]}  # a site behind c0
+    pid = vpn.wg_pid()
     ok(vpn.apply([c0, c2(vpn), C1]))  # new peer first, others reordered
     st = vpn.state()["peers"]
     assert st["c1"]["addresses"] == ["198.51.100.2", "fd00:b::2"]
     assert st["c2"]["addresses"] == ["198.51.100.3", "fd00:b::3"]
     assert st["c0"]["addresses"] == ["198.51.100.4", "fd00:b::4"]  # the released address, lowest free
+    # the site's route is on the running interface (wg syncconf does not route; the module does), no restart
+    assert "203.0.113.0/24 proto static" in vpn.hub.run(["ip", "route", "show", "dev", "wg0"]).stdout
+    assert vpn.wg_pid() == pid
     assert wait_ping(vpn.cluster["c1"])
 
 
 def test_interface_change_restarts(vpn):
     pid = vpn.wg_pid()
-    ok(vpn.apply([C1, c2(vpn)], wireguard_mtu=1380))
+    ok(vpn.apply([C1, c2(vpn)], wireguard_mtu=1380))  # c0 and its site go too
     assert vpn.wg_pid() != pid
+    assert "203.0.113.0/24" not in vpn.hub.run(["ip", "route", "show", "dev", "wg0"]).stdout
     assert "mtu 1380" in vpn.hub.run(["ip", "link", "show", "wg0"]).stdout
     assert "MTU = 1380" in vpn.hub.read_file("/etc/wireguard/wg0.conf")
     rc = ok(vpn.apply([C1, c2(vpn)], wireguard_mtu=1380))
