@@ -54,8 +54,8 @@ def run(cluster, host, playbook, extravars, work, env):
 def ours_vars(n):
     srcs = sources(n)
     return {
-        "berqenas_gateway_exposures": [{"tenant": "t%04d" % i, "service": "postgres"} for i in range(n)],
-        "berqenas_gateway_vpn_peers": [
+        "berqenas_exposures": [{"tenant": "t%04d" % i, "service": "postgres"} for i in range(n)],
+        "gateway_vpn_peers": [
             {"name": "p%04d" % i, "tenant": "t%04d" % i, "addresses": [srcs[i]], "enabled": True} for i in range(n)
         ],
         "gateway_pg_hba_manage": False,

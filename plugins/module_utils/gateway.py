@@ -30,6 +30,8 @@ __metaclass__ = type
 import ipaddress
 import re
 
+from ansible_collections.berqenas.platform.plugins.module_utils import validation
+
 CHAIN_PREFIX = "BQ"
 NAT_CHAINS = ("BQ-PREROUTING", "BQ-POSTROUTING")
 FILTER_CHAINS = ("BQ-INPUT", "BQ-FORWARD")
@@ -40,7 +42,6 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 EXPOSURE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 IFACE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
 HOST_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-TEMPLATE_MARKERS = ("{{", "}}", "{%", "%}", "{#", "#}")
 
 
 class GatewayError(Exception):
@@ -51,10 +52,11 @@ class GatewayError(Exception):
 
 
 def reject_template(value, what):
-    """Refuse strings that carry Jinja markers: inputs are data, never templates."""
-    if isinstance(value, str) and any(m in value for m in TEMPLATE_MARKERS):
-        raise GatewayError("invalid %s %r: template markers are not allowed in data" % (what, value))
-    return value
+    """Refuse strings that carry template syntax: inputs are data, never templates (the collection's rule)."""
+    try:
+        return validation.no_template(value, what)
+    except validation.ValidationError as exc:
+        raise GatewayError(str(exc)) from None
 
 
 def _text(value, what):
@@ -67,7 +69,16 @@ def _text(value, what):
 
 
 def validate_name(value, what="tenant name"):
-    """A tenant name: lower-case letter, then letters, digits, underscores (<= 40)."""
+    """A tenant name, by the collection's one rule (module_utils.validation.tenant_name)."""
+    _text(value, what)
+    try:
+        return validation.tenant_name(value)
+    except validation.ValidationError as exc:
+        raise GatewayError(str(exc)) from None
+
+
+def validate_identifier(value, what):
+    """A plain lower-case SQL identifier (the platform database's name)."""
     _text(value, what)
     if not NAME_RE.match(value):
         raise GatewayError("invalid %s %r: use a-z, 0-9 and _, starting with a letter, at most 40" % (what, value))
@@ -410,7 +421,7 @@ def build_plan(config):
     pg = {
         "host": validate_host(pg_in.get("host", "127.0.0.1"), "postgres host"),
         "port": validate_port(pg_in.get("port", 5432), "postgres port"),
-        "database": validate_name(pg_in.get("database", "berqenas"), "database name"),
+        "database": validate_identifier(pg_in.get("database", "berqenas"), "database name"),
         "role_suffixes": list(suffixes),
     }
     local_addresses = config.get("local_addresses") or []

@@ -136,8 +136,8 @@ class GatewayWorld:
     # -- playbooks ---------------------------------------------------------------------------------------
     def vars(self, exposures, **extra):
         v = {
-            "berqenas_gateway_exposures": exposures,
-            "berqenas_gateway_vpn_peers": [
+            "berqenas_exposures": exposures,
+            "gateway_vpn_peers": [
                 {"name": m, "tenant": t, "addresses": [a + "/32"], "enabled": True} for m, (t, a, _w) in PEERS.items()
             ],
             "gateway_local_addresses": [GW_WAN, GW_VPN, "203.0.113.1"],
