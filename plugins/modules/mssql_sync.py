@@ -109,6 +109,9 @@ notes:
     target, or V(pk_diff): keys missing from the source are deleted after each run)."
   - The watermark advances even when no rows of a table changed (other tables move the database counter);
     that alone does not report C(changed).
+  - Target tables are created C(WITH (fillfactor = 75)) and the rowversion column is not indexed there, so the
+    sync's updates stay HOT (same page, no new index entry). Adding an index on that column (or on any column
+    the source updates) makes every synced update write index entries.
   - On the source, a unique index on the rowversion column keeps the window query a seek; under locking READ
     COMMITTED (no C(READ_COMMITTED_SNAPSHOT)) the read can wait behind writers still holding locks, which delays
     a run but never skips a row (C(READPAST)/C(NOLOCK) are never used).

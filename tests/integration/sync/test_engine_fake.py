@@ -269,3 +269,40 @@ def test_hostile_identifiers(tenant, pg_conn):
     db.create("dbo", long, [("id", "int", None), ("rv", "timestamp", None)], ["id"])
     with pytest.raises(S.SyncError, match="PostgreSQL allows 63"):
         run(FakeSource(db), pg_conn, tenant, tables=["[dbo].[%s]" % long])
+
+
+def test_target_fillfactor_keeps_updates_hot(tenant, pg_conn):
+    """Targets are created WITH (fillfactor = 75) and the rowversion column is not indexed, so the sync's
+    updates are HOT (no index entry written); the staging table kept across a window's pages is dropped."""
+    import time
+
+    db = FakeDb()
+    db.create("dbo", "T", COLS, ["id"])
+    for i in range(40):
+        db.write("dbo", "T", id=i, name="n%d" % i)
+    run(FakeSource(db), pg_conn, tenant, commit_rows=10)
+    for i in range(40):
+        db.write("dbo", "T", id=i, name="renamed %d" % i)
+    t = run(FakeSource(db), pg_conn, tenant, commit_rows=10)["tables"][0]
+    assert (t["inserted"], t["updated"]) == (0, 40)
+    assert target_rows(tenant) == source_rows(db)
+    oid = '"%s"."T"' % tenant.name
+    pg_conn.execute("SELECT pg_stat_force_next_flush()")
+    pg_conn.commit()
+    with tenant.connect() as c:
+        rel = c.execute("SELECT reloptions FROM pg_class WHERE oid = %s::regclass", (oid,)).fetchone()[0]
+        assert rel == ["fillfactor=%d" % S.TARGET_FILLFACTOR]
+        idx = c.execute("SELECT count(*) FROM pg_index WHERE indrelid = %s::regclass", (oid,)).fetchone()[0]
+        assert idx == 1  # the primary key only: the rowversion column is not indexed
+        for _ in range(50):
+            c.execute("SELECT pg_stat_clear_snapshot()")
+            upd, hot = c.execute("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = %s::regclass",
+                                 (oid,)).fetchone()
+            if upd >= 40:
+                break
+            time.sleep(0.1)
+    assert upd == 40 and hot == 40, (upd, hot)
+    left = pg_conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'bq\\_stg\\_%%' AND relpersistence = 't'"
+                           " AND pg_table_is_visible(oid)").fetchone()[0]
+    pg_conn.rollback()
+    assert left == 0
