@@ -677,25 +677,20 @@ def live_matches(dump_iface, dump_peers, iface, server_public_key, peers, state,
 
 
 def published(iface, peers, state, now, client_dir):
-    """The fact other roles consume (never a secret): one entry per desired peer."""
+    """The fact other roles consume (never a secret), one small entry per desired peer (thousands of them go
+    through Ansible's result handling: keep it lean; paths and live figures come from wireguard_status)."""
     out = []
     for p in peers:
         e = state["peers"][p.name]
-        expired = p.expires is not None and p.expires <= now
-        item = {
+        out.append({
             "name": p.name,
             "tenant": p.tenant,
             "addresses": list(e["addresses"]),
-            "allowed_ips": peer_allowed_ips(p, e),
-            "public_key": e["public_key"],
             "enabled": p.enabled,
-            "expired": expired,
+            "expired": p.expires is not None and p.expires <= now,
             "expires": format_expiry(p.expires),
             "key_source": "generated" if e.get("generated") else "client",
-            "config_file": os.path.join(client_dir, p.name + ".conf"),
-            "qr_file": os.path.join(client_dir, p.name + ".png") if p.qr else None,
-        }
-        out.append(item)
+        })
     return out
 
 

@@ -200,13 +200,6 @@ peers:
       description: Allocated addresses (one per VPN IP version).
       type: list
       elements: str
-    allowed_ips:
-      description: AllowedIPs of the peer on the server.
-      type: list
-      elements: str
-    public_key:
-      description: The peer's public key.
-      type: str
     enabled:
       description: Whether the peer is enabled.
       type: bool
@@ -218,12 +211,6 @@ peers:
       type: str
     key_source:
       description: V(generated) on the host or V(client)-supplied.
-      type: str
-    config_file:
-      description: Path of the client config on the WireGuard host.
-      type: str
-    qr_file:
-      description: Path of the QR PNG on the WireGuard host, or null.
       type: str
 counts:
   description: Numbers of desired, live (on the interface), added and removed peers.

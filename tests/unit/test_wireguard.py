@@ -203,9 +203,10 @@ def test_live_matches_and_dump_parsing():
     assert wg.live_matches(di, dp, i, wg.public_key(spriv), p, st, NOW)
     dp[e["public_key"]]["preshared_key"] = wg.generate_psk()
     assert not wg.live_matches(di, dp, i, wg.public_key(spriv), p, st, NOW)
-    status = wg.peer_status(wg.published(i, p, st, NOW, "/x"), wg.parse_dump(dump)[1], 1700000100)
+    pub = [dict(x, public_key=st["peers"][x["name"]]["public_key"]) for x in wg.published(i, p, st, NOW, "/x")]
+    status = wg.peer_status(pub, wg.parse_dump(dump)[1], 1700000100)
     assert status[0]["state"] == "active" and status[0]["latest_handshake_age_s"] == 100
-    assert wg.peer_status(wg.published(i, p, st, NOW, "/x"), {}, 1700000100)[0]["state"] == "never"
+    assert wg.peer_status(pub, {}, 1700000100)[0]["state"] == "never"
 
 
 def test_site_routes_are_boot_postup_lines_that_never_restart():
