@@ -23,6 +23,7 @@ from tests.support.env import REPO, ansible_env, setup_import_path  # noqa: E402
 
 setup_import_path()
 from berqenas_orchestrator import runner  # noqa: E402
+
 from tests.support.pg import TestCluster  # noqa: E402
 
 
