@@ -485,6 +485,7 @@ def ping(source):
 # Target tables are created with free space on every page so that the sync's updates, which never change
 # an indexed column (the key is not updated and the rowversion column is not indexed), stay HOT: the new
 # row version goes on the same page and no index entry is written (bench/bench_sync.py measures it).
+# 75 keeps a delta's scattered updates HOT; 50 keeps even an update of every row HOT (twice the size).
 TARGET_FILLFACTOR = 75
 
 
@@ -699,7 +700,7 @@ class SyncEngine(object):
 
     def __init__(self, source, conn, job, owner_role=None, on_rewind="fail", nul_character="strip",
                  commit_rows=50000, lock_timeout=30.0, retries=3, retry_delay=1.0, check_mode=False, full=False,
-                 log=None, sleep=time.sleep):
+                 log=None, sleep=time.sleep, fillfactor=TARGET_FILLFACTOR):
         if on_rewind not in ("fail", "full_resync"):
             raise SyncError("on_rewind must be fail or full_resync")
         if nul_character not in NUL_RULES:
@@ -711,6 +712,9 @@ class SyncEngine(object):
         self.on_rewind = on_rewind
         self.nul_character = nul_character
         self.commit_rows = max(1, int(commit_rows))
+        self.fillfactor = int(fillfactor)
+        if not 10 <= self.fillfactor <= 100:
+            raise SyncError("fillfactor must be between 10 and 100")
         self.lock_timeout = float(lock_timeout)
         self.retries = int(retries)
         self.retry_delay = float(retry_delay)
@@ -844,7 +848,7 @@ class SyncEngine(object):
                     for n, t, _c in plan.target_cols]
             cur.execute(sql.SQL("CREATE TABLE {} ({}, PRIMARY KEY ({})) WITH (fillfactor = {})").format(
                 _ident(spec.target_schema, spec.target_table), sql.SQL(", ").join(cols),
-                sql.SQL(", ").join(_ident(k) for k in plan.keys), sql.Literal(TARGET_FILLFACTOR)))
+                sql.SQL(", ").join(_ident(k) for k in plan.keys), sql.Literal(self.fillfactor)))
             self._reset_role(cur)
             return False, []
         added = []

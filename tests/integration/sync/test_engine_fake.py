@@ -302,6 +302,8 @@ def test_target_fillfactor_keeps_updates_hot(tenant, pg_conn):
                 break
             time.sleep(0.1)
     assert upd == 40 and hot == 40, (upd, hot)
+    with pytest.raises(S.SyncError, match="fillfactor"):
+        engine(FakeSource(db), pg_conn, tenant, fillfactor=5)
     left = pg_conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'bq\\_stg\\_%%' AND relpersistence = 't'"
                            " AND pg_table_is_visible(oid)").fetchone()[0]
     pg_conn.rollback()
