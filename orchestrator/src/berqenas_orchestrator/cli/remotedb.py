@@ -60,6 +60,11 @@ def _public(d: dict) -> dict:
     return {k: d.get(k) for k in ("name", "tenant", "host", "port", "user", "database", "tables")}
 
 
+def forget_password(app: App, name: str) -> bool:
+    """Remove remote database NAME's vaulted password (for `remotedb remove`, and `tenant delete --cascade`)."""
+    return vault.forget(app, SECRETS_FILE, SECRETS_KEY, name)
+
+
 def _read_password(path: str) -> str:
     if path == "-":
         pw = sys.stdin.read()
@@ -161,5 +166,5 @@ def remove(app: App, name):
     find(app, name, "remove")
     with app.state.edit(STATE_FILE) as data:
         data[KEY] = [d for d in data.get(KEY, []) if not (isinstance(d, dict) and d.get("name") == name)]
-    vault.forget(app, SECRETS_FILE, SECRETS_KEY, name)
+    forget_password(app, name)
     app.emit({"name": name, "removed": True}, text=f"remote database {name}: removed")
