@@ -4,12 +4,17 @@ One module-scoped cluster; the tests run in order and build on each other's stat
 expects to find), which keeps the machine boots and playbook runs within the CI budget.
 """
 
+import json
+import subprocess
 import tempfile
 import time
 
 import pytest
+import yaml
 
 from tests.integration.gateway.topology import GW_VPN, GW_WAN, HBA, GatewayWorld, topology
+from tests.support import env as support_env
+from tests.support.cli import Cli
 
 pytestmark = pytest.mark.gateway
 
@@ -79,7 +84,18 @@ def test_check_mode_changes_nothing(world):
 
 
 def test_second_tenant_same_port_pg_hba_separates_tenants_and_dnat_reaches_backend(world):
+    # postgres_tenant's block (re)inserted at the top, above ours, as its first run after ours would do
+    hba = world.gw(["cat", HBA])
+    tenant_block = hba[hba.index("# BEGIN berqenas.platform postgres_tenant"):]
+    tenant_block = tenant_block[:tenant_block.index("# END berqenas.platform postgres_tenant")]
+    tenant_block += "# END berqenas.platform postgres_tenant (managed, do not edit)\n"
+    world.c["gw"].write_file(HBA, tenant_block + hba.replace(tenant_block, ""), mode=0o640)
+    world.c["gw"].run(["chown", "postgres:postgres", HBA])
+    assert world.gw(["cat", HBA]).index("# BEGIN berqenas.platform") < world.gw(["cat", HBA]).index("# BEGIN BERQ")
     ok(world.apply([ACME_DB, GLOBEX_DB, GLOBEX_WEB]))
+    hba = world.gw(["cat", HBA])
+    assert hba.index("# BEGIN BERQENAS GATEWAY EXPOSURES") < hba.index("# BEGIN berqenas.platform postgres_tenant")
+    assert hba.count("# BEGIN BERQENAS GATEWAY EXPOSURES") == 1 and hba.count("+berqenas_tenants  all  reject") == 1
     # globex's peer reaches the port now, but acme's roles are not admitted from its address
     out = world.sql("pb", "acme_app")
     assert out.startswith("ERR 28000") and "pg_hba.conf rejects connection" in out, out
@@ -112,6 +128,14 @@ def test_bad_input_is_rejected_before_any_rule_is_written(world):
         res = world.apply(bad)
         assert res.returncode != 0 and "plan gateway: invalid" in res.stdout, res.stdout[-3000:]
     assert world.state() == before
+    # another run holds the host lock: this one waits, then fails before writing anything
+    world.c["gw"].run(["mkdir", "/run/lock/berqenas-gateway"])
+    try:
+        res = world.apply([ACME_DB], gateway_lock_timeout=2)
+        assert res.returncode != 0 and "another run holds /run/lock/berqenas-gateway" in res.stdout, res.stdout[-3000:]
+    finally:
+        world.c["gw"].run(["rmdir", "/run/lock/berqenas-gateway"])
+    assert world.state() == before
 
 
 def test_template_payloads_are_data_and_rejected(world, tmp_path):
@@ -121,16 +145,10 @@ def test_template_payloads_are_data_and_rejected(world, tmp_path):
     # the way the orchestrator writes desired state: every value tagged !unsafe
     path.write_text("berqenas_exposures:\n  - tenant: acme\n    allow: [!unsafe \"%s\"]\n" % payload)
     before = world.state()
-    res = world.c.playbook(world_playbook(), extravars_file=str(path))
+    res = world.c.playbook(support_env.REPO + "/playbooks/gateway_apply.yml", extravars_file=str(path))
     assert res.returncode != 0 and "template syntax" in res.stdout, res.stdout[-3000:]
     assert not marker.exists()
     assert world.state() == before
-
-
-def world_playbook():
-    from tests.support import env as support_env
-
-    return support_env.REPO + "/playbooks/gateway_apply.yml"
 
 
 def test_unexpose_leaves_nothing_behind(world):
@@ -149,8 +167,6 @@ def test_unexpose_leaves_nothing_behind(world):
 def test_rule_set_cutting_management_rolls_back_by_itself(world, tmp_path):
     """Real SSH from the controller namespace: confirmation needs a fresh connection, else the host restores."""
     key = tmp_path / "id_ed25519"
-    import subprocess
-
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     world.c["gw"].write_file("/root/.ssh/authorized_keys", (tmp_path / "id_ed25519.pub").read_text(), mode=0o600)
     inventory = tmp_path / "ssh.yml"
@@ -186,19 +202,16 @@ def test_rule_set_cutting_management_rolls_back_by_itself(world, tmp_path):
     assert time.monotonic() - t0 >= GUARD_S - 1  # restored by the timer, not earlier
     assert world.tcp("ctl", GW_WAN, 22)[0] == "OPEN"
     assert "-s 192.0.2.254/32 -p tcp -m tcp --dport 22" in world.gw(["iptables", "-S", "BQ-INPUT"])
-    # and the operator can work again over a fresh connection
-    again = world.apply([], inventory=str(inventory), netns=ctl, gateway_guard_enabled=True)
-    assert again.returncode == 0, again.stdout[-4000:]
+    # and the operator can log in again over a fresh SSH connection (the run's lock went with the rollback)
+    ssh = subprocess.run(["ip", "netns", "exec", ctl, "ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no",
+                          "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "BatchMode=yes",
+                          "root@" + GW_WAN, "test", "!", "-e", "/run/lock/berqenas-gateway"],
+                         capture_output=True, text=True, timeout=30)
+    assert ssh.returncode == 0, ssh.stderr
 
 
 def test_cli_expose_list_status_unexpose(world, tmp_path):
     """`berqenas gateway ...` against the same machines, through the orchestrator's runner adapter."""
-    import json
-
-    import yaml
-
-    from tests.support.cli import Cli
-
     inv = tmp_path / "inventory"
     (inv / "group_vars" / "all").mkdir(parents=True)
     (inv / "hosts.yml").write_text(open(world.c.inventory_path).read())
