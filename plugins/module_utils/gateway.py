@@ -321,9 +321,10 @@ def render_rules(plan, version):
             if e["kind"] != "forward":
                 continue
             for src in e["sources"]:
-                lines.append("-A %s -s %s -p tcp -m addrtype --dst-type LOCAL -m tcp --dport %d %s -j DNAT "
-                             "--to-destination %s" % (pre, src, e["port"], _comment(e["tenant"], e["name"]),
-                                                     e["target"]))
+                lines.append(
+                    "-A %s -s %s -p tcp -m addrtype --dst-type LOCAL -m tcp --dport %d %s -j DNAT "
+                    "--to-destination %s" % (pre, src, e["port"], _comment(e["tenant"], e["name"]), e["target"])
+                )
         # forwarded (DNAT) connections keep the client's address: PostgreSQL's pg_hba sees the peer
         lines.append("-A %s -m conntrack --ctstate DNAT -j RETURN" % post)
         masq = plan["masquerade"]
