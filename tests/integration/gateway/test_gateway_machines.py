@@ -243,3 +243,18 @@ def test_cli_expose_list_status_unexpose(world, tmp_path):
     assert world.tcp("pa", GW_VPN, 5432) == DROPPED
     res = cli("-i", str(inv), "gateway", "unexpose", "acme", check=False)
     assert res.rc == 1 and "no such exposure" in res.stderr
+
+
+def test_state_absent_removes_everything_of_the_platform(world):
+    """Last (it also removes the management allow-rule): ufw stays enabled, nothing of the platform remains."""
+    ok(world.apply([ACME_DB], diff=True))
+    res = ok(world.apply([], berqenas_gateway_state="absent"))
+    assert res["changed"] > 0
+    saved = world.gw(["iptables-save"]) + world.gw(["ip6tables-save"])
+    assert "BQ-" not in saved and "bq:" not in saved, saved
+    for path in ("/etc/ufw/before.rules", "/etc/ufw/before6.rules", "/etc/ufw/after.init", HBA):
+        assert "BERQENAS GATEWAY" not in world.gw(["cat", path]), path
+    assert world.c["gw"].run(["test", "-e", "/etc/ufw/berqenas-gateway.hook"], check=False).returncode == 1
+    assert "Status: active" in world.gw(["ufw", "status"])
+    assert world.tcp("pa", GW_VPN, 5432) == DROPPED
+    ok(world.apply([], berqenas_gateway_state="absent"), changed=0)
