@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -15,8 +16,8 @@ from tests.support.env import VENV_BIN
 pytestmark = pytest.mark.cli
 
 
-def _leftovers():
-    return set(glob.glob(os.path.join(tempfile.gettempdir(), "berqenas-run-*")))
+def _leftovers(tmpdir):
+    return set(glob.glob(os.path.join(tmpdir, "berqenas-*")))
 
 
 def _purge(env):
@@ -25,8 +26,8 @@ def _purge(env):
 
 
 def test_ctrl_c_cancels_with_130(ansible_env, test_home):
-    env = dict(ansible_env, BERQENAS_HOME=os.path.join(test_home, "cancel"))
-    before = _leftovers()
+    tmpdir = tempfile.mkdtemp(prefix="bq-cancel-tmp-")  # the CLI's own TMPDIR: other processes' runs stay out
+    env = dict(ansible_env, BERQENAS_HOME=os.path.join(test_home, "cancel"), TMPDIR=tmpdir)
     p = subprocess.Popen([os.path.join(VENV_BIN, "berqenas"), "local", "up", "--json"], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -38,9 +39,10 @@ def test_ctrl_c_cancels_with_130(ansible_env, test_home):
         out, err = p.communicate(timeout=60)
         assert p.returncode == 130, (out, err)
         assert json.loads(out)["status"] == "canceled"
-        assert _leftovers() == before
+        assert _leftovers(tmpdir) == set()
     finally:
         _purge(env)
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def test_timeout_exits_124(ansible_env, test_home):

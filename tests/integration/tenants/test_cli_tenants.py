@@ -72,8 +72,12 @@ def test_list_reports_drift(local_platform):
 
 def test_secrets_never_leak(local_platform):
     cli, status = local_platform
-    tmp_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "berqenas-*")))
-    res = cli("tenant", "create", "secretive", "--json")
+    tmpdir = tempfile.mkdtemp(prefix="bq-secret-tmp-")  # the CLI's own TMPDIR: other processes' runs stay out
+    cli.env["TMPDIR"] = tmpdir
+    try:
+        res = cli("tenant", "create", "secretive", "--json")
+    finally:
+        del cli.env["TMPDIR"]
     creds = cli("tenant", "show", "secretive", "--credentials", "--json").json["credentials"]
     pw = [creds["app"]["password"], creds["ro"]["password"]]
     # not in the create command's output, nor in the desired-state files
@@ -83,7 +87,8 @@ def test_secrets_never_leak(local_platform):
             if os.path.isfile(path):
                 assert p not in open(path, errors="replace").read(), path
     # no runner private data dir (artifacts, command file) is left behind
-    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "berqenas-*"))) == tmp_before
+    assert os.listdir(tmpdir) == []
+    os.rmdir(tmpdir)
     # the credentials file is 0600 in a 0700 directory, and holds what the server accepts
     f = os.path.join(cli.home, "credentials", "secretive.json")
     assert stat.S_IMODE(os.stat(f).st_mode) == 0o600
