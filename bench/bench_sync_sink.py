@@ -1,0 +1,219 @@
+"""The PostgreSQL side of a delta, variant by variant, against a raw binary COPY of the same rows (same run).
+
+Every variant applies N updated rows (the same key set, a newer rowversion each) to a target table that
+already holds the N rows, in pages of P rows, each page ending with the watermark upsert and COMMIT in the
+same transaction (crash-safe as the engine is). Only the apply is timed. Variants (cumulative ideas):
+
+  on_conflict          the engine before this work: per page CREATE TEMP .. ON COMMIT DROP, COPY to it,
+                       INSERT .. ON CONFLICT DO UPDATE WHERE rv guard RETURNING (xmax = 0) counted, TRUNCATE
+  +fillfactor 75       the same on a target created WITH (fillfactor = 75): updates of unindexed columns
+                       stay HOT (no new index entry, same page)
+  +keep staging        one temp staging table per window (ON COMMIT DELETE ROWS), not one per page
+  +4x pages            pages of 4P rows (fewer commits and statements)
+  update_from          ANALYZE staging, UPDATE t SET .. FROM stg WHERE key match AND t.rv < s.rv, then
+                       INSERT .. SELECT the keys not in t ON CONFLICT DO NOTHING; counts from rowcounts
+  +async commit        SET LOCAL synchronous_commit = off in each page's transaction (a server crash can lose
+                       the last pages' commits, data and watermark together: the next run replays them)
+  fillfactor 50        more room per page (info: a bigger table for every reader)
+  no RETURNING         the upsert without the (xmax = 0) count (info: the engine must report inserted and
+                       updated apart)
+  unnest               no staging table: the page as binary array parameters unnested into the upsert
+
+Run through bench/bench_sync.py (it prints these beside the engine's own figures).
+"""
+
+import time
+
+from psycopg import sql
+
+STATE_DDL = ("CREATE TABLE IF NOT EXISTS public.lab_state (job text PRIMARY KEY, hwm bigint, rows bigint,"
+             " at timestamptz)")
+
+
+def _load_target(c, name, rows, fillfactor):
+    c.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+    ff = sql.SQL(" WITH (fillfactor = {})").format(sql.Literal(fillfactor)) if fillfactor else sql.SQL("")
+    c.execute(sql.SQL("CREATE TABLE {} (id integer NOT NULL PRIMARY KEY, name character varying(50), rv bytea){}")
+              .format(sql.Identifier(name), ff))
+    with c.cursor() as cur, cur.copy(sql.SQL("COPY {} (id, name, rv) FROM STDIN (FORMAT BINARY)").format(
+            sql.Identifier(name))) as cp:
+        cp.set_types(["int4", "text", "bytea"])
+        for r in rows:
+            cp.write_row(r)
+    c.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(name))) if c.autocommit else None
+    c.commit() if not c.autocommit else None
+
+
+def _copy(cur, table, page):
+    with cur.copy(sql.SQL("COPY {} (id, name, rv) FROM STDIN (FORMAT BINARY)").format(table)) as cp:
+        cp.set_types(["int4", "text", "bytea"])
+        for r in page:
+            cp.write_row(r)
+
+
+def _save_state(cur, hwm, rows):
+    cur.execute("INSERT INTO public.lab_state VALUES ('lab', %s, %s, now()) ON CONFLICT (job) DO UPDATE SET"
+                " hwm = EXCLUDED.hwm, rows = lab_state.rows + EXCLUDED.rows, at = EXCLUDED.at", (hwm, rows))
+
+
+def _staged(c, tgt, pages, keep_staging, async_commit, apply):
+    """The page loop every staged variant shares: staging, COPY, ``apply(cur, target, staging)`` ->
+    (inserted, updated), watermark, COMMIT."""
+    t = sql.Identifier(tgt)
+    stg = sql.Identifier("lab_keep" if keep_staging else "lab_stg")
+    ins = upd = 0
+    if keep_staging:
+        c.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS").format(stg, t))
+        c.commit()
+    with c.cursor() as cur:
+        for page in pages:
+            if async_commit:
+                cur.execute("SET LOCAL synchronous_commit = off")
+            if not keep_staging:
+                cur.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(stg, t))
+            _copy(cur, stg, page)
+            i, u = apply(cur, t, stg)
+            ins, upd = ins + i, upd + u
+            if not keep_staging:  # as the engine before did
+                cur.execute(sql.SQL("TRUNCATE {}").format(stg))
+            _save_state(cur, int.from_bytes(page[-1][2], "big") + 1, i)
+            c.commit()
+    return ins, upd
+
+
+def apply_on_conflict(c, tgt, pages, keep_staging=False, async_commit=False, returning=True):
+    def apply(cur, t, stg):
+        upsert = sql.SQL(
+            "INSERT INTO {t} AS t (id, name, rv) SELECT s.id, s.name, s.rv FROM {s} s"
+            " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, rv = EXCLUDED.rv WHERE t.rv < EXCLUDED.rv"
+        ).format(t=t, s=stg)
+        if not returning:  # for comparison only: the engine must report inserted and updated apart
+            cur.execute(upsert)
+            return 0, cur.rowcount
+        cur.execute(sql.SQL("WITH u AS ({} RETURNING (xmax = 0) AS ins)"
+                            " SELECT count(*) FILTER (WHERE ins), count(*) FILTER (WHERE NOT ins) FROM u"
+                            ).format(upsert))
+        return cur.fetchone()
+
+    return _staged(c, tgt, pages, keep_staging, async_commit, apply)
+
+
+def apply_update_from(c, tgt, pages, keep_staging=False, async_commit=False):
+    def apply(cur, t, stg):
+        cur.execute(sql.SQL("ANALYZE {}").format(stg))
+        cur.execute(sql.SQL("UPDATE {t} AS t SET name = s.name, rv = s.rv FROM {s} s"
+                            " WHERE t.id = s.id AND t.rv < s.rv").format(t=t, s=stg))
+        u = cur.rowcount
+        cur.execute(sql.SQL("INSERT INTO {t} (id, name, rv) SELECT s.id, s.name, s.rv FROM {s} s"
+                            " WHERE NOT EXISTS (SELECT 1 FROM {t} x WHERE x.id = s.id)"
+                            " ON CONFLICT (id) DO NOTHING").format(t=t, s=stg))
+        return cur.rowcount, u
+
+    return _staged(c, tgt, pages, keep_staging, async_commit, apply)
+
+
+def paged(rows, size):
+    return [rows[i:i + size] for i in range(0, len(rows), size)]
+
+
+def raw_copy(c, rows):
+    c.execute("DROP TABLE IF EXISTS public.raw")
+    c.execute("CREATE TABLE public.raw (id integer NOT NULL PRIMARY KEY, name character varying(50), rv bytea)")
+    c.commit()
+    t0 = time.perf_counter()
+    with c.cursor() as cur:
+        _copy(cur, sql.Identifier("raw"), rows)
+    c.commit()
+    return len(rows) / (time.perf_counter() - t0)
+
+
+VARIANTS = [
+    # name, apply function, fillfactor, keep staging, page multiplier, async commit, extra keywords
+    ("on_conflict (engine before)", apply_on_conflict, None, False, 1, False, {}),
+    ("  +fillfactor 75", apply_on_conflict, 75, False, 1, False, {}),
+    ("  +ff75 +keep staging (engine now)", apply_on_conflict, 75, True, 1, False, {}),
+    ("  +ff75 +keep +4x pages", apply_on_conflict, 75, True, 4, False, {}),
+    ("  +ff75 +keep +4x +async commit", apply_on_conflict, 75, True, 4, True, {}),
+    ("  +ff75 +keep, fillfactor 50", apply_on_conflict, 50, True, 1, False, {}),
+    ("  +ff75 +keep, no RETURNING (info)", apply_on_conflict, 75, True, 1, False, {"returning": False}),
+    ("update_from + insert new, ff75 +keep", apply_update_from, 75, True, 1, False, {}),
+    ("unnest(arrays), no staging, ff75", "apply_unnest", 75, False, 1, False, {}),
+]
+
+
+SCATTERED_VARIANTS = [v for v in VARIANTS if v[0] in (
+    "on_conflict (engine before)", "  +fillfactor 75", "  +ff75 +keep staging (engine now)")]
+
+
+def _hot_share(c, table):
+    """Share of the table's updates that were HOT (the backend's counters flushed first)."""
+    c.execute("SELECT pg_stat_force_next_flush()")
+    c.commit()
+    for _ in range(50):
+        c.execute("SELECT pg_stat_clear_snapshot()")
+        upd, hot = c.execute("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = %s::regclass",
+                             (table,)).fetchone()
+        c.commit()
+        if upd:
+            return hot / upd
+        time.sleep(0.1)
+    return 0.0
+
+
+def bench_variants(cluster, db, n, page, repeats, changed=None, variants=VARIANTS):
+    """{variant: (best rows/s, best ratio, its raw COPY, HOT share)}: each variant paired with a raw COPY of
+    the same number of rows measured just before it (the shared machine is noisy). ``changed``: update that
+    many keys picked at random (a delta's shape: a few rows per page, in rowversion order, not key order)
+    instead of every row in key order."""
+    import random
+
+    import psycopg
+
+    rows = [(i, "customer name %08d" % i, (2001 + i).to_bytes(8, "big")) for i in range(n)]
+    keys = random.Random(6).sample(range(n), changed) if changed else range(n)
+    rows2 = [(k, "renamed %08d" % k, (2001 + n + j).to_bytes(8, "big")) for j, k in enumerate(keys)]
+    m = len(rows2)
+    out = {}
+    with psycopg.connect(**cluster.conninfo(db)) as c:
+        c.execute(STATE_DDL)
+        c.commit()
+        for _rep in range(repeats):
+            for name, fn, ff, keep, mult, async_commit, kw in variants:
+                base = raw_copy(c, rows2)
+                c.autocommit = True
+                _load_target(c, "lab_t", rows, ff)
+                c.autocommit = False
+                t0 = time.perf_counter()
+                fn = globals()[fn] if isinstance(fn, str) else fn
+                ins, upd = fn(c, "lab_t", paged(rows2, page * mult), keep_staging=keep, async_commit=async_commit,
+                              **kw)
+                rate = m / (time.perf_counter() - t0)
+                assert (ins, upd) == (0, m), (name, ins, upd)
+                hot = _hot_share(c, "public.lab_t")
+                best = out.get(name, (0.0, 0.0, 0.0, 0.0))
+                out[name] = (max(best[0], rate), max(best[1], rate / base), max(best[2], base), hot)
+        c.execute("DROP TABLE IF EXISTS public.lab_t, public.raw, public.lab_state")
+        c.commit()
+    return out
+
+
+def apply_unnest(c, tgt, pages, keep_staging=False, async_commit=False):
+    """No staging table: each page is three binary array parameters, unnested into the guarded upsert."""
+    t = sql.Identifier(tgt)
+    ins = upd = 0
+    q = sql.SQL(
+        "WITH u AS (INSERT INTO {t} AS t (id, name, rv) SELECT * FROM unnest(%s::int4[], %s::text[], %s::bytea[])"
+        " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, rv = EXCLUDED.rv WHERE t.rv < EXCLUDED.rv"
+        " RETURNING (xmax = 0) AS ins)"
+        " SELECT count(*) FILTER (WHERE ins), count(*) FILTER (WHERE NOT ins) FROM u").format(t=t)
+    with c.cursor(binary=True) as cur:
+        for page in pages:
+            if async_commit:
+                cur.execute("SET LOCAL synchronous_commit = off")
+            ids, names, rvs = (list(col) for col in zip(*page, strict=True))
+            cur.execute(q, (ids, names, rvs))
+            i, u = cur.fetchone()
+            ins, upd = ins + i, upd + u
+            _save_state(cur, int.from_bytes(page[-1][2], "big") + 1, i)
+            c.commit()
+    return ins, upd
