@@ -15,7 +15,7 @@ lost by each live client (a lost ping = an icmp_seq with no reply, each 0.05 s o
 Targets: N=5,000 first apply <= 10 s, add one <= 3 s, zero pings lost on our path. The baseline's loss is
 the ~15 s re-handshake gap (anchor-wireguard-measured.md).
 
-Run: .venv/bin/python bench/bench_vpn.py [--sizes 1000,5000] [--json]        (root; builds the rootfs if needed)
+Run: .venv/bin/python bench/bench_vpn.py [--sizes 1000,5000] [--json] [--log-dir DIR]   (root; builds the rootfs)
 """
 
 import argparse
@@ -62,6 +62,9 @@ class Bed:
         os.makedirs(gv)
         self.vars_path = os.path.join(gv, "wireguard.yml")
         self.pings = []
+        self.log_dir = None
+        self.size = 0
+        self.runs = 0
 
     def apply(self, peers, **over):
         data = {
@@ -79,6 +82,11 @@ class Bed:
         env = dict(self.cluster.ansible_env, ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks")
         res = self.cluster.playbook(APPLY, env=env)
         dt = time.perf_counter() - t
+        if self.log_dir:  # the whole output (profile_tasks: seconds per task) of each run, for a closer look
+            self.runs += 1
+            name = "n%d-run%d-%d-peers.log" % (self.size, self.runs, len(peers))
+            with open(os.path.join(self.log_dir, name), "w") as f:
+                f.write(res.stdout)
         if res.returncode != 0:
             raise SystemExit("apply failed:\n" + res.stdout[-4000:])
         # profile_tasks: the module task alone (transfer + run + result), beside the whole playbook
@@ -114,11 +122,12 @@ class Bed:
         self.cluster.teardown()
 
 
-def bench_size(n, home):
+def bench_size(n, home, log_dir=None):
     live = [{"name": "c1", "tenant": "live"}, {"name": "c2", "tenant": "live"}]
     bulk = [{"name": "p%05d" % i, "tenant": "bench"} for i in range(n)]
     rows = []
     bed = Bed(home)
+    bed.log_dir, bed.size = log_dir, n
     try:
         bed.apply(live, wireguard_qr=False)
         bed.clients_up()
@@ -164,19 +173,24 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="1000,5000")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--log-dir", help="keep every playbook's output (with profile_tasks) in this directory")
     a = ap.parse_args()
+    # a killed benchmark still tears its machines down (the finally clauses run)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    load_start = " ".join(open("/proc/loadavg").read().split()[:3])
     home = tempfile.mkdtemp(prefix="bq-bench-vpn-")
     os.makedirs(os.path.join(home, ".ansible", "tmp"))
     rows = []
     try:
         for n in [int(x) for x in a.sizes.split(",")]:
             print(f"N = {n} extra peers (+2 live clients pinging every 0.05 s)", file=sys.stderr)
-            rows += bench_size(n, home)
+            rows += bench_size(n, home, a.log_dir)
     finally:
         subprocess.run(["rm", "-rf", home])
     if a.json:
         print(json.dumps(rows, indent=2))
         return
+    print("load average at the start: %s" % load_start)
     print("load average at the end: %s" % " ".join(open("/proc/loadavg").read().split()[:3]))
     print("| peers | step | playbook s | module task s | pings lost c1 / c2 | changed |")
     print("|---|---|---|---|---|---|")

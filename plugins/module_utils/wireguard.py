@@ -70,14 +70,31 @@ def check_key(value, what):
     return value.strip()
 
 
+# X25519 base point (u = 9): a public key is X25519(private, 9). cryptography's own public_key() serialises
+# and parses the key through OpenSSL (about twice the cost of a pair on python3-cryptography 38, Debian 12);
+# an exchange with the base point computes the same 32 bytes directly (unit-tested against public_key() and
+# the RFC 7748 vectors).
+_BASE_POINT = b"\x09" + b"\0" * 31
+_BASE = []
+
+
+def _base_point():
+    if not _BASE:
+        _BASE.append(x25519.X25519PublicKey.from_public_bytes(_BASE_POINT))
+    return _BASE[0]
+
+
+def _public_raw(key):
+    return key.exchange(_base_point())
+
+
 def generate_keypair():
     """A new X25519 (private, public) pair, base64, generated in-process (far faster than wg genkey + wg pubkey)."""
     if not HAS_CRYPTOGRAPHY:
         raise RuntimeError("cryptography is not available")
     key = x25519.X25519PrivateKey.generate()
     priv = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
-    pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return _b64(priv), _b64(pub)
+    return _b64(priv), _b64(_public_raw(key))
 
 
 def generate_private_key():
@@ -87,8 +104,7 @@ def generate_private_key():
 def public_key(private_b64):
     if not HAS_CRYPTOGRAPHY:
         raise RuntimeError("cryptography is not available")
-    key = x25519.X25519PrivateKey.from_private_bytes(base64.b64decode(private_b64))
-    return _b64(key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+    return _b64(_public_raw(x25519.X25519PrivateKey.from_private_bytes(base64.b64decode(private_b64))))
 
 
 def generate_psk():
@@ -717,3 +733,47 @@ def peer_status(peers_published, dump_peers, now_ts, stale_after=180):
             "endpoint": d.get("endpoint"),
         })
     return out
+
+
+# --------------------------------------------------------------------------------------------- expiry timer
+EXPIRY_HELPER = "/usr/local/lib/berqenas-wg-expire.py"
+EXPIRY_UNIT_DIR = "/etc/systemd/system"
+
+
+def expiry_files(helper_source, state_dir, config_dir, interval):
+    """{path: (text, mode)} of the expiry enforcer and its systemd template units (berqenas-wg-expire@IFACE)."""
+    if not isinstance(interval, int) or isinstance(interval, bool) or not 1 <= interval <= 86400:
+        raise WireGuardError("invalid expiry_interval %r: seconds from 1 to 86400" % (interval,))
+    for what, path in (("state_dir", state_dir), ("config_dir", config_dir)):
+        if not isinstance(path, str) or not path.startswith("/") or re.search(r"[\s%\\\"'$;]", path):
+            raise WireGuardError("invalid %s %r: an absolute path without spaces, quotes, %% or $" % (what, path))
+    if not isinstance(helper_source, str) or not helper_source.strip():
+        raise WireGuardError("expiry_helper is empty: the source of the expiry enforcer is needed for the timer")
+    head = "# Managed by berqenas.platform (wireguard_server). Local edits are overwritten.\n"
+    service = head + (
+        "[Unit]\n"
+        "Description=Remove expired WireGuard peers of %%i (berqenas.platform)\n"
+        "After=wg-quick@%%i.service\n\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        "ExecStart=/usr/bin/python3 %s --state-dir %s --config-dir %s %%i\n"
+    ) % (EXPIRY_HELPER, state_dir, config_dir)
+    timer = head + (
+        "[Unit]\n"
+        "Description=Remove expired WireGuard peers of %%i every %d s (berqenas.platform)\n\n"
+        "[Timer]\n"
+        "OnActiveSec=%d\n"
+        "OnUnitActiveSec=%d\n"
+        "AccuracySec=1\n\n"
+        "[Install]\n"
+        "WantedBy=timers.target\n"
+    ) % (interval, interval, interval)
+    return {
+        EXPIRY_HELPER: (helper_source, 0o644),
+        os.path.join(EXPIRY_UNIT_DIR, "berqenas-wg-expire@.service"): (service, 0o644),
+        os.path.join(EXPIRY_UNIT_DIR, "berqenas-wg-expire@.timer"): (timer, 0o644),
+    }
+
+
+def expiry_timer_unit(interface):
+    return "berqenas-wg-expire@%s.timer" % interface

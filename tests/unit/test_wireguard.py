@@ -39,6 +39,24 @@ def test_keys_match_wg_tool():
     assert len(base64.b64decode(wg.generate_psk())) == 32
 
 
+def test_keypairs_match_wg_tool_and_rfc7748():
+    # public keys are computed as X25519(private, 9): the RFC 7748 section 6.1 vectors and wg(8) agree
+    vectors = [
+        ("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
+         "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"),
+        ("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb",
+         "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f"),
+    ]  # fmt: skip
+    for priv_hex, pub_hex in vectors:
+        priv = base64.b64encode(bytes.fromhex(priv_hex)).decode()
+        assert base64.b64decode(wg.public_key(priv)).hex() == pub_hex
+    pairs = [wg.generate_keypair() for _ in range(5)]
+    assert len({priv for priv, _pub in pairs}) == 5
+    for priv, pub in pairs:
+        out = subprocess.run(["wg", "pubkey"], input=priv + "\n", capture_output=True, text=True, check=True).stdout
+        assert out.strip() == pub == wg.public_key(priv)
+
+
 @pytest.mark.parametrize(
     "value, msg",
     [
@@ -238,3 +256,26 @@ def test_allocation_of_5000_is_fast():
     wg.render_server(i, wg.generate_private_key(), p, st, NOW)
     assert time.perf_counter() - t < 3
     assert len({tuple(e["addresses"]) for e in st["peers"].values()}) == 5000
+
+
+def test_expiry_files_render_units_and_reject_bad_input():
+    files = wg.expiry_files("print('x')\n", "/etc/berqenas/wireguard", "/etc/wireguard", 7)
+    service, mode = files["/etc/systemd/system/berqenas-wg-expire@.service"]
+    timer, _ = files["/etc/systemd/system/berqenas-wg-expire@.timer"]
+    assert mode == 0o644 and files[wg.EXPIRY_HELPER] == ("print('x')\n", 0o644)
+    assert (
+        "ExecStart=/usr/bin/python3 /usr/local/lib/berqenas-wg-expire.py --state-dir /etc/berqenas/wireguard "
+        "--config-dir /etc/wireguard %i\n" in service
+    )
+    assert "OnActiveSec=7\nOnUnitActiveSec=7\n" in timer and "WantedBy=timers.target" in timer
+    assert wg.expiry_timer_unit("wg0") == "berqenas-wg-expire@wg0.timer"
+    for args, msg in [
+        (("x", "/s", "/c", 0), "expiry_interval"),
+        (("x", "/s", "/c", True), "expiry_interval"),
+        (("x", "/s x", "/c", 60), "state_dir"),
+        (("x", "/s", "c", 60), "config_dir"),
+        (("x", "/s", "/c;rm", 60), "config_dir"),
+        (("", "/s", "/c", 60), "expiry_helper"),
+    ]:
+        with pytest.raises(wg.WireGuardError, match=msg):
+            wg.expiry_files(*args)

@@ -9,6 +9,7 @@ $BERQENAS_HOME/vpn/NAME/ with playbooks/vpn_peer_config.yml. No private key is e
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -64,7 +65,10 @@ def _fetch(app: App, name: str) -> dict:
 
 
 def _published(result) -> list[dict]:
+    """The peers vpn_apply.yml published: ``peers_json``, one JSON text (cheaper for Ansible than a list)."""
     data = result.data.get("berqenas_result") or {}
+    if isinstance(data.get("peers_json"), str):
+        return json.loads(data["peers_json"])
     facts = data.get("ansible_facts") or {}
     return facts.get("wireguard_peers_published") or data.get("peers") or []
 
