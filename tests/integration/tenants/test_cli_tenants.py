@@ -137,6 +137,10 @@ def test_delete_refuses_without_yes_and_with_dependents(local_platform):
     with open(vpn, "w") as f:
         f.write("berqenas_vpn_peers:\n  - {name: !unsafe 'laptop1', tenant: !unsafe 'doomed'}\n"
                 "  - {name: !unsafe 'other1', tenant: !unsafe 'acme'}\n")
+    cli("remotedb", "add", "doomeddb", "--tenant", "doomed", "--host", "127.0.0.1", "--user", "sa",
+        "--password-file", "-", "--database", "src", "--json", input="Remote-Pass-123\n")
+    secrets_file = os.path.join(cli.home, "inventory/group_vars/all/remotedb_secrets.yml")
+    assert "doomeddb" in open(secrets_file).read()
     res = cli("tenant", "delete", "doomed", "--yes", "--json", check=False)
     assert res.rc == 1
     err = json.loads(res.stdout)
@@ -160,6 +164,8 @@ def test_delete_refuses_without_yes_and_with_dependents(local_platform):
         assert c.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'doomed'").fetchone()[0] == 0
         assert c.execute("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'doomed\\_%'").fetchone()[0] == 0
     assert "laptop1" not in open(vpn).read() and "other1" in open(vpn).read()
+    assert "doomeddb" not in [d["name"] for d in cli("remotedb", "list", "--json").json]
+    assert "doomeddb" not in open(secrets_file).read()  # its vaulted password is forgotten too
     assert "doomed" not in [t["name"] for t in cli("tenant", "list", "--json").json]
     assert not os.path.exists(os.path.join(cli.home, "credentials", "doomed.json"))
     os.unlink(vpn)

@@ -10,6 +10,7 @@ import click
 
 from ..app import App, CommandError, json_option, pass_app
 from ..validate import ValidationError, tenant_name
+from .remotedb import forget_password
 
 STATE_FILE = "tenants.yml"
 # Desired-state files of things that belong to a tenant: (variable, file under group_vars/all/).
@@ -88,11 +89,15 @@ def delete(app: App, name: str, yes: bool, no_backup: bool, cascade: bool):
         data["berqenas_tenants"] = [t for t in data.get("berqenas_tenants", [])
                                     if (t["name"] if isinstance(t, dict) else t) != name]
     if cascade:  # dependents live in their own desired-state files
+        removed = {}
         for key, fname in DEPENDENT_FILES:
             if app.state.path(fname).exists():
                 with app.state.edit(fname) as data:
                     if key in data:
-                        data[key] = [d for d in data[key] if not (isinstance(d, dict) and d.get("tenant") == name)]
+                        removed[key] = [d for d in data[key] if isinstance(d, dict) and d.get("tenant") == name]
+                        data[key] = [d for d in data[key] if d not in removed[key]]
+        for db in removed.get("berqenas_remotedbs", []):  # and their vaulted passwords
+            forget_password(app, db["name"])
     out = {"name": name, "status": entry.get("status"), "backup_file": entry.get("backup_file"),
            "actions": entry.get("actions", [])}
     app.emit(out, text=f"tenant {name}: {entry.get('status')}" +
