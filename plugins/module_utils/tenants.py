@@ -125,10 +125,14 @@ class CredentialStore:
         except (OSError, ValueError):
             return None
 
-    def save(self, name, data):
+    def ensure_dir(self):
         if not os.path.isdir(self.dir):
             os.makedirs(self.dir, mode=0o700)
-        os.chmod(self.dir, 0o700)
+        if os.stat(self.dir).st_mode & 0o777 != 0o700:
+            os.chmod(self.dir, 0o700)
+
+    def save(self, name, data):
+        self.ensure_dir()
         tmp = self.path(name) + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -392,6 +396,8 @@ def _maybe_pipeline(conn, enabled):
 def reconcile(conn, specs, database, store, check_mode=False, lock_timeout=30.0, host=None, port=None):
     """Bring every ``present`` spec to its desired state. Returns a result dict (no secrets)."""
     specs = validate_specs(list(specs))
+    if not check_mode:
+        store.ensure_dir()
     present = [s for s in specs if s.state == "present"]
     result = {"changed": False, "tenants": [], "database_actions": []}
     with conn.transaction():

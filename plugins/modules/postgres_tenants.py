@@ -36,6 +36,11 @@ options:
       - The platform database where tenants live (it must exist).
     type: str
     default: berqenas
+  create_database:
+    description:
+      - Create O(database) first when it does not exist (connecting to O(login_db), default C(postgres)).
+    type: bool
+    default: false
   tenants:
     description:
       - The tenants to reconcile. Tenants not listed are left alone.
@@ -185,6 +190,14 @@ database_actions:
   returned: always
   type: list
   elements: str
+hba_file:
+  description: The server's C(pg_hba.conf) path (C(SHOW hba_file)), for the caller that manages it.
+  returned: when connected
+  type: str
+database_created:
+  description: Whether O(database) was created by this run (or would be, in check mode).
+  returned: always
+  type: bool
 locked:
   description: True when another run held the lock for longer than O(lock_timeout).
   returned: on failure
@@ -246,10 +259,23 @@ def _backup(module, conn, name):
     return path
 
 
+def _ensure_database(module, p):
+    """CREATE DATABASE (outside a transaction) when missing; True when it was (or would be) created."""
+    from psycopg import sql
+
+    with pgconn.connect(p, p["login_db"] or "postgres") as c:
+        if c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (p["database"],)).fetchone():
+            return False
+        if not module.check_mode:
+            c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(p["database"])))
+    return True
+
+
 def main():
     argument_spec = pgconn.postgres_argument_spec()
     argument_spec.update(
         database=dict(type="str", default="berqenas"),
+        create_database=dict(type="bool", default=False),
         tenants=dict(type="list", elements="dict", required=True, options=dict(
             name=dict(type="str", required=True),
             state=dict(type="str", default="present", choices=["present", "absent"]),
@@ -294,19 +320,35 @@ def main():
 
     store = tlib.CredentialStore(p["credentials_dir"])
     host = p["login_unix_socket"] or p["login_host"] or None
+    database_created = False
+    if p["create_database"]:
+        try:
+            database_created = _ensure_database(module, p)
+        except Exception as exc:
+            module.fail_json(msg="create database %s: %s" % (p["database"], str(exc).strip()), tenants=[])
+        if database_created and module.check_mode:
+            # nothing to inspect yet: every present tenant would be created
+            module.exit_json(changed=True, database_created=True, database_actions=["create database"],
+                             tenants=[{"name": s.name, "changed": True, "status": "created", "actions": ["create"],
+                                       "credentials_file": store.path(s.name)} for s in specs if s.state == "present"],
+                             summary=dict(created=len(specs), updated=0, unchanged=0, deleted=0, absent=0))
     try:
         conn = pgconn.connect(p, p["database"])
     except Exception as exc:  # psycopg.OperationalError and friends: say where we tried to connect
         module.fail_json(msg="connect to database %s: %s" % (p["database"], str(exc).strip()), tenants=[])
 
-    result = dict(changed=False, tenants=[], database_actions=[])
+    result = dict(changed=database_created, tenants=[], database_actions=[], database_created=database_created)
     try:
         with conn:
+            result["hba_file"] = conn.execute("SHOW hba_file").fetchone()[0]
             present = [s for s in specs if s.state == "present"]
             if present or not absent:
                 res = tlib.reconcile(conn, present, p["database"], store, check_mode=module.check_mode,
                                      lock_timeout=p["lock_timeout"], host=host, port=p["login_port"])
+                res["changed"] = res["changed"] or database_created
                 result.update(res)
+                if database_created:
+                    result["database_actions"].insert(0, "create database %s" % p["database"])
             for spec in absent:
                 entry = {"name": spec.name, "changed": False, "status": "absent", "actions": [],
                          "credentials_file": store.path(spec.name)}
