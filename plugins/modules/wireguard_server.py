@@ -153,6 +153,12 @@ options:
         C(wireguard_server_public_key) and C(wireguard_implementation) (what the wireguard role publishes).
     type: bool
     default: false
+  peers_as_json:
+    description:
+      - Without O(publish_facts), return the peers as RV(peers_json), one JSON text, instead of the list RV(peers).
+        Ansible handles one string in a fraction of the time it spends on thousands of dicts.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -210,7 +216,7 @@ action:
   type: str
 peers:
   description: One entry per desired peer, never a secret (with O(publish_facts), only in RV(ansible_facts)).
-  returned: when O(publish_facts=false)
+  returned: when O(publish_facts=false) and O(peers_as_json=false)
   type: list
   elements: dict
   contains:
@@ -236,6 +242,10 @@ peers:
     key_source:
       description: V(generated) on the host or V(client)-supplied.
       type: str
+peers_json:
+  description: RV(peers) as one JSON text.
+  returned: when O(publish_facts=false) and O(peers_as_json=true)
+  type: str
 counts:
   description: Numbers of desired, live (on the interface), added and removed peers.
   returned: success
@@ -504,6 +514,7 @@ def main():
             service_manager=dict(type="str", default="auto", choices=["auto", "systemd", "wg-quick", "none"]),
             lock_timeout=dict(type="int", default=120),
             publish_facts=dict(type="bool", default=False),
+            peers_as_json=dict(type="bool", default=False),
             expiry_timer=dict(type="bool", default=False),
             expiry_interval=dict(type="int", default=60),
             expiry_helper=dict(type="str"),
@@ -746,6 +757,8 @@ def reconcile(module, iface, peers, keys, now, base, client_dir, conf_path, stat
             wireguard_server_public_key=result["public_key"],
             wireguard_implementation=result["implementation"],
         )
+    elif module.params["peers_as_json"]:
+        result["peers_json"] = json.dumps(result.pop("peers"), separators=(",", ":"))
     if module._diff:
         result["diff"] = dict(
             before_header=conf_path, after_header=conf_path,
