@@ -88,7 +88,6 @@ running:
 
 import hashlib
 import os
-import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -145,8 +144,10 @@ def main():
                 if os.path.exists(state_file):
                     os.unlink(state_file)
                 parent = os.path.dirname(cluster.base_dir)
-                if parent == "/var/lib/berqenas/local" and os.path.isdir(parent) and not os.listdir(parent):
-                    shutil.rmtree(parent, ignore_errors=True)
+                if parent == "/var/lib/berqenas/local":  # the directories this module made, when now empty
+                    for d in (parent, os.path.dirname(parent)):
+                        if os.path.isdir(d) and not os.listdir(d):
+                            os.rmdir(d)
         running = cluster.running() if not module.check_mode else (p["state"] == "started")
     except ClusterError as exc:
         module.fail_json(msg=str(exc))

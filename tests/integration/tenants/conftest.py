@@ -15,6 +15,8 @@ def local_platform(test_home, ansible_env):
     cli("local", "down", "--purge", "--json")
     assert not os.path.exists(home)
     assert not os.path.exists(os.path.dirname(status["socket_dir"]))
+    if status["socket_dir"].startswith("/var/lib/berqenas/local/"):  # root: nothing of the instance is left there
+        assert not os.path.exists("/var/lib/berqenas/local") or os.listdir("/var/lib/berqenas/local")
 
 
 @pytest.fixture(scope="session")
