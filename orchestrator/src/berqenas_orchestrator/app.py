@@ -9,7 +9,7 @@ Conventions for command groups (cli/<group>.py exporting ``group``; see cli/tena
   platform.yml (connection: berqenas_db_socket/host/port/user/name, berqenas_credentials_dir);
   ``tenant delete`` checks and (with --cascade) removes entries whose ``tenant`` matches;
 - ``app.run_or_fail(playbook, extravars)`` runs playbooks/<playbook>; the playbook publishes its answer with
-  ``ansible.builtin.set_stats: data: {berqenas_result: ...}`` -> ``result.data["berqenas_result"]``;
+  ``ansible.builtin.set_stats: data: {berqenas_result: ...}`` -> ``result.answer``;
 - never put a secret in extravars: secrets go to vault/0600 files read inside the play
   (``vault.store(app, file, variable, key, value)`` writes a !vault value; ``App.run`` passes the vault
   password file's path to ansible-playbook);
@@ -19,14 +19,13 @@ Conventions for command groups (cli/<group>.py exporting ``group``; see cli/tena
 from __future__ import annotations
 
 import json
-import sys
 from functools import update_wrapper
 from pathlib import Path
 from typing import Any
 
 import click
 
-from . import paths, runner, vault
+from . import runner, vault
 from .state import StateStore
 
 
@@ -139,4 +138,4 @@ def handle_error(app: App | None, exc: click.ClickException) -> int:
     return code
 
 
-__all__ = ["App", "CommandError", "pass_app", "json_option", "handle_error", "paths", "sys"]
+__all__ = ["App", "CommandError", "pass_app", "json_option", "handle_error"]

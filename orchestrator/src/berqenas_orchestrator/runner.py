@@ -76,6 +76,11 @@ class RunResult:
     diffs: list[dict] = field(default_factory=list)
 
     @property
+    def answer(self) -> dict:
+        """What the playbook published with set_stats under ``berqenas_result`` ({} when nothing)."""
+        return self.data.get("berqenas_result") or {}
+
+    @property
     def ok(self) -> bool:
         return self.status == "successful" and self.rc == 0
 
@@ -123,7 +128,7 @@ def _progress_line(event: dict) -> str | None:
     task = data.get("task") or ""
     if kind == "playbook_on_play_start":
         return f"PLAY {data.get('play', '')}"
-    if kind in ("runner_on_ok", "runner_item_on_ok") and kind == "runner_on_ok":
+    if kind == "runner_on_ok":
         res = data.get("res") or {}
         return f"  {'changed' if res.get('changed') else 'ok':8} {host}: {task}"
     if kind == "runner_on_failed" and not data.get("ignore_errors"):

@@ -92,7 +92,7 @@ def expose(app: App, tenant: str, name: str, service: str | None, target: str | 
     with app.state.edit(STATE_FILE) as data:
         data[KEY] = [e for e in data.get(KEY, []) if (e.get("tenant"), e.get("name")) != (tenant, name)] + [entry]
     result = app.run_or_fail("gateway_apply.yml")
-    rows = [_row(e) for e in (result.data.get("berqenas_result") or {}).get("exposures", [])
+    rows = [_row(e) for e in result.answer.get("exposures", [])
             if (e["tenant"], e["name"]) == (tenant, name)]
     out = rows[0] if rows else {"tenant": tenant, "name": name}
     app.emit(out, text=_text(rows))
@@ -118,7 +118,7 @@ def unexpose(app: App, tenant: str, name: str):
 
 def _status(app: App) -> dict:
     app.require_inventory()
-    return app.run_or_fail("gateway_status.yml", quiet=True).data.get("berqenas_result") or {}
+    return app.run_or_fail("gateway_status.yml", quiet=True).answer
 
 
 @group.command("list")

@@ -29,7 +29,7 @@ def group():
 def up(app: App):
     """Start the local platform (created on first use) and write its inventory."""
     result = app.run_or_fail("local_up.yml", inventory=_inventory())
-    data = dict(result.data.get("berqenas_result") or {})
+    data = dict(result.answer)
     data.pop("inventory", None)
     app.emit(data, text=_text(data))
 
@@ -40,7 +40,7 @@ def up(app: App):
 def status(app: App):
     """Where the local platform is and whether it runs (keys: host, port, socket_dir, superuser, database)."""
     result = app.run_or_fail("local_status.yml", inventory=_inventory(), quiet=True)
-    data = dict(result.data.get("berqenas_result") or {})
+    data = dict(result.answer)
     app.emit(data, text=_text(data))
 
 

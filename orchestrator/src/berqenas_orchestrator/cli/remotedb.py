@@ -150,7 +150,7 @@ def test(app: App, name):
     app.require_inventory()
     find(app, name, "test")
     result = app.run_or_fail("remotedb_test.yml", {"berqenas_remotedb": name}, quiet=True)
-    src = (result.data.get("berqenas_result") or {}).get("source") or {}
+    src = result.answer.get("source") or {}
     out = {"name": name, "server_version": src.get("product_version"), "version": src.get("version"),
            "latency_ms": src.get("latency_ms"), "login_ms": src.get("login_ms")}
     app.emit(out, text=f"remote database {name}: SQL Server {out['server_version']}, "

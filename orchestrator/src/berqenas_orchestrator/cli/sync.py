@@ -32,7 +32,7 @@ def run(app: App, remotedb, tables, full, check, lock_timeout):
     result = app.run("sync_run.yml", {"berqenas_remotedb": remotedb, "berqenas_sync_tables": tables,
                                       "berqenas_sync_full": full, "berqenas_sync_lock_timeout": lock_timeout},
                      check=check)
-    res = result.data.get("berqenas_result") or {}
+    res = result.answer
     if not result.ok:
         status = res.get("status") or "failed"
         msg = res.get("msg") or (result.failures[-1] if result.failures else f"sync {remotedb}: {result.status}")
@@ -60,7 +60,7 @@ def status(app: App):
     result = app.run_or_fail("sync_status.yml", quiet=True)
     rows = [{"remotedb": t["job"], "source": t["source"], "target": t["target"], "watermark": t["watermark"],
              "last_run_at": t["last_run_at"], "last_result": t["last_result"], "rows_total": t["rows_total"],
-             "lag_s": t["lag_s"]} for t in (result.data.get("berqenas_result") or {}).get("tables", [])]
+             "lag_s": t["lag_s"]} for t in result.answer.get("tables", [])]
     app.emit(rows, text="\n".join(
         f"{r['remotedb']:<16} {r['source']:<32} {r['target']:<32} {r['watermark'] or '-':<18} "
         f"{r['last_result'] or '-':<6} rows {r['rows_total']} lag {r['lag_s']}s" for r in rows) or "no synced tables")

@@ -57,7 +57,7 @@ def create(app: App, name: str, check: bool, diff: bool):
     else:
         extravars = {"berqenas_tenant": name}
     result = app.run_or_fail("tenant_create.yml", extravars, check=check, diff=diff)
-    res = result.data.get("berqenas_result") or {}
+    res = result.answer
     entry = next((t for t in res.get("tenants", []) if t["name"] == name), {})
     out = _describe(name, res.get("database", ""), entry.get("credentials_file"))
     out.update(status=entry.get("status"), changed=bool(entry.get("changed")), actions=entry.get("actions", []),
@@ -84,7 +84,7 @@ def delete(app: App, name: str, yes: bool, no_backup: bool, cascade: bool):
     app.require_inventory()
     result = app.run_or_fail("tenant_delete.yml", {"berqenas_tenant": name, "berqenas_confirm": True,
                                                    "berqenas_cascade": cascade, "berqenas_backup": not no_backup})
-    entry = next(iter((result.data.get("berqenas_result") or {}).get("tenants", [])), {})
+    entry = next(iter(result.answer.get("tenants", [])), {})
     with app.state.edit(STATE_FILE) as data:
         data["berqenas_tenants"] = [t for t in data.get("berqenas_tenants", [])
                                     if (t["name"] if isinstance(t, dict) else t) != name]
@@ -114,7 +114,7 @@ def list_(app: App):
     rows = []
     if listed:
         result = app.run_or_fail("tenant_list.yml", quiet=True)
-        res = result.data.get("berqenas_result") or {}
+        res = result.answer
         live = {t["name"]: t for t in res.get("tenants", [])}
         for t in listed:
             st = live.get(t["name"], {}).get("status")

@@ -60,13 +60,13 @@ def _fetch(app: App, name: str) -> dict:
     os.makedirs(dest, mode=0o700, exist_ok=True)
     os.chmod(dest, 0o700)
     res = app.run_or_fail("vpn_peer_config.yml", {"berqenas_vpn_peer": name, "berqenas_vpn_dest": dest}, quiet=True)
-    files = (res.data.get("berqenas_result") or {}).get("files", [])
+    files = res.answer.get("files", [])
     return {f: os.path.join(dest, f) for f in files}
 
 
 def _published(result) -> list[dict]:
     """The peers vpn_apply.yml published: ``peers_json``, one JSON text (cheaper for Ansible than a list)."""
-    data = result.data.get("berqenas_result") or {}
+    data = result.answer
     if isinstance(data.get("peers_json"), str):
         return json.loads(data["peers_json"])
     facts = data.get("ansible_facts") or {}
@@ -172,7 +172,7 @@ def remove(app: App, name: str):
 
 def _status(app: App) -> dict:
     app.require_inventory()
-    return app.run_or_fail("vpn_status.yml", quiet=True).data.get("berqenas_result") or {}
+    return app.run_or_fail("vpn_status.yml", quiet=True).answer
 
 
 @peer.command("list")
