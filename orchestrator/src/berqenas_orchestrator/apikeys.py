@@ -2,8 +2,8 @@
 
 - A key reads ``bq_<id>_<secret>``: ``id`` is 12 hex characters, public (lists and the audit log name a key by
   it), ``secret`` is 43 characters of URL-safe base64 (256 random bits). The text is shown once, at creation.
-- The keystore (``$BERQENAS_KEYSTORE``, default ``$BERQENAS_HOME/apikeys.json``) is one JSON document, 0600 in a
-  0700 directory, edited under an exclusive lock (fcntl on a sibling ``.lock``) and replaced atomically. It
+- The keystore (``$BERQENAS_KEYSTORE``, default ``$BERQENAS_HOME/apikeys.json``) is one JSON document,
+  0600, edited under an exclusive lock (fcntl on a sibling ``.lock``) and replaced atomically. It
   holds, per key: id, name, scope, created, last_used, expires, revoked and an argon2id hash of the secret
   (argon2-cffi, the RFC 9106 / OWASP minimum profile m=19 MiB, t=2, p=1: the secret has 256 bits of entropy,
   so the hash only has to make a stolen keystore useless, not slow down guessing of a human password).
@@ -165,6 +165,21 @@ def new_key_text() -> tuple[str, str, str]:
     return f"bq_{key_id}_{secret}", key_id, secret
 
 
+@contextlib.contextmanager
+def exclusive_lock(lock_path: Path, dir_mode: int | None = None):
+    """Hold an exclusive fcntl lock on LOCK_PATH (a 0600 file, made with its directory when missing)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    if dir_mode is not None:
+        with contextlib.suppress(OSError):
+            os.chmod(lock_path.parent, dir_mode)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def default_path(home: Path) -> Path:
     env = os.environ.get(ENV_KEYSTORE)
     return Path(env).expanduser().resolve() if env else Path(home) / "apikeys.json"
@@ -190,15 +205,8 @@ class Keystore:
         with self._locked():
             return self._read()
 
-    @contextlib.contextmanager
     def _locked(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+        return exclusive_lock(self.lock_path)
 
     @contextlib.contextmanager
     def edit(self):

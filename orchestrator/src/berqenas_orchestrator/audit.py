@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -22,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .apikeys import KEY_TEXT_RE, iso, now, parse_time
+from .apikeys import KEY_TEXT_RE, exclusive_lock, iso, now, parse_time
 
 GENESIS = "0" * 64
 REDACTED = "***"
@@ -92,17 +91,8 @@ class AuditLog:
         self.head_path = self.path.with_name(self.path.stem + ".head")
         self.lock_path = self.path.with_name(f".{self.path.name}.lock")
 
-    @contextlib.contextmanager
     def _locked(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(OSError):
-            os.chmod(self.path.parent, 0o700)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+        return exclusive_lock(self.lock_path, dir_mode=0o700)
 
     def _last_line(self) -> bytes | None:
         """The last complete line of the log (read backwards from the end), or None when empty."""
