@@ -2,7 +2,7 @@
 # Installs everything berqenas.platform and its tests need on a Debian 12 machine (run as root).
 # Idempotent: a second run only checks. Layout it creates, all inside the checkout:
 #   .venv/          Python venv built from Debian's /usr/bin/python3 (so `runuser -u postgres` can use it)
-#   .collections/   ansible_collections/{community.postgresql,community.general,ansible.posix,community.docker}
+#   .collections/   ansible_collections/{community.postgresql,community.general,ansible.posix,community.docker,awx.awx}
 #                   plus berqenas/platform -> this checkout
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,7 +42,7 @@ fi
 
 # Collections: Galaxy for users (requirements.yml); here, the same content from the PyPI bundle.
 col=.collections/ansible_collections
-if [ ! -f "$col/community/docker/MANIFEST.json" ]; then
+if [ ! -f "$col/awx/awx/MANIFEST.json" ]; then
   dl=$(mktemp -d)
   if timeout 20 .venv/bin/ansible-galaxy collection install -r requirements.yml -p .collections >/dev/null 2>&1; then
     :
@@ -51,7 +51,7 @@ if [ ! -f "$col/community/docker/MANIFEST.json" ]; then
     .venv/bin/pip download -q --disable-pip-version-check --no-deps -d "$dl" "$ANSIBLE_BUNDLE"
     unzip -q -o "$dl"/ansible-*.whl 'ansible_collections/community/postgresql/*' 'ansible_collections/community/general/*' \
       'ansible_collections/ansible/posix/*' 'ansible_collections/community/docker/*' \
-      'ansible_collections/community/library_inventory_filtering_v1/*' -d .collections
+      'ansible_collections/community/library_inventory_filtering_v1/*' 'ansible_collections/awx/awx/*' -d .collections
   fi
   rm -rf "$dl"
 fi

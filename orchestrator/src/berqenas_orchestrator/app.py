@@ -39,9 +39,11 @@ class CommandError(click.ClickException):
 
 
 class App:
-    def __init__(self, home: Path, inventory: Path | None, verbose: int = 0, timeout: int | None = None):
+    def __init__(self, home: Path, inventory: Path | None, verbose: int = 0, timeout: int | None = None,
+                 controller=None):
         self.home = home
         self.timeout = timeout
+        self.controller = controller  # controller.Controller: playbooks run as AWX job templates there
         self._inventory = inventory
         self.verbose = verbose
         self.json = False
@@ -58,9 +60,14 @@ class App:
 
     @property
     def state(self) -> StateStore:
+        if self.controller is not None:
+            raise CommandError("this command edits desired state, which on a controller lives in its inventory "
+                               "(the project's group_vars): change it there and launch the apply job template")
         return StateStore(self.inventory)
 
     def require_inventory(self):
+        if self.controller is not None:
+            return
         if not (self.inventory / "hosts.yml").exists() and not self.inventory.is_file() and self.is_local:
             raise CommandError(f"no local platform at {self.home}: run `berqenas local up` first "
                                "(or pass --inventory for another platform)")
@@ -74,6 +81,15 @@ class App:
             quiet: bool = False) -> runner.RunResult:
         base = {"berqenas_home": str(self.home)}
         base.update(extravars or {})
+        if self.controller is not None:
+            from . import controller
+
+            try:
+                return controller.run_job_template(self.controller, playbook, extravars=base, check=check, diff=diff,
+                                                   limit=limit, timeout=timeout or self.timeout,
+                                                   progress=None if quiet else self.progress)
+            except controller.ControllerError as exc:
+                raise CommandError(str(exc)) from None
         return runner.run_playbook(playbook, inventory=inventory or self.inventory, extravars=base, check=check,
                                    diff=diff, limit=limit, timeout=timeout or self.timeout,
                                    verbosity=self.verbose,

@@ -121,7 +121,7 @@ def _only_env(env: dict[str, str]):
         os.environ.update(saved)
 
 
-def _progress_line(event: dict) -> str | None:
+def progress_line(event: dict) -> str | None:
     kind = event.get("event", "")
     data = event.get("event_data", {})
     host = data.get("host") or data.get("remote_addr") or ""
@@ -132,19 +132,40 @@ def _progress_line(event: dict) -> str | None:
         res = data.get("res") or {}
         return f"  {'changed' if res.get('changed') else 'ok':8} {host}: {task}"
     if kind == "runner_on_failed" and not data.get("ignore_errors"):
-        return f"  {'failed':8} {host}: {task}: {_msg(data.get('res') or {})}"
+        return f"  {'failed':8} {host}: {task}: {event_message(data.get('res') or {})}"
     if kind == "runner_on_unreachable":
-        return f"  {'unreach':8} {host}: {task}: {_msg(data.get('res') or {})}"
+        return f"  {'unreach':8} {host}: {task}: {event_message(data.get('res') or {})}"
     if kind == "runner_on_skipped":
         return None
     return None
 
 
-def _msg(res: dict) -> str:
+def event_message(res: dict) -> str:
     if res.get("_ansible_no_log"):
         return "(output hidden: no_log)"
     msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
     return str(msg).strip().splitlines()[0] if str(msg).strip() else "failed"
+
+
+def record_event(result: RunResult, event: dict, diff: bool) -> None:
+    """Count, collect failures, diffs and the published answer from one Ansible event (ansible-runner's, or the
+    same event as an AWX job event)."""
+    kind = event.get("event")
+    data = event.get("event_data") or {}
+    res = data.get("res") or {}
+    if kind == "runner_on_ok" and res.get("changed"):
+        result.changed += 1
+        if diff and res.get("diff") and not res.get("_ansible_no_log"):
+            for d in res["diff"] if isinstance(res["diff"], list) else [res["diff"]]:
+                if isinstance(d, dict) and (d.get("before") or d.get("after")):
+                    result.diffs.append({"task": data.get("task", ""), "host": data.get("host", ""),
+                                         "before": d.get("before", ""), "after": d.get("after", "")})
+    if kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
+        result.failures.append(f"{data.get('host', '')}: {data.get('task', '')}: {event_message(res)}")
+    if kind == "playbook_on_stats":
+        if "artifact_data" in data:
+            result.data = dict(data.get("artifact_data") or {})
+        result.stats = {k: data.get(k) for k in ("ok", "changed", "failures", "dark", "skipped")}
 
 
 def run_playbook(playbook: str | Path, *, inventory: str | Path | list | None, extravars: dict | None = None,
@@ -161,23 +182,9 @@ def run_playbook(playbook: str | Path, *, inventory: str | Path | list | None, e
     result = RunResult(status="unknown", rc=-1)
 
     def on_event(event: dict) -> bool:
-        kind = event.get("event")
-        data = event.get("event_data", {})
-        if kind == "runner_on_ok" and (data.get("res") or {}).get("changed"):
-            result.changed += 1
-            res = data.get("res") or {}
-            if diff and res.get("diff") and not res.get("_ansible_no_log"):
-                for d in res["diff"] if isinstance(res["diff"], list) else [res["diff"]]:
-                    if isinstance(d, dict) and (d.get("before") or d.get("after")):
-                        result.diffs.append({"task": data.get("task", ""), "host": data.get("host", ""),
-                                             "before": d.get("before", ""), "after": d.get("after", "")})
-        if kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
-            result.failures.append(f"{data.get('host', '')}: {data.get('task', '')}: {_msg(data.get('res') or {})}")
-        if kind == "playbook_on_stats":
-            result.data = dict(data.get("artifact_data") or {})
-            result.stats = {k: data.get(k) for k in ("ok", "changed", "failures", "dark", "skipped")}
+        record_event(result, event, diff)
         if progress:
-            line = _progress_line(event)
+            line = progress_line(event)
             if line:
                 progress(line)
         return False  # do not keep the event on disk

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from .. import controller
 from ..app import App, handle_error  # noqa: F401
 from ..paths import default_home
 from ..runner import EXIT_CANCEL, EXIT_USAGE
@@ -25,16 +26,25 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 @click.option("-v", "--verbose", count=True, help="More Ansible verbosity (progress on stderr).")
 @click.option("--timeout", type=click.IntRange(min=1), envvar="BERQENAS_TIMEOUT",
               help="Cancel a playbook run after this many seconds (exit code 124).")
+@click.option("--controller", "controller_url", metavar="URL", envvar="BERQENAS_CONTROLLER",
+              help="Launch the matching job template on this AWX / Automation Controller instead of running locally.")
+@click.option("--controller-token-file", metavar="FILE", envvar="BERQENAS_CONTROLLER_TOKEN_FILE",
+              help="File (0600) holding the controller's OAuth2 token.")
 @click.version_option(package_name="berqenas-orchestrator", prog_name="berqenas")
 @click.pass_context
-def root(ctx, home, inventory, verbose, timeout):
+def root(ctx, home, inventory, verbose, timeout, controller_url, controller_token_file):
     """berqenas: multi-tenant PostgreSQL, VPN, gateway and sync, reconciled by Ansible.
 
     Data goes to stdout (JSON with --json), progress to stderr. Exit codes: 0 success,
     1 failure, 2 usage, 124 timeout, 130 cancelled.
     """
     home = (home.expanduser().resolve() if home else default_home())
-    ctx.obj = App(home=home, inventory=inventory.resolve() if inventory else None, verbose=verbose, timeout=timeout)
+    try:
+        ctrl = controller.from_options(controller_url, controller_token_file)
+    except controller.ControllerError as exc:
+        raise click.UsageError(str(exc)) from None
+    ctx.obj = App(home=home, inventory=inventory.resolve() if inventory else None, verbose=verbose, timeout=timeout,
+                  controller=ctrl)
     _CURRENT["app"] = ctx.obj
 
 

@@ -48,14 +48,12 @@ def group():
 def create(app: App, name: str, check: bool, diff: bool):
     """Create tenant NAME (or repair it); idempotent."""
     app.require_inventory()
-    if not check:
+    if not check and app.controller is None:  # a controller's desired state is its inventory's
         with app.state.edit(STATE_FILE) as data:
             tenants = data.setdefault("berqenas_tenants", [])
             if name not in [t["name"] if isinstance(t, dict) else t for t in tenants]:
                 tenants.append({"name": name})
-        extravars = {}
-    else:
-        extravars = {"berqenas_tenant": name}
+    extravars = {"berqenas_tenant": name}  # also listed in the state: the playbook takes it once
     result = app.run_or_fail("tenant_create.yml", extravars, check=check, diff=diff)
     res = result.answer
     entry = next((t for t in res.get("tenants", []) if t["name"] == name), {})
@@ -85,6 +83,10 @@ def delete(app: App, name: str, yes: bool, no_backup: bool, cascade: bool):
     result = app.run_or_fail("tenant_delete.yml", {"berqenas_tenant": name, "berqenas_confirm": True,
                                                    "berqenas_cascade": cascade, "berqenas_backup": not no_backup})
     entry = next(iter(result.answer.get("tenants", [])), {})
+    if app.controller is not None:
+        app.emit({"name": name, "status": entry.get("status"), "backup_file": entry.get("backup_file"),
+                  "actions": entry.get("actions", [])}, text=f"tenant {name}: {entry.get('status')}")
+        return
     with app.state.edit(STATE_FILE) as data:
         data["berqenas_tenants"] = [t for t in data.get("berqenas_tenants", [])
                                     if (t["name"] if isinstance(t, dict) else t) != name]
