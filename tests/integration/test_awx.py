@@ -206,3 +206,47 @@ def test_berqenas_controller_launches_and_follows_the_job(awx, configured, pg_cl
     denied = cli("--controller", double.url, "--controller-token-file", str(wrong), "tenant", "create", "awxinitech",
                  check=False)
     assert denied.rc == 1 and "unauthorized" in denied.stderr
+
+
+def _launch(awx, template, extra, **fields):
+    status, launched = _api(awx, "POST", f"/api/v2/job_templates/{_template_id(awx, template)}/launch/",
+                            dict(fields, extra_vars=extra))
+    assert status == 201, launched
+    job = _wait(awx, launched["job"])
+    failures = [(e["event_data"].get("res") or {}).get("msg") for e in awx[0].events[job["id"]] if e["failed"]]
+    return job, failures
+
+
+@pytest.mark.sync
+def test_sync_templates_run_with_the_sql_server_credential_only(awx, configured, emulated_mssql_db):
+    """The remote database's password reaches sync_run only through the credential's 0600 file."""
+    root = awx[4]
+    emulated_mssql_db.execute("CREATE TABLE dbo.Orders (id int NOT NULL PRIMARY KEY, amount money NULL, rv rowversion)")
+    emulated_mssql_db.execute("INSERT INTO dbo.Orders (id, amount) VALUES (1, 10.5), (2, 20.25)")
+    p = emulated_mssql_db.params()
+    (root / "inventory" / "group_vars" / "all" / "remotedbs.yml").write_text(json.dumps({"berqenas_remotedbs": [
+        {"name": "erp", "tenant": "awxsync", "host": p["server"], "port": int(p["port"]), "user": p["user"],
+         "database": p["database"], "tables": ["[dbo].[Orders]"]}]}))
+    job, failures = _launch(awx, "berqenas tenant create", {"berqenas_tenant": "awxsync"})
+    assert job["status"] == "successful", failures
+    # without the secret the credential holds, the run cannot log in
+    (cred,) = [c for c in _api(awx, "GET", "/api/v2/credentials/")[1]["results"]
+               if c["name"] == "berqenas SQL Server source"]
+    job, failures = _launch(awx, "berqenas remotedb test", {"berqenas_remotedb": "erp"})
+    assert job["status"] == "failed" and any("login" in str(f).lower() for f in failures), failures
+    status, _ = _api(awx, "PATCH", cred["url"], {"inputs": {"password": p["password"]}})
+    assert status == 200
+    job, failures = _launch(awx, "berqenas remotedb test", {"berqenas_remotedb": "erp"})
+    assert job["status"] == "successful", failures
+    job, failures = _launch(awx, "berqenas sync run", {"berqenas_remotedb": "erp"}, job_type="check")
+    assert job["status"] == "successful", failures
+    assert job["artifacts"]["berqenas_result"]["tables"][0]["pending"] == 2
+    job, failures = _launch(awx, "berqenas sync run", {"berqenas_remotedb": "erp"})  # survey defaults fill the rest
+    assert job["status"] == "successful", failures
+    assert job["artifacts"]["berqenas_result"]["tables"][0]["inserted"] == 2
+    job, failures = _launch(awx, "berqenas sync status", {"berqenas_remotedb": "erp"})
+    assert job["status"] == "successful", failures
+    (st,) = [t for t in job["artifacts"]["berqenas_result"]["tables"] if t["job"] == "erp"]
+    assert st["rows_total"] == 2 and st["last_result"] == "ok"
+    events = json.dumps([awx[0].events[j] for j in awx[0].events])
+    assert p["password"] not in events
