@@ -6,6 +6,8 @@
   when it is unset.
 - ``mssql_db`` (function): a fresh empty database on ``mssql_server``, dropped afterwards.
 - ``emulated_mssql_db`` (function): a fresh database on the emulator only (fault injection, restore).
+- ``tds_client`` (params ``pymssql`` / ``pytds``): the driver adapter of tests/support/tds_clients.py.
+- ``client_db`` (function): ``mssql_db`` connected to through ``tds_client`` (both servers, both drivers).
 
 See tests/support/tds_emulator/README.md.
 """
@@ -22,9 +24,16 @@ DSN_VAR = "BERQENAS_TEST_MSSQL_DSN"
 
 
 class MssqlDatabase:
-    def __init__(self, server, name):
+    def __init__(self, server, name, client=None):
+        from tests.support.tds_clients import CLIENTS
+
         self.server = server
         self.name = name
+        self.client = client or CLIENTS["pymssql"]
+
+    def with_client(self, client):
+        """The same database, connected to through another driver (tests/support/tds_clients.py)."""
+        return MssqlDatabase(self.server, self.name, client)
 
     def params(self, **overrides):
         p = dict(server=self.server.host, port=str(self.server.port), user=self.server.user,
@@ -34,9 +43,8 @@ class MssqlDatabase:
         return p
 
     def connect(self, **overrides):
-        import pymssql
-
-        return pymssql.connect(**self.params(**overrides))
+        """A connection of this database's client driver (pymssql unless :meth:`with_client`)."""
+        return self.client.connect(self.params(**overrides))
 
     def execute(self, statement, params=None):
         """Run one batch (autocommit); returns the fetched rows of a result set, else None."""
@@ -147,3 +155,15 @@ def emulated_mssql_db(tds_emulator, pg_cluster):
     db = server.new_database()
     yield db
     server.drop_database(db)
+
+
+@pytest.fixture(params=["pymssql", "pytds"])
+def tds_client(request):
+    from tests.support.tds_clients import CLIENTS
+
+    return CLIENTS[request.param]
+
+
+@pytest.fixture
+def client_db(mssql_db, tds_client):
+    return mssql_db.with_client(tds_client)

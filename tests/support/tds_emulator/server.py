@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from . import protocol as P
+from . import rpc
 from .catalog import Catalog, dto_from_text, pg_error, sqltype_from_pg
 from .protocol import SqlType
 from .translate import CATALOG_COLUMN_NAMES, Context, TsqlError, parse_statement, split_statements, tokenize
@@ -304,6 +305,11 @@ class Session(threading.Thread):
         self.isolation = "READ COMMITTED"
         self.identity_insert = set()
         self.tds_version = 0x74000004
+        self.params = {}  # RPC parameters bound for the statements being run
+        self.done_token = 0xFD  # DONE, or DONEINPROC inside an RPC
+        self.prepared = {}  # sp_prepare/sp_prepexec handle -> (declarations, statement text)
+        self.next_handle = 1
+        self.xact_seq = 0
         self.inbox = queue.Queue()
         self.attn = threading.Event()
         self.dead = threading.Event()
@@ -323,6 +329,9 @@ class Session(threading.Thread):
                 self.sock.sendall(hdr + payload)
         except OSError as e:
             raise _Dropped() from e
+
+    def writer(self):
+        return _Writer(self)
 
     def send_message(self, data):
         w = _Writer(self)
@@ -369,12 +378,12 @@ class Session(threading.Thread):
                 if ptype == P.PKT_SQL_BATCH:
                     self.batch(payload)
                 elif ptype == P.PKT_TRANSACTION:
-                    self.send_message(P.message_token(
-                        102, "Incorrect syntax near 'TM'. (tds_emulator: transaction manager requests not supported)",
-                        cls=15) + P.done(P.DONE_ERROR))
+                    rpc.transaction_request(self, payload)
+                elif ptype == P.PKT_RPC:
+                    rpc.rpc_request(self, payload)
                 else:
                     self.send_message(P.message_token(
-                        2812, "Could not find stored procedure. (tds_emulator: RPC requests are not supported)")
+                        8009, "tds_emulator: packet type 0x%02X is not supported (no bulk load)" % ptype)
                         + P.done(P.DONE_ERROR))
                 if self.attn.is_set():
                     self.attn.clear()
@@ -486,7 +495,11 @@ class Session(threading.Thread):
 
     # -- batches ----------------------------------------------------------------------------------
     def ctx(self):
-        return Context(self.db.name, self.spid, self.trancount, self.rowcount)
+        return Context(self.db.name, self.spid, self.trancount, self.rowcount, self.params)
+
+    def done(self, status=P.DONE_FINAL, curcmd=0, rowcount=0):
+        """DONE after a statement of a batch, DONEINPROC inside an RPC."""
+        return P.done(status, curcmd, rowcount, token=self.done_token)
 
     def batch(self, payload):
         if self.tds_version >= 0x72000000 and len(payload) >= 4:
@@ -495,20 +508,29 @@ class Session(threading.Thread):
                 payload = payload[total:]
         text = payload.decode("utf-16-le", errors="surrogatepass")
         w = _Writer(self)
+        if self.run_text(text, w) is None:
+            w.add(P.done(P.DONE_FINAL))
+        if self.attn.is_set():
+            self.attn.clear()
+            w.add(P.done(P.DONE_ATTN))
+        w.finish()
+
+    def run_text(self, text, w, in_proc=False):
+        """Compile and run one batch of statements into ``w``. Returns None when it held no statement, else
+        the number of the error that stopped it (0: none). Inside an RPC (``in_proc``) every statement ends with
+        DONE_MORE (RETURNSTATUS and DONEPROC follow) and ``self.params`` are bound."""
         try:
             units = split_statements(tokenize(text))
             for stoks in units:  # compile the whole batch first, like SQL Server
                 parse_statement(stoks, text, self.ctx())
         except TsqlError as e:
-            w.add(self.error(e) + P.done(P.DONE_ERROR))
-            w.finish()
-            return
+            w.add(self.error(e) + self.done(P.DONE_ERROR | (P.DONE_MORE if in_proc else 0)))
+            return e.number
         if not units:
-            w.add(P.done(P.DONE_FINAL))
-            w.finish()
-            return
+            return None
+        failed = 0
         for idx, stoks in enumerate(units):
-            more = P.DONE_MORE if idx < len(units) - 1 else 0
+            more = P.DONE_MORE if in_proc or idx < len(units) - 1 else 0
             if self.attn.is_set():
                 break
             try:
@@ -529,15 +551,13 @@ class Session(threading.Thread):
                 if not isinstance(e, TsqlError):
                     e = TsqlError(50000, "tds_emulator: internal error: %s: %s" % (type(e).__name__, e))
                     if self.pg.closed:
-                        w.add(self.error(e) + P.done(P.DONE_ERROR))
+                        w.add(self.error(e) + self.done(P.DONE_ERROR))
                         w.finish()
                         raise _Dropped() from None
-                w.add(self.error(e) + P.done(P.DONE_ERROR))
+                w.add(self.error(e) + self.done(P.DONE_ERROR | (P.DONE_MORE if in_proc else 0)))
+                failed = e.number
                 break
-        if self.attn.is_set():
-            self.attn.clear()
-            w.add(P.done(P.DONE_ATTN))
-        w.finish()
+        return failed
 
     def error(self, e):
         return P.message_token(e.number, e.message, state=e.state, cls=e.cls)
@@ -569,6 +589,40 @@ class Session(threading.Thread):
                 pg.execute("COMMIT")
         else:
             yield
+
+    def _descriptor(self):
+        return struct.pack("<Q", self.spid << 32 | self.xact_seq)
+
+    def begin_xact(self, w):
+        """BEGIN TRAN / TM_BEGIN_XACT: the outermost one starts the PostgreSQL transaction and announces its
+        descriptor (ENVCHANGE 8); nested ones count @@TRANCOUNT."""
+        if self.trancount == 0:
+            self._pg_exec(lambda: self.pg.execute("BEGIN ISOLATION LEVEL " + self.isolation))
+            self.xact_seq = (self.xact_seq + 1) & 0xFFFFFFFF
+            w.add(P.envchange_bytes(8, self._descriptor()))
+        self.trancount += 1
+
+    def commit_xact(self, w, whole=False):
+        """COMMIT TRAN (one level) or TM_COMMIT_XACT (``whole``: the transaction)."""
+        if self.trancount == 0:
+            raise TsqlError(3902, "The COMMIT TRANSACTION request has no corresponding BEGIN TRANSACTION.",
+                            state=1, cls=16)
+        self.trancount = 0 if whole else self.trancount - 1
+        if self.trancount == 0:
+            try:
+                self._pg_exec(lambda: self.pg.execute("COMMIT"))
+            finally:
+                w.add(P.envchange_bytes(9, b"", self._descriptor()))
+
+    def rollback_xact(self, w):
+        if self.trancount == 0:
+            raise TsqlError(3903, "The ROLLBACK TRANSACTION request has no corresponding BEGIN TRANSACTION.",
+                            state=1, cls=16)
+        self.trancount = 0
+        try:
+            self._pg_exec(lambda: self.pg.execute("ROLLBACK"))
+        finally:
+            w.add(P.envchange_bytes(10, b"", self._descriptor()))
 
     def _after_error(self, exc, savepoint):
         pg = self.pg
@@ -622,35 +676,19 @@ class Session(threading.Thread):
             return
         if k == "set":
             self.set_option(stmt)
-            w.add(P.done(more))
+            w.add(self.done(more))
             return
         if k == "begin":
-            if self.trancount == 0:
-                self._pg_exec(lambda: self.pg.execute("BEGIN ISOLATION LEVEL " + self.isolation))
-                w.add(P.envchange_bytes(8, struct.pack("<q", self.spid << 32 | 1)))
-            self.trancount += 1
-            w.add(P.done(more))
+            self.begin_xact(w)
+            w.add(self.done(more))
             return
         if k == "commit":
-            if self.trancount == 0:
-                raise TsqlError(3902, "The COMMIT TRANSACTION request has no corresponding BEGIN TRANSACTION.",
-                                state=1, cls=16)
-            self.trancount -= 1
-            if self.trancount == 0:
-                try:
-                    self._pg_exec(lambda: self.pg.execute("COMMIT"))
-                finally:
-                    w.add(P.envchange_bytes(9, b"", struct.pack("<q", self.spid << 32 | 1)))
-            w.add(P.done(more))
+            self.commit_xact(w)
+            w.add(self.done(more))
             return
         if k == "rollback":
-            if self.trancount == 0:
-                raise TsqlError(3903, "The ROLLBACK TRANSACTION request has no corresponding BEGIN TRANSACTION.",
-                                state=1, cls=16)
-            self.trancount = 0
-            self._pg_exec(lambda: self.pg.execute("ROLLBACK"))
-            w.add(P.envchange_bytes(10, b"", struct.pack("<q", self.spid << 32 | 1)))
-            w.add(P.done(more))
+            self.rollback_xact(w)
+            w.add(self.done(more))
             return
         if k == "use":
             db = self.server._databases.get(stmt.database.lower())
@@ -667,7 +705,7 @@ class Session(threading.Thread):
                 self.db = db
                 w.add(P.envchange_str(1, db.name, old.name))
                 w.add(P.message_token(5701, "Changed database context to '%s'." % db.name, state=1, cls=0, info=True))
-            w.add(P.done(more))
+            w.add(self.done(more))
             return
         if k == "waitfor":
             try:
@@ -675,7 +713,7 @@ class Session(threading.Thread):
                     self._pg_exec(lambda: self.pg.execute("SELECT pg_sleep(%s)", (stmt.seconds,)))
             except _Cancelled:
                 return
-            w.add(P.done(more))
+            w.add(self.done(more))
             return
         if k == "kill":
             if stmt.spid == self.spid:
@@ -684,7 +722,7 @@ class Session(threading.Thread):
             if victim is None:
                 raise TsqlError(6106, "Process ID %d is not an active process ID." % stmt.spid)
             victim.kill()
-            w.add(P.done(more))
+            w.add(self.done(more))
             return
         # DDL
         cat = Catalog(self.pg, self.db)
@@ -700,7 +738,7 @@ class Session(threading.Thread):
             return
         finally:
             self.db.invalidate()
-        w.add(P.done(more))
+        w.add(self.done(more))
 
     def set_option(self, stmt):
         opt, val = stmt.option, stmt.value
@@ -735,7 +773,7 @@ class Session(threading.Thread):
         if cur.description is None:
             self.rowcount = max(cur.rowcount, 0)
             status = more | (0 if self.nocount else P.DONE_COUNT)
-            w.add(P.done(status, stmt.cmd, self.rowcount))
+            w.add(self.done(status, stmt.cmd, self.rowcount))
             return
         self._stream(cur, stmt, w, more)
 
@@ -825,7 +863,7 @@ class Session(threading.Thread):
         if drop is not None and sent >= drop:
             self._drop_now(w)
         self.rowcount = sent
-        w.add(P.done(more | P.DONE_COUNT, P.CMD_SELECT, sent))
+        w.add(self.done(more | P.DONE_COUNT, P.CMD_SELECT, sent))
 
     def _drop_now(self, w):
         # send what is buffered (rows up to N), then cut the connection

@@ -372,11 +372,12 @@ def pg_binary(text):
 class Context:
     """What the translator needs to know about the session."""
 
-    def __init__(self, database, spid=0, trancount=0, rowcount=0):
+    def __init__(self, database, spid=0, trancount=0, rowcount=0, params=None):
         self.database = database
         self.spid = spid
         self.trancount = trancount
         self.rowcount = rowcount
+        self.params = params or {}  # RPC parameters: lower-case @name -> PostgreSQL expression of its type
 
 
 SERVER_VERSION_TEXT = ("Microsoft SQL Server 2022 (RTM) - 16.0.1000.6 (X64) \n\tCopyright (C) 2022 Microsoft "
@@ -553,6 +554,9 @@ class ExprTranslator:
             return "CAST(%d AS integer)" % ctx.rowcount
         if v == "@@SERVERNAME":
             return "CAST('TDSEMU' AS varchar(128))"
+        bound = ctx.params.get(t.text.lower())
+        if bound is not None:
+            return bound
         raise TsqlError(137, 'Must declare the scalar variable "%s".' % t.text, cls=15, state=2)
 
     def args(self, i, j):
