@@ -1,7 +1,9 @@
 """The TDS client drivers the ``tds`` tests run with: pymssql (FreeTDS: SQL batches, client-side parameter
 interpolation, ``BEGIN TRAN`` batches) and python-tds ``pytds`` (pure Python: transaction-manager requests and
 ``sp_executesql`` RPCs with typed parameters). One small adapter per driver, so a test reads the same for both:
-``client.connect(params)``, ``client.errnum(exc)``, ``client.errtext(exc)``, ``client.cancel(conn, cur)``.
+``client.connect(params)``, ``client.errnum(exc)``, ``client.errtext(exc)``, ``client.cancel(conn, cur)``,
+``client.binary(b)`` (a binary parameter value as the driver takes it), ``client.is_timeout(exc)`` and
+``client.is_connection_lost(exc)`` (how the driver reports a query timeout / a connection the server dropped).
 
 ``params`` are the pymssql-style keyword arguments of :meth:`MssqlDatabase.params` (``server``, ``port`` as
 string, ``user``, ``password``, ``database``, ``tds_version`` "7.3"/"7.4", ``login_timeout``, ``autocommit``,
@@ -36,6 +38,18 @@ class PymssqlClient:
     @staticmethod
     def cancel(conn, cur):
         conn._conn.cancel()  # DB-Lib dbcancel: attention, then wait for the server's acknowledgement
+
+    @staticmethod
+    def binary(b):
+        return bytearray(b)  # pymssql interpolates bytearray as 0x.. (bytes would become a string)
+
+    def is_timeout(self, exc):
+        # DB-Lib 20003 (timed out); FreeTDS then gives the DBPROCESS up (20047), as against SQL Server
+        return (isinstance(exc, self.module.OperationalError) and self.errnum(exc) in (20003, 20047)
+                and "timed out" in self.errtext(exc))
+
+    def is_connection_lost(self, exc):
+        return isinstance(exc, self.module.OperationalError)
 
 
 class PytdsClient:
@@ -75,6 +89,19 @@ class PytdsClient:
     @staticmethod
     def cancel(conn, cur):
         cur.cancel()  # ATTENTION, then read up to the server's DONE_ATTN
+
+    def binary(self, b):
+        # DB-API Binary: python-tds sends plain bytes as varchar (bytes_to_unicode) and refuses bytearray
+        return self.module.Binary(bytes(b))
+
+    @staticmethod
+    def is_timeout(exc):
+        return isinstance(exc, TimeoutError)  # the socket read timed out; python-tds sent ATTENTION first
+
+    def is_connection_lost(self, exc):
+        from pytds import tds_base
+
+        return isinstance(exc, (tds_base.ClosedConnectionError, self.module.OperationalError, ConnectionError))
 
 
 CLIENTS = {"pymssql": PymssqlClient(), "pytds": PytdsClient()}

@@ -13,9 +13,10 @@ import time
 import pymssql
 import pytest
 
+from tests.support.tds_clients import CLIENTS
 from tests.support.tds_emulator import TdsEmulator
 
-from .test_tds_fidelity import errnum
+errnum = CLIENTS["pymssql"].errnum
 
 pytestmark = pytest.mark.tds
 
