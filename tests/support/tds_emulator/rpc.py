@@ -243,12 +243,15 @@ def _time_of(raw, scale):
     return datetime.time(h, m, s, micro)
 
 
-def _varlen(r, size):
+def _varlen(r, size, exact=None):
+    """A BYTELEN value: None for length 0; ``exact`` is a length or a set of the lengths the type allows."""
     n = r.byte()
     if n == 0:
         return None
-    if size is not None and n > size:
-        raise rpc_error("A value is longer than its type.")
+    if isinstance(exact, int):
+        exact = (exact,)
+    if (size is not None and n > size) or (exact is not None and n not in exact):
+        raise rpc_error("A value has a length its type does not allow (%d)." % n)
     return r.take(n)
 
 
@@ -292,31 +295,31 @@ def read_type_info(r, ordinal, name):
             raise rpc_error("Parameter %d (\"%s\"): bad INTN length %d." % (ordinal, name, size))
 
         def read(r):
-            raw = _varlen(r, size)
+            raw = _varlen(r, size, _INTFMT)
             return None if raw is None else struct.unpack(_INTFMT[len(raw)], raw)[0]
         return SqlType(_INTN[size]), read
     if tid == 0x68:
         r.byte()
-        return SqlType("bit"), lambda r: _opt(_varlen(r, 1), lambda b: b[0] != 0)
+        return SqlType("bit"), lambda r: _opt(_varlen(r, 1, 1), lambda b: b[0] != 0)
     if tid == 0x6D:
         size = r.byte()
 
         def read(r):
-            raw = _varlen(r, 8)
+            raw = _varlen(r, 8, (4, 8))
             return None if raw is None else struct.unpack("<f" if len(raw) == 4 else "<d", raw)[0]
         return (SqlType("real", precision=24) if size == 4 else SqlType("float", precision=53)), read
     if tid == 0x6E:
         size = r.byte()
-        return SqlType("smallmoney" if size == 4 else "money"), lambda r: _opt(_varlen(r, 8), _money)
+        return SqlType("smallmoney" if size == 4 else "money"), lambda r: _opt(_varlen(r, 8, (4, 8)), _money)
     if tid == 0x6F:
         size = r.byte()
-        return SqlType("smalldatetime" if size == 4 else "datetime"), lambda r: _opt(_varlen(r, 8), _datetime)
+        return SqlType("smalldatetime" if size == 4 else "datetime"), lambda r: _opt(_varlen(r, 8, (4, 8)), _datetime)
     if tid in (0x6A, 0x6C, 0x37, 0x3F):  # DECIMALN, NUMERICN (and the legacy fixed forms)
         r.byte()
         p, s = r.byte(), r.byte()
 
         def read(r):
-            raw = _varlen(r, 17)
+            raw = _varlen(r, 17, (5, 9, 13, 17))
             if raw is None:
                 return None
             mag = decimal.Decimal(int.from_bytes(raw[1:], "little")).scaleb(-s)
@@ -324,26 +327,26 @@ def read_type_info(r, ordinal, name):
         return SqlType("decimal", precision=p, scale=s), read
     if tid == 0x24:
         r.byte()
-        return SqlType("uniqueidentifier"), lambda r: _opt(_varlen(r, 16), lambda b: uuid.UUID(bytes_le=b))
+        return SqlType("uniqueidentifier"), lambda r: _opt(_varlen(r, 16, 16), lambda b: uuid.UUID(bytes_le=b))
     if tid == 0x28:
-        return SqlType("date"), lambda r: _opt(_varlen(r, 3), _date)
+        return SqlType("date"), lambda r: _opt(_varlen(r, 3, 3), _date)
     if tid in (0x29, 0x2A, 0x2B):
         scale = r.byte()
         if scale > 7:
             raise rpc_error("Parameter %d (\"%s\"): bad scale %d." % (ordinal, name, scale))
         tl = P._TIME_LEN[scale]
         if tid == 0x29:
-            return SqlType("time", scale=scale), lambda r: _opt(_varlen(r, 5), lambda b: _time_of(b, scale))
+            return SqlType("time", scale=scale), lambda r: _opt(_varlen(r, 5, tl), lambda b: _time_of(b, scale))
         if tid == 0x2A:
             def read(r):
-                raw = _varlen(r, 8)
+                raw = _varlen(r, 8, tl + 3)
                 if raw is None:
                     return None
                 return datetime.datetime.combine(_date(raw[tl:tl + 3]), _time_of(raw[:tl], scale))
             return SqlType("datetime2", scale=scale), read
 
         def read(r):
-            raw = _varlen(r, 10)
+            raw = _varlen(r, 10, tl + 5)
             if raw is None:
                 return None
             utc = datetime.datetime.combine(_date(raw[tl:tl + 3]), _time_of(raw[:tl], scale))
@@ -623,7 +626,7 @@ def transaction_request(s, payload):
     w = s.writer()
     try:
         _, body = split_all_headers(payload, s.tds_version)
-        req = parse_tm(body)
+        req = _parsed(parse_tm, body)
         if req.kind == TM_BEGIN_XACT:
             _begin(s, w, req.isolation, req.name)
         elif req.kind in (TM_COMMIT_XACT, TM_ROLLBACK_XACT):
@@ -645,6 +648,14 @@ def transaction_request(s, payload):
     except TsqlError as e:
         w.add(s.error(e) + P.done(P.DONE_ERROR))
     w.finish()
+
+
+def _parsed(fn, *args):
+    """A malformed request is an 8009 error for the client, never a dropped session."""
+    try:
+        return fn(*args)
+    except (ValueError, IndexError, struct.error) as e:
+        raise rpc_error("(tds_emulator: %s)" % e) from e
 
 
 def _begin(s, w, isolation, name):
@@ -671,7 +682,7 @@ def rpc_request(s, payload):
     w = s.writer()
     try:
         _, body = split_all_headers(payload, s.tds_version)
-        calls = parse_rpc(body, s.tds_version)
+        calls = _parsed(parse_rpc, body, s.tds_version)
     except TsqlError as e:
         w.add(s.error(e) + P.done(P.DONE_ERROR))
         w.finish()
