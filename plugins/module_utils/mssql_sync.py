@@ -514,9 +514,13 @@ CREATE TABLE IF NOT EXISTS {state} (
     last_ok_at timestamptz,
     last_result text,
     last_error text,
+    target_oid oid,
     PRIMARY KEY (job, source_schema, source_table)
 )
 """
+
+# columns added after the first release: (name, type), added to an existing state table on first use
+STATE_ADDED_COLUMNS = (("target_oid", "oid"),)
 
 STATE_COLUMNS = ("job", "source_schema", "source_table", "target_schema", "target_table", "hwm", "database_guid",
                  "recovery_fork_guid", "initial_done", "rows_total", "last_run_at", "last_ok_at", "last_result",
@@ -534,6 +538,15 @@ def ensure_state_table(conn):
             cur.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(_ident(STATE_SCHEMA)))
             cur.execute(sql.SQL(STATE_DDL).format(state=state))
             cur.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(state))
+        cur.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                    ("%s.%s" % (STATE_SCHEMA, STATE_TABLE),))
+        have = set(r[0] for r in cur.fetchall())
+        missing = [(n, t) for n, t in STATE_ADDED_COLUMNS if n not in have]
+        if missing:
+            cur.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_CLASS,))
+            for n, t in missing:
+                cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                    state, _ident(n), sql.SQL(t)))
     conn.commit()
 
 
@@ -560,6 +573,14 @@ def read_states(conn, job=None):
             d["lag_s"] = round(float(r[-1]), 3) if r[-1] is not None else None
             out.append(d)
     return out
+
+
+def target_oid(cur, schema, table):
+    """pg_class oid of a table, or None."""
+    cur.execute("SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = %s AND c.relname = %s", (schema, table))
+    r = cur.fetchone()
+    return r[0] if r else None
 
 
 def target_columns(cur, schema, table):
@@ -591,6 +612,7 @@ class TablePlan(object):
         self.source_columns = [c.name for c in colmaps]
         self.target_cols = [tc for c in colmaps for tc in c.target_columns()]
         self.notes = [c.name + ": " + c.note for c in colmaps if c.note]
+        self.target_oid = None          # pg_class oid of the target once it exists (kept in the state)
 
 
 def plan_table(source, spec):
@@ -797,7 +819,7 @@ class SyncEngine(object):
 
     # -- state --------------------------------------------------------------------------------
     def _load_state(self, cur, spec):
-        cur.execute(sql.SQL("SELECT hwm, database_guid, recovery_fork_guid, initial_done, rows_total FROM {} "
+        cur.execute(sql.SQL("SELECT hwm, database_guid, recovery_fork_guid, initial_done, rows_total, target_oid FROM {} "
                             "WHERE job = %s AND source_schema = %s AND source_table = %s FOR UPDATE").format(
                                 _ident(STATE_SCHEMA, STATE_TABLE)),
                     (self.job, spec.source_schema, spec.source_table))
@@ -806,26 +828,29 @@ class SyncEngine(object):
             return None
         return {"hwm": tsql.rv_int(r[0]) if r[0] is not None else None,
                 "database_guid": str(r[1]) if r[1] else None, "recovery_fork_guid": str(r[2]) if r[2] else None,
-                "initial_done": r[3], "rows_total": r[4]}
+                "initial_done": r[3], "rows_total": r[4], "target_oid": r[5]}
 
-    def _save_state(self, cur, spec, hwm, ident, initial_done, rows_delta, result=None, reset_rows=False):
+    def _save_state(self, cur, plan, hwm, ident, initial_done, rows_delta, result=None, reset_rows=False):
+        spec = plan.spec
         q = sql.SQL(
             "INSERT INTO {st} AS s (job, source_schema, source_table, target_schema, target_table, hwm,"
             " database_guid, recovery_fork_guid, initial_done, rows_total, last_run_at, last_ok_at, last_result,"
-            " last_error) VALUES (%(job)s, %(ss)s, %(stb)s, %(ts)s, %(tt)s, %(hwm)s, %(g)s, %(f)s, %(init)s,"
-            " greatest(%(rows)s, 0), now(), CASE WHEN %(res)s::text IS NULL THEN NULL ELSE now() END, %(res)s, NULL)"
+            " last_error, target_oid) VALUES (%(job)s, %(ss)s, %(stb)s, %(ts)s, %(tt)s, %(hwm)s, %(g)s, %(f)s,"
+            " %(init)s, greatest(%(rows)s, 0), now(), CASE WHEN %(res)s::text IS NULL THEN NULL ELSE now() END,"
+            " %(res)s, NULL, %(oid)s)"
             " ON CONFLICT (job, source_schema, source_table) DO UPDATE SET target_schema = EXCLUDED.target_schema,"
             " target_table = EXCLUDED.target_table, hwm = EXCLUDED.hwm, database_guid = EXCLUDED.database_guid,"
             " recovery_fork_guid = EXCLUDED.recovery_fork_guid, initial_done = EXCLUDED.initial_done,"
             " rows_total = greatest(CASE WHEN %(reset)s THEN 0 ELSE s.rows_total END + %(rows)s, 0),"
             " last_run_at = now(), last_ok_at = coalesce(EXCLUDED.last_ok_at, s.last_ok_at),"
-            " last_result = coalesce(EXCLUDED.last_result, s.last_result), last_error = NULL"
+            " last_result = coalesce(EXCLUDED.last_result, s.last_result), last_error = NULL,"
+            " target_oid = EXCLUDED.target_oid"
         ).format(st=_ident(STATE_SCHEMA, STATE_TABLE))
         cur.execute(q, {"job": self.job, "ss": spec.source_schema, "stb": spec.source_table,
                         "ts": spec.target_schema, "tt": spec.target_table,
                         "hwm": None if hwm is None else bytes(tsql.rv_param(hwm)),
                         "g": ident[0], "f": ident[1], "init": initial_done, "rows": rows_delta,
-                        "res": result, "reset": reset_rows})
+                        "res": result, "reset": reset_rows, "oid": plan.target_oid})
 
     # -- target DDL ---------------------------------------------------------------------------
     def _set_role(self, cur):
@@ -882,10 +907,14 @@ class SyncEngine(object):
         conn = self.conn
         with conn.cursor() as cur:
             existed, added = self._ensure_target(cur, plan)
+            plan.target_oid = target_oid(cur, spec.target_schema, spec.target_table)
             state = self._load_state(cur, spec) if not self.check_mode or self._state_exists(cur) else None
             res["added_columns"] = added
             reset = None
             if state is not None and state["hwm"] is not None and plan.rv is not None:
+                # the target must still be the table the state describes, else older rows would be missing
+                reset = self._target_disagrees(cur, plan, state, existed)
+            if state is not None and state["hwm"] is not None and plan.rv is not None and not reset:
                 if state["database_guid"] and ident[0] and state["database_guid"] != ident[0]:
                     reset = "database_guid changed (%s -> %s)" % (state["database_guid"], ident[0])
                 elif state["recovery_fork_guid"] and ident[1] and state["recovery_fork_guid"] != ident[1]:
@@ -916,9 +945,10 @@ class SyncEngine(object):
                 res["duration_s"] = round(time.monotonic() - t0, 3)
                 return res
 
-            if (reset or self.full) and existed:
-                cur.execute(sql.SQL("TRUNCATE {}").format(_ident(spec.target_schema, spec.target_table)))
-                self._save_state(cur, spec, 0 if plan.rv else None, ident, False, 0, reset_rows=True)
+            if reset or self.full:
+                if existed:
+                    cur.execute(sql.SQL("TRUNCATE {}").format(_ident(spec.target_schema, spec.target_table)))
+                self._save_state(cur, plan, 0 if plan.rv else None, ident, False, 0, reset_rows=True)
                 conn.commit()
                 res["changed"] = True
                 state = {"hwm": 0, "initial_done": False, "rows_total": 0}
@@ -936,7 +966,7 @@ class SyncEngine(object):
             elif lo < hi:
                 self._sync_window(cur, plan, lo, hi, ident, res, direct, inclusive)
             elif state is None:
-                self._save_state(cur, spec, hi, ident, True, 0, result="ok")
+                self._save_state(cur, plan, hi, ident, True, 0, result="ok")
             if spec.delete_detection == "pk_diff" and plan.rv is not None:
                 self._pk_diff(cur, plan, ident, hi, res)
             conn.commit()
@@ -957,6 +987,22 @@ class SyncEngine(object):
     def _committed(self, res):
         for k in ("inserted", "updated", "deleted"):
             self._acc[k] = res[k]
+
+    def _target_disagrees(self, cur, plan, state, existed):
+        """Why the target is not the table the state row describes (dropped, recreated or emptied out of
+        band), or None."""
+        spec = plan.spec
+        if not existed:
+            return "target table %s was missing (dropped out of band)" % spec.target_name
+        if state.get("target_oid") is not None and plan.target_oid != state["target_oid"]:
+            return "target table %s was recreated out of band" % spec.target_name
+        if state.get("rows_total"):
+            cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(
+                _ident(spec.target_schema, spec.target_table)))
+            if not cur.fetchone()[0]:
+                return "target table %s was emptied out of band (the state counts %d rows)" % (
+                    spec.target_name, state["rows_total"])
+        return None
 
     def _state_exists(self, cur):
         cur.execute("SELECT to_regclass(%s) IS NOT NULL", ("%s.%s" % (STATE_SCHEMA, STATE_TABLE),))
@@ -1079,7 +1125,7 @@ class SyncEngine(object):
                 res["updated"] += upd
                 res["deleted"] += dele
                 if not inclusive:
-                    self._save_state(cur, spec, last + 1, ident, False, ins - dele)
+                    self._save_state(cur, plan, last + 1, ident, False, ins - dele)
                     conn.commit()  # ON COMMIT DELETE ROWS empties the staging table
                     self._committed(res)
         finally:
@@ -1088,7 +1134,7 @@ class SyncEngine(object):
         if stg is not None:
             cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stg))
         rows = (res["inserted"] - res["deleted"]) if inclusive else 0
-        self._save_state(cur, spec, hi, ident, True, rows, result="ok")
+        self._save_state(cur, plan, hi, ident, True, rows, result="ok")
         conn.commit()
         self._committed(res)
 
@@ -1107,7 +1153,7 @@ class SyncEngine(object):
         cur.execute(sql.SQL("DELETE FROM {} t WHERE NOT EXISTS (SELECT 1 FROM {} s WHERE {})").format(
             tgt, stg, match))
         dele += cur.rowcount
-        self._save_state(cur, spec, None, ident, True, ins - dele, result="ok")
+        self._save_state(cur, plan, None, ident, True, ins - dele, result="ok")
         self.conn.commit()
         res["inserted"] += ins
         res["updated"] += upd
@@ -1137,7 +1183,7 @@ class SyncEngine(object):
             tgt, kstg, match))
         n = cur.rowcount
         if n:
-            self._save_state(cur, spec, hi, ident, True, -n)
+            self._save_state(cur, plan, hi, ident, True, -n)
         self.conn.commit()
         res["deleted"] += n
         self._committed(res)

@@ -10,7 +10,8 @@ from ansible_collections.berqenas.platform.plugins.module_utils import mssql_syn
 
 
 class FakeTable:
-    def __init__(self, columns, pk):
+    def __init__(self, columns, pk, kind="BASE TABLE"):
+        self.kind = kind  # TABLE_TYPE: "BASE TABLE" or "VIEW"
         # columns: list of (name, data_type, extra dict)
         self.columns = []
         for i, (name, dt, extra) in enumerate(columns, 1):
@@ -40,8 +41,8 @@ class FakeDb:
         self.guid = str(uuid.uuid4())
         self.fork = str(uuid.uuid4())
 
-    def create(self, schema, table, columns, pk):
-        self.tables[(schema, table)] = FakeTable(columns, pk)
+    def create(self, schema, table, columns, pk, kind="BASE TABLE"):
+        self.tables[(schema, table)] = FakeTable(columns, pk, kind)
         return self.tables[(schema, table)]
 
     def _next(self):
@@ -54,8 +55,11 @@ class FakeDb:
         else:
             t.rows[key] = row
 
-    def write(self, schema, table, txn=None, **vals):
-        """Insert or update (by pk) one row; bumps the rowversion. In txn: visible at commit."""
+    def write(self, schema, table, txn=None, _rv=None, **vals):
+        """Insert or update (by pk) one row; bumps the rowversion. In txn: visible at commit.
+
+        ``_rv``: stamp this (already used) rowversion instead, as a view over a join shows one base
+        row's rowversion on several rows."""
         t = self.tables[(schema, table)]
         key = tuple(vals[k] for k in t.pk)
         old = t.rows.get(key, {})
@@ -63,7 +67,7 @@ class FakeDb:
         row.update(vals)
         rv = t.rv_col()
         if rv:
-            row[rv] = self._next().to_bytes(8, "big")
+            row[rv] = (self._next() if _rv is None else _rv).to_bytes(8, "big")
         if txn is None:
             self._apply(t, key, row)
         else:
@@ -87,24 +91,27 @@ class FakeDb:
                 for t, _k, r in pend if r is not None and t.rv_col()]
         return min(vals) if vals else self.dbts + 1
 
-    def restore(self, dbts):
-        """An older backup: rows written after ``dbts`` vanish, the counter and the GUIDs change."""
+    def restore(self, dbts, keep_guids=False):
+        """An older backup: rows written after ``dbts`` vanish, the counter and the GUIDs change
+        (``keep_guids``: they do not, as after a failover to an asynchronous replica that lost log)."""
         for t in self.tables.values():
             rv = t.rv_col()
             if rv:
                 t.rows = {k: r for k, r in t.rows.items() if int.from_bytes(r[rv], "big") <= dbts}
         self.dbts = dbts
-        self.guid = str(uuid.uuid4())
-        self.fork = str(uuid.uuid4())
+        if not keep_guids:
+            self.guid = str(uuid.uuid4())
+            self.fork = str(uuid.uuid4())
 
 
 class FakeSource:
     """Implements the engine's source adapter over a FakeDb."""
 
-    def __init__(self, db, batch_size=3, fail_after_rows=None, refuse=False):
+    def __init__(self, db, batch_size=3, fail_after_rows=None, refuse=False, key_limit=None):
         self.db = db
         self.batch_size = batch_size
         self.fail_after_rows = fail_after_rows  # one-shot mid-stream drop
+        self.key_limit = key_limit  # the key stream ends (silently) after this many keys
         self.refuse = refuse
         self.connected = False
         self.connects = 0
@@ -129,7 +136,8 @@ class FakeSource:
         return self.db.min_active(), self.db.dbts
 
     def table_type(self, schema, table):
-        return "BASE TABLE" if (schema, table) in self.db.tables else None
+        t = self.db.tables.get((schema, table))
+        return t.kind if t is not None else None
 
     def columns(self, schema, table):
         return [dict(c) for c in self.db.tables[(schema, table)].columns]
@@ -164,5 +172,5 @@ class FakeSource:
         return self._stream([tuple(r.get(c) for c in columns) for r in rows])
 
     def key_batches(self, schema, table, key_columns):
-        rows = self._rows(schema, table, None, None, None)
+        rows = self._rows(schema, table, None, None, None)[:self.key_limit]
         return self._stream([tuple(r.get(c) for c in key_columns) for r in rows])
