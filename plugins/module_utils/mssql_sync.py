@@ -538,8 +538,8 @@ def ensure_state_table(conn):
             cur.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(_ident(STATE_SCHEMA)))
             cur.execute(sql.SQL(STATE_DDL).format(state=state))
             cur.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(state))
-        cur.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-                    ("%s.%s" % (STATE_SCHEMA, STATE_TABLE),))
+        cur.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
+                    " AND NOT attisdropped", ("%s.%s" % (STATE_SCHEMA, STATE_TABLE),))
         have = set(r[0] for r in cur.fetchall())
         missing = [(n, t) for n, t in STATE_ADDED_COLUMNS if n not in have]
         if missing:
@@ -722,7 +722,7 @@ class SyncEngine(object):
 
     def __init__(self, source, conn, job, owner_role=None, on_rewind="fail", nul_character="strip",
                  commit_rows=50000, lock_timeout=30.0, retries=3, retry_delay=1.0, check_mode=False, full=False,
-                 log=None, sleep=time.sleep, fillfactor=TARGET_FILLFACTOR):
+                 log=None, sleep=time.sleep, fillfactor=TARGET_FILLFACTOR, force=False, max_delete_fraction=0.5):
         if on_rewind not in ("fail", "full_resync"):
             raise SyncError("on_rewind must be fail or full_resync")
         if nul_character not in NUL_RULES:
@@ -742,6 +742,13 @@ class SyncEngine(object):
         self.retry_delay = float(retry_delay)
         self.check_mode = check_mode
         self.full = full
+        self.force = bool(force)
+        try:
+            self.max_delete_fraction = float(max_delete_fraction)
+        except (TypeError, ValueError):
+            self.max_delete_fraction = -1.0
+        if not 0.0 <= self.max_delete_fraction <= 1.0:
+            raise SyncError("max_delete_fraction must be between 0 and 1, got %r" % (max_delete_fraction,))
         self.log = log or (lambda msg: None)
         self.sleep = sleep
         self.locked = False
@@ -819,7 +826,8 @@ class SyncEngine(object):
 
     # -- state --------------------------------------------------------------------------------
     def _load_state(self, cur, spec):
-        cur.execute(sql.SQL("SELECT hwm, database_guid, recovery_fork_guid, initial_done, rows_total, target_oid FROM {} "
+        cur.execute(sql.SQL("SELECT hwm, database_guid, recovery_fork_guid, initial_done, rows_total, target_oid"
+                            " FROM {} "
                             "WHERE job = %s AND source_schema = %s AND source_table = %s FOR UPDATE").format(
                                 _ident(STATE_SCHEMA, STATE_TABLE)),
                     (self.job, spec.source_schema, spec.source_table))
@@ -1144,14 +1152,22 @@ class SyncEngine(object):
         self._nul_counts = {}
         transform = make_transform(plan.colmaps, self.nul_character, self._nul_counts)
         stg = self._staging(cur, plan)
+        tgt = _ident(spec.target_schema, spec.target_table)
+        before = self.source.count(spec.source_schema, spec.source_table)
+        read = 0
         batches = self.source.batches(spec.source_schema, spec.source_table, plan.source_columns)
         for b in batches:
             self._copy(cur, stg, plan, b, transform)
+            read += len(b)
+        after = self.source.count(spec.source_schema, spec.source_table)
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(tgt))
+        total = cur.fetchone()[0]
+        self._check_stream(spec, "mode full", "rows", read, before, after, total)
         ins, upd, dele = self._upsert(cur, plan, stg, False, dedup=True)
-        tgt = _ident(spec.target_schema, spec.target_table)
         match = sql.SQL(" AND ").join(sql.SQL("s.{k} = t.{k}").format(k=_ident(k)) for k in plan.keys)
         cur.execute(sql.SQL("DELETE FROM {} t WHERE NOT EXISTS (SELECT 1 FROM {} s WHERE {})").format(
             tgt, stg, match))
+        self._check_deletes(spec, "mode full", cur.rowcount, total)
         dele += cur.rowcount
         self._save_state(cur, plan, None, ident, True, ins - dele, result="ok")
         self.conn.commit()
@@ -1159,6 +1175,27 @@ class SyncEngine(object):
         res["updated"] += upd
         res["deleted"] += dele
         self._committed(res)
+
+    def _check_stream(self, spec, what, unit, read, before, after, total):
+        """Refuse (unless forced) deletions computed from a stream that cannot be the whole source."""
+        if self.force:
+            return
+        if not min(before, after) <= read <= max(before, after):
+            raise SyncError(
+                "table %s: %s read %d %s but the source counts %d rows (%d after the read): the stream ended "
+                "early or the table changed meanwhile; nothing deleted (run again, or force the run)" % (
+                    spec.source_name, what, read, unit, before, after))
+        if read == 0 and total > 0:
+            raise SyncError(
+                "table %s: %s read no %s from the source but the target holds %d rows; refusing to delete them "
+                "all (force the run if the source table really is empty)" % (spec.source_name, what, unit, total))
+
+    def _check_deletes(self, spec, what, n, total):
+        if not self.force and total and n > self.max_delete_fraction * total:
+            raise SyncError(
+                "table %s: %s would delete %d of %d rows, more than max_delete_fraction %s; nothing deleted "
+                "(raise max_delete_fraction or force the run)" % (
+                    spec.source_name, what, n, total, self.max_delete_fraction))
 
     def _pk_diff(self, cur, plan, ident, hi, res):
         """Delete target rows whose key is no longer in the source (one transaction)."""
@@ -1171,17 +1208,27 @@ class SyncEngine(object):
             kstg, sql.SQL(", ").join(sql.SQL("{} {}").format(_ident(n), _type(t)) for n, t, _c in keycols)))
         kcm = [c for k in plan.keys for c in plan.colmaps if c.name == k]
         transform = make_transform(kcm, self.nul_character, {})
+        # the keys read are checked against COUNT(*) read just before and just after the key stream: a
+        # stream that ended early (a dropped result, a filtered view) must never turn into deletes
+        before = self.source.count(spec.source_schema, spec.source_table)
+        read = 0
         with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
                 kstg, sql.SQL(", ").join(_ident(k) for k in plan.keys))) as cp:
             cp.set_types([c for _n, _t, c in keycols])
             for b in self.source.key_batches(spec.source_schema, spec.source_table, plan.keys):
+                read += len(b)
                 for r in b:
                     cp.write_row(transform(r) if transform else r)
+        after = self.source.count(spec.source_schema, spec.source_table)
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(tgt))
+        total = cur.fetchone()[0]
+        self._check_stream(spec, "pk_diff", "keys", read, before, after, total)
         cur.execute(sql.SQL("ANALYZE {}").format(kstg))
         match = sql.SQL(" AND ").join(sql.SQL("k.{c} = t.{c}").format(c=_ident(k)) for k in plan.keys)
         cur.execute(sql.SQL("DELETE FROM {} t WHERE NOT EXISTS (SELECT 1 FROM {} k WHERE {})").format(
             tgt, kstg, match))
         n = cur.rowcount
+        self._check_deletes(spec, "pk_diff", n, total)
         if n:
             self._save_state(cur, plan, hi, ident, True, -n)
         self.conn.commit()

@@ -60,6 +60,19 @@ options:
       - Truncate and reload the listed tables (a full resync).
     type: bool
     default: false
+  force:
+    description:
+      - Apply deletions that the safety checks of C(delete_detection=pk_diff) and C(mode=full) would refuse: a
+        key stream whose length disagrees with the source's C(COUNT(*)) read around it, an empty stream for a
+        non-empty target, or more than O(max_delete_fraction) of the target's rows.
+    type: bool
+    default: false
+  max_delete_fraction:
+    description:
+      - Largest share (0 to 1) of a target's rows that one run's C(pk_diff) or C(mode=full) may delete; a run
+        that would delete more refuses (nothing deleted) unless O(force).
+    type: float
+    default: 0.5
   on_rewind:
     description:
       - What to do when the source went back in time (restore, failover with data loss).
@@ -235,6 +248,8 @@ def main():
         tenant=dict(type="str", required=True),
         tables=dict(type="list", elements="raw", required=True),
         full=dict(type="bool", default=False),
+        force=dict(type="bool", default=False),
+        max_delete_fraction=dict(type="float", default=0.5),
         on_rewind=dict(type="str", choices=["fail", "full_resync"], default="fail"),
         nul_character=dict(type="str", choices=["strip", "replace", "fail"], default="strip"),
         batch_size=dict(type="int", default=5000),
@@ -261,6 +276,8 @@ def main():
         for n in ("batch_size", "commit_rows"):
             if p[n] < 1:
                 raise S.SyncError("%s: must be at least 1" % n)
+        if not 0 <= p["max_delete_fraction"] <= 1:
+            raise S.SyncError("max_delete_fraction: must be between 0 and 1")
         if not 10 <= p["target_fillfactor"] <= 100:
             raise S.SyncError("target_fillfactor: must be between 10 and 100")
     except (validation.ValidationError, S.SyncError, TypeError) as exc:
@@ -275,7 +292,8 @@ def main():
                           nul_character=p["nul_character"], commit_rows=p["commit_rows"],
                           fillfactor=p["target_fillfactor"],
                           lock_timeout=p["lock_timeout"], retries=p["retries"], retry_delay=p["retry_delay"],
-                          check_mode=module.check_mode, full=p["full"], log=module.warn)
+                          check_mode=module.check_mode, full=p["full"], force=p["force"],
+                          max_delete_fraction=p["max_delete_fraction"], log=module.warn)
     try:
         out = engine.run(specs)
     except S.LockedError as exc:

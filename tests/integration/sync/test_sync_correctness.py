@@ -2,7 +2,6 @@
 in-memory source adapter: the state must agree with the target, pk_diff must never mass-delete on a
 short key stream, repeating rowversions, report fields, the lock key, rewinds, atomicity."""
 
-import psycopg
 import pytest
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S
 from psycopg import sql
@@ -77,3 +76,60 @@ def test_target_changed_out_of_band_is_reloaded(tenant, pg_conn, how):
     # and the next ordinary run is a plain delta again
     r = run(FakeSource(db), pg_conn, tenant)["tables"][0]
     assert r["resync"] is None and r["watermark_from"] != "0x%016X" % 0
+
+
+# ---- pk_diff never mass-deletes on a short key stream ---------------------------------------------
+
+PKD = [{"source": "[dbo].[T]", "delete_detection": "pk_diff"}]
+
+
+def test_pk_diff_short_key_stream_is_refused(tenant, pg_conn):
+    db = table_db(10)
+    run(FakeSource(db), pg_conn, tenant, tables=PKD)
+    db.delete("dbo", "T", 9)
+    with pytest.raises(S.SyncError, match="pk_diff.*read 3 keys.*counts 9"):
+        run(FakeSource(db, key_limit=3), pg_conn, tenant, tables=PKD)
+    assert len(target_rows(tenant)) == 10  # nothing deleted
+    r = run(FakeSource(db), pg_conn, tenant, tables=PKD)["tables"][0]
+    assert r["deleted"] == 1 and target_rows(tenant) == source_rows(db)
+
+
+def test_pk_diff_empty_stream_for_non_empty_target_needs_force(tenant, pg_conn):
+    db = table_db(10)
+    run(FakeSource(db), pg_conn, tenant, tables=PKD)
+    db.tables[("dbo", "T")].rows.clear()
+    with pytest.raises(S.SyncError, match="pk_diff.*no keys.*target holds 10 rows.*force"):
+        run(FakeSource(db), pg_conn, tenant, tables=PKD)
+    assert len(target_rows(tenant)) == 10
+    r = run(FakeSource(db), pg_conn, tenant, tables=PKD, force=True)["tables"][0]
+    assert r["deleted"] == 10 and target_rows(tenant) == [] and state(tenant) == (0,)
+
+
+def test_pk_diff_max_delete_fraction(tenant, pg_conn):
+    db = table_db(10)
+    run(FakeSource(db), pg_conn, tenant, tables=PKD)
+    for i in range(6):
+        db.delete("dbo", "T", i)
+    with pytest.raises(S.SyncError, match="would delete 6 of 10 rows.*max_delete_fraction 0.5"):
+        run(FakeSource(db), pg_conn, tenant, tables=PKD)
+    assert len(target_rows(tenant)) == 10  # the refused DELETE was rolled back
+    r = run(FakeSource(db), pg_conn, tenant, tables=PKD, max_delete_fraction=0.6)["tables"][0]
+    assert r["deleted"] == 6 and target_rows(tenant) == source_rows(db) and state(tenant) == (4,)
+    with pytest.raises(S.SyncError, match="max_delete_fraction"):
+        engine(FakeSource(db), pg_conn, tenant, max_delete_fraction=1.5)
+
+
+def test_mode_full_obeys_the_same_delete_guard(tenant, pg_conn):
+    db = FakeDb()
+    db.create("dbo", "F", COLS[:2], ["id"])
+    for i in range(10):
+        db.write("dbo", "F", id=i, name="n%d" % i)
+    full = [{"source": "[dbo].[F]", "mode": "full"}]
+    run(FakeSource(db), pg_conn, tenant, tables=full)
+    for i in range(8):
+        db.delete("dbo", "F", i)
+    with pytest.raises(S.SyncError, match="would delete 8 of 10 rows"):
+        run(FakeSource(db), pg_conn, tenant, tables=full)
+    assert len(target_rows(tenant, "F")) == 10
+    run(FakeSource(db), pg_conn, tenant, tables=full, force=True)
+    assert target_rows(tenant, "F") == source_rows(db, "F")

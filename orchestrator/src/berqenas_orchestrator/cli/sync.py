@@ -17,12 +17,13 @@ def group():
 @click.argument("remotedb", callback=lambda ctx, p, v: _remotedb_name(v))
 @click.option("--table", "tables", multiple=True, help="Only this table, '[schema].[table]' (repeatable).")
 @click.option("--full", is_flag=True, help="Truncate and reload the tables (a full resync).")
+@click.option("--force", is_flag=True, help="Apply deletions the pk_diff / mode full safety checks refuse.")
 @click.option("--check", is_flag=True, help="Report pending row counts; change nothing.")
 @click.option("--lock-timeout", type=click.FloatRange(0, 3600), default=30, show_default=True,
               help="Seconds to wait for another run of the same remote database, then report locked.")
 @json_option
 @pass_app
-def run(app: App, remotedb, tables, full, check, lock_timeout):
+def run(app: App, remotedb, tables, full, force, check, lock_timeout):
     """Sync REMOTEDB now (its configured tables, or --table ones)."""
     tables = table_names(tables)
     app.require_inventory()
@@ -30,7 +31,8 @@ def run(app: App, remotedb, tables, full, check, lock_timeout):
     if not tables and not entry.get("tables"):
         raise CommandError(f"sync {remotedb}: no tables configured (pass --table)", code=2)
     result = app.run("sync_run.yml", {"berqenas_remotedb": remotedb, "berqenas_sync_tables": tables,
-                                      "berqenas_sync_full": full, "berqenas_sync_lock_timeout": lock_timeout},
+                                      "berqenas_sync_full": full, "berqenas_sync_force": force,
+                                      "berqenas_sync_lock_timeout": lock_timeout},
                      check=check)
     res = result.answer
     if not result.ok:
