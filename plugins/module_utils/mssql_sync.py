@@ -1206,7 +1206,10 @@ class SyncEngine(object):
         keycols.sort(key=lambda x: plan.keys.index(x[0]))
         cur.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
             kstg, sql.SQL(", ").join(sql.SQL("{} {}").format(_ident(n), _type(t)) for n, t, _c in keycols)))
-        kcm = [c for k in plan.keys for c in plan.colmaps if c.name == k]
+        # a key column is one value: a datetimeoffset key is matched on its instant (as SQL Server compares
+        # it); its offset column is not part of the key and not streamed
+        kcm = [ColumnMap(c.name, c.src_type, c.pg_type, c.copy_type, "str" if c.kind == "str" else None, c.nullable)
+               for k in plan.keys for c in plan.colmaps if c.name == k]
         transform = make_transform(kcm, self.nul_character, {})
         # the keys read are checked against COUNT(*) read just before and just after the key stream: a
         # stream that ended early (a dropped result, a filtered view) must never turn into deletes

@@ -133,3 +133,36 @@ def test_mode_full_obeys_the_same_delete_guard(tenant, pg_conn):
     assert len(target_rows(tenant, "F")) == 10
     run(FakeSource(db), pg_conn, tenant, tables=full, force=True)
     assert target_rows(tenant, "F") == source_rows(db, "F")
+
+
+def test_pk_diff_every_key_type(tenant, pg_conn):
+    """A composite key of every type the mapping supports as a key; a datetimeoffset key column occupies
+    two target columns (instant + offset) but is one key value."""
+    import datetime as dt
+    import decimal
+    import uuid
+
+    db = FakeDb()
+    kcols = [("k_dto", "datetimeoffset", {"DATETIME_PRECISION": 7}), ("k_uuid", "uniqueidentifier", None),
+             ("k_dec", "decimal", {"NUMERIC_PRECISION": 38, "NUMERIC_SCALE": 10}), ("k_s", "nvarchar",
+             {"CHARACTER_MAXIMUM_LENGTH": 20}), ("k_d2", "datetime2", {"DATETIME_PRECISION": 7}),
+             ("k_bin", "varbinary", {"CHARACTER_MAXIMUM_LENGTH": 16}), ("k_date", "date", None),
+             ("k_t", "time", {"DATETIME_PRECISION": 3}), ("k_big", "bigint", None), ("k_bit", "bit", None)]
+    db.create("dbo", "K", kcols + [("v", "int", None), ("rv", "timestamp", None)], [c[0] for c in kcols])
+    tz = dt.timezone(dt.timedelta(hours=5, minutes=45))
+
+    def key(i):
+        return dict(k_dto=dt.datetime(2026, 1, 1, 12, i, tzinfo=tz), k_uuid=uuid.UUID(int=i),
+                    k_dec=decimal.Decimal("12345678901234567890.%010d" % i), k_s="ü%d\x00" % i,
+                    k_d2=dt.datetime(2026, 2, 3, 4, 5, 6, i), k_bin=bytes([i, 0, 255]), k_date=dt.date(2026, 3, i + 1),
+                    k_t=dt.time(1, 2, 3, i * 1000), k_big=2 ** 62 + i, k_bit=bool(i % 2))
+
+    for i in range(6):
+        db.write("dbo", "K", v=i, **key(i))
+    tables = [{"source": "[dbo].[K]", "delete_detection": "pk_diff"}]
+    run(FakeSource(db), pg_conn, tenant, tables=tables)
+    db.delete("dbo", "K", *key(2).values())
+    r = run(FakeSource(db), pg_conn, tenant, tables=tables)["tables"][0]
+    assert r["deleted"] == 1
+    assert target_rows(tenant, "K", "v") == [(0,), (1,), (3,), (4,), (5,)]
+    assert target_rows(tenant, "K", "k_dto_offset_min")[0] == (345,)
