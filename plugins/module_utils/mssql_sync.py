@@ -1017,13 +1017,26 @@ class SyncEngine(object):
         return cur.fetchone()[0]
 
     # -- loading ------------------------------------------------------------------------------
-    def _pages(self, batches):
+    def _pages(self, batches, rv_idx):
+        """Pages of about ``commit_rows`` rows that never end inside a run of equal rowversions.
+
+        Resuming at ``last + 1`` is exact only when every row carrying ``last`` is in the committed
+        page. A table's rowversions are unique, but a view's can repeat (a join shows one base row's
+        value on several rows), so the trailing rows sharing the page's last value move to the next
+        page (and a page that is one value throughout grows until the value changes).
+        """
         page = []
         for b in batches:
             page.extend(b)
             if len(page) >= self.commit_rows:
-                yield page
-                page = []
+                last = page[-1][rv_idx]
+                cut = len(page) - 1
+                while cut > 0 and page[cut - 1][rv_idx] == last:
+                    cut -= 1
+                if cut == 0:
+                    continue
+                yield page[:cut]
+                page = page[cut:]
         if page:
             yield page
 
@@ -1107,7 +1120,7 @@ class SyncEngine(object):
         stg = None
         batches = self.source.batches(spec.source_schema, spec.source_table, plan.source_columns, plan.rv, lo, hi)
         try:
-            for page in self._pages(batches):
+            for page in self._pages(batches, rv_idx):
                 last = tsql.rv_int(page[-1][rv_idx])
                 ins = upd = dele = 0
                 if direct:

@@ -127,6 +127,10 @@ notes:
     deleted), C(delete_detection) (V(none), V(soft_delete) with C(soft_delete_column) and
     C(soft_delete_value) (default V(true)): rows whose column equals the value are deleted from the
     target, or V(pk_diff): keys missing from the source are deleted after each run)."
+  - A view can be a source (give C(key_columns), unique in the view). Its rowversion column may repeat (a join);
+    pages never end inside a run of equal rowversions, so resuming at the last committed value + 1 loses none.
+    Columns the view takes from other tables than the one its rowversion comes from are synced only when that
+    row changes.
   - The watermark advances even when no rows of a table changed (other tables move the database counter);
     that alone does not report C(changed).
   - Target tables are created C(WITH (fillfactor = 75)) (O(target_fillfactor)) and the rowversion column is not

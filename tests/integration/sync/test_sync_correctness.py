@@ -166,3 +166,22 @@ def test_pk_diff_every_key_type(tenant, pg_conn):
     assert r["deleted"] == 1
     assert target_rows(tenant, "K", "v") == [(0,), (1,), (3,), (4,), (5,)]
     assert target_rows(tenant, "K", "k_dto_offset_min")[0] == (345,)
+
+
+# ---- a source whose rowversion repeats (a view) ---------------------------------------------------
+
+def test_view_with_repeating_rowversion_resumes_without_losing_the_tie(tenant, pg_conn):
+    """A view over a join shows one base row's rowversion on several rows. A page must never end inside a
+    run of equal rowversions: the next page (or the retry after a dropped connection) resumes at last + 1."""
+    db = FakeDb()
+    db.create("dbo", "V", COLS, ["id"], kind="VIEW")
+    rvs = [2001, 2002, 2003, 2004, 2005, 2005, 2005, 2005, 2006, 2007]
+    for i, rv in enumerate(rvs):
+        db.write("dbo", "V", _rv=rv, id=i, name="v%d" % i)
+    db.dbts = 2007
+    # batches of 3, pages of 4: the first page would end at the second 2005; the stream drops after it
+    src = FakeSource(db, batch_size=3, fail_after_rows=6)
+    r = run(src, pg_conn, tenant, tables=["[dbo].[V]"], commit_rows=4)["tables"][0]
+    assert src.connects >= 2  # the drop happened and was retried
+    assert target_rows(tenant, "V") == source_rows(db, "V")
+    assert r["inserted"] == 10 and state(tenant, "V") == (10,)
