@@ -717,6 +717,11 @@ def make_transform(colmaps, nul_rule, nul_counts):
     return transform
 
 
+def new_acc():
+    """Per-table committed counts: inserted/updated/deleted and U+0000 replacements per column."""
+    return {"inserted": 0, "updated": 0, "deleted": 0, "nul": {}}
+
+
 class SyncEngine(object):
     """Runs one job: a list of TableSpecs from one source database into one target database."""
 
@@ -792,7 +797,7 @@ class SyncEngine(object):
             self._with_retry(self.source.connect, "connect")
             results = []
             for spec in specs:
-                self._acc = {"inserted": 0, "updated": 0, "deleted": 0}  # committed counts survive retries
+                self._acc = new_acc()  # what this table committed: survives retries, reset per table
                 results.append(self._with_retry(lambda s=spec: self.sync_table(s), "sync %s" % spec.source_name))
             changed = any(r["changed"] for r in results)
             return {"changed": changed, "tables": results}
@@ -906,7 +911,7 @@ class SyncEngine(object):
         plan = plan_table(self.source, spec)
         ident = self.source.identity()
         hi, dbts = self.source.watermarks()
-        acc = self._acc if self._acc is not None else {"inserted": 0, "updated": 0, "deleted": 0}
+        acc = self._acc if self._acc is not None else new_acc()
         self._acc = acc
         res = {"source": spec.source_name, "target": spec.target_name, "inserted": acc["inserted"],
                "updated": acc["updated"], "deleted": acc["deleted"],
@@ -972,7 +977,7 @@ class SyncEngine(object):
             if plan.rv is None:
                 self._sync_full(cur, plan, ident, res)
             elif lo < hi:
-                self._sync_window(cur, plan, lo, hi, ident, res, direct, inclusive)
+                self._sync_window(cur, plan, lo, hi, ident, res, direct, inclusive, initial_done)
             elif state is None:
                 self._save_state(cur, plan, hi, ident, True, 0, result="ok")
             if spec.delete_detection == "pk_diff" and plan.rv is not None:
@@ -983,18 +988,26 @@ class SyncEngine(object):
         res["changed"] = res["changed"] or n > 0 or bool(added) or not existed
         res["duration_s"] = round(dur, 3)
         res["rows_per_s"] = round(n / dur, 1) if dur > 0 else None
-        if self._nul_counts:
+        if acc["nul"]:
             res["precision_notes"].extend("%s: U+0000 %s in %d value(s) (nul_character: %s)" % (
                 c, "removed" if self.nul_character == "strip" else "replaced by U+FFFD", k, self.nul_character)
-                for c, k in sorted(self._nul_counts.items()))
+                for c, k in sorted(acc["nul"].items()))
         return res
 
-    _nul_counts = None
     _acc = None
 
-    def _committed(self, res):
+    def _committed(self, res, nul_pending=None):
+        """A transaction committed: its counts (and U+0000 replacements) become the table's."""
         for k in ("inserted", "updated", "deleted"):
             self._acc[k] = res[k]
+        if nul_pending:
+            for c, k in nul_pending.items():
+                self._acc["nul"][c] = self._acc["nul"].get(c, 0) + k
+            nul_pending.clear()
+
+    def _count_target(self, cur, plan):
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(_ident(plan.spec.target_schema, plan.spec.target_table)))
+        return cur.fetchone()[0]
 
     def _target_disagrees(self, cur, plan, state, existed):
         """Why the target is not the table the state row describes (dropped, recreated or emptied out of
@@ -1104,17 +1117,20 @@ class SyncEngine(object):
         ins, upd = cur.fetchone()
         return ins, upd, deleted
 
-    def _sync_window(self, cur, plan, lo, hi, ident, res, direct, inclusive):
+    def _sync_window(self, cur, plan, lo, hi, ident, res, direct, inclusive, initial_done=False):
         """Stream ``[lo, hi)`` in rowversion order; each page + its watermark in one transaction.
 
         ``inclusive`` (re-reading rows after columns were added) runs as ONE transaction with a
         ``<=`` guard: per-page watermarks would move backwards, and a crash would leave rows below
         the old watermark without the new columns.
+
+        Page commits keep ``initial_done`` as it was (a delta after the initial load stays one); a window
+        read from 0 ends with ``rows_total`` set to the target's row count.
         """
         spec = plan.spec
         conn = self.conn
-        self._nul_counts = {}
-        transform = make_transform(plan.colmaps, self.nul_character, self._nul_counts)
+        nul = {}  # U+0000 replacements of the transaction in progress
+        transform = make_transform(plan.colmaps, self.nul_character, nul)
         rv_idx = plan.source_columns.index(plan.rv)
         tgt = _ident(spec.target_schema, spec.target_table)
         stg = None
@@ -1146,24 +1162,27 @@ class SyncEngine(object):
                 res["updated"] += upd
                 res["deleted"] += dele
                 if not inclusive:
-                    self._save_state(cur, plan, last + 1, ident, False, ins - dele)
+                    self._save_state(cur, plan, last + 1, ident, initial_done, ins - dele)
                     conn.commit()  # ON COMMIT DELETE ROWS empties the staging table
-                    self._committed(res)
+                    self._committed(res, nul)
         finally:
             if hasattr(batches, "close"):
                 batches.close()
         if stg is not None:
             cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stg))
-        rows = (res["inserted"] - res["deleted"]) if inclusive else 0
-        self._save_state(cur, plan, hi, ident, True, rows, result="ok")
+        if lo == 0:  # a full read: the target holds exactly what was read
+            self._save_state(cur, plan, hi, ident, True, self._count_target(cur, plan), result="ok", reset_rows=True)
+        else:
+            rows = (res["inserted"] - res["deleted"]) if inclusive else 0
+            self._save_state(cur, plan, hi, ident, True, rows, result="ok")
         conn.commit()
-        self._committed(res)
+        self._committed(res, nul)
 
     def _sync_full(self, cur, plan, ident, res):
         """mode full: upsert every row (changed ones only), then delete keys gone from the source."""
         spec = plan.spec
-        self._nul_counts = {}
-        transform = make_transform(plan.colmaps, self.nul_character, self._nul_counts)
+        nul = {}
+        transform = make_transform(plan.colmaps, self.nul_character, nul)
         stg = self._staging(cur, plan)
         tgt = _ident(spec.target_schema, spec.target_table)
         before = self.source.count(spec.source_schema, spec.source_table)
@@ -1182,12 +1201,12 @@ class SyncEngine(object):
             tgt, stg, match))
         self._check_deletes(spec, "mode full", cur.rowcount, total)
         dele += cur.rowcount
-        self._save_state(cur, plan, None, ident, True, ins - dele, result="ok")
+        self._save_state(cur, plan, None, ident, True, self._count_target(cur, plan), result="ok", reset_rows=True)
         self.conn.commit()
         res["inserted"] += ins
         res["updated"] += upd
         res["deleted"] += dele
-        self._committed(res)
+        self._committed(res, nul)
 
     def _check_stream(self, spec, what, unit, read, before, after, total):
         """Refuse (unless forced) deletions computed from a stream that cannot be the whole source."""

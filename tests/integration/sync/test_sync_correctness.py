@@ -185,3 +185,51 @@ def test_view_with_repeating_rowversion_resumes_without_losing_the_tie(tenant, p
     assert src.connects >= 2  # the drop happened and was retried
     assert target_rows(tenant, "V") == source_rows(db, "V")
     assert r["inserted"] == 10 and state(tenant, "V") == (10,)
+
+
+# ---- per-table report fields and state counters ---------------------------------------------------
+
+def test_nul_notes_are_per_table(tenant, pg_conn):
+    db = table_db(3, "B")
+    db.create("dbo", "A", COLS, ["id"])
+    db.write("dbo", "A", id=1, name="x\x00y")
+    run(FakeSource(db), pg_conn, tenant, tables=["[dbo].[B]"])  # B is current: nothing pending next time
+    r = run(FakeSource(db), pg_conn, tenant, tables=["[dbo].[A]", "[dbo].[B]"])
+    a, b = r["tables"]
+    assert any("U+0000" in n for n in a["precision_notes"])
+    assert not any("U+0000" in n for n in b["precision_notes"]), b["precision_notes"]
+
+
+def test_counts_and_nul_notes_survive_a_retry(tenant, pg_conn):
+    db = FakeDb()
+    db.create("dbo", "T", COLS, ["id"])
+    for i in range(12):
+        db.write("dbo", "T", id=i, name=("n\x00%d" if i in (1, 8) else "n%d") % i)
+    src = FakeSource(db, batch_size=3, fail_after_rows=6)  # drops after the first page was committed
+    r = run(src, pg_conn, tenant, commit_rows=4)["tables"][0]
+    assert src.connects >= 2
+    assert (r["inserted"], r["updated"]) == (12, 0)
+    assert "name: U+0000 removed in 2 value(s) (nul_character: strip)" in r["precision_notes"], r["precision_notes"]
+
+
+def test_rows_total_after_a_full_read_counts_the_target(tenant, pg_conn):
+    db = table_db(10)
+    run(FakeSource(db), pg_conn, tenant)
+    with tenant.connect() as c:  # the state row is lost (removed by hand, job renamed): the next run reads all
+        c.execute("DELETE FROM berqenas.sync_state WHERE target_schema = %s", (tenant.name,))
+    db.write("dbo", "T", id=10, name="new")
+    run(FakeSource(db), pg_conn, tenant)
+    assert target_rows(tenant) == source_rows(db)
+    assert state(tenant) == (11,)
+
+
+def test_initial_done_survives_a_failed_delta(tenant, pg_conn):
+    db = table_db(10)
+    run(FakeSource(db), pg_conn, tenant)
+    assert state(tenant, cols="initial_done") == (True,)
+    for i in range(10):
+        db.write("dbo", "T", id=i, name="u%d" % i)
+    with pytest.raises(S.SourceError):
+        run(FakeSource(db, batch_size=3, fail_after_rows=6), pg_conn, tenant, retries=0)
+    assert state(tenant, cols="initial_done, hwm IS NOT NULL") == (True, True)
+    assert 0 < sum(1 for _i, n in target_rows(tenant) if n.startswith("u")) < 10  # a page was committed
