@@ -62,9 +62,9 @@ options:
     default: false
   force:
     description:
-      - Apply deletions that the safety checks of C(delete_detection=pk_diff) and C(mode=full) would refuse: a
+      - Apply deletions that the safety checks of C(delete_detection=pk_diff) and C(mode=full) would refuse (a
         key stream whose length disagrees with the source's C(COUNT(*)) read around it, an empty stream for a
-        non-empty target, or more than O(max_delete_fraction) of the target's rows.
+        non-empty target, or more than O(max_delete_fraction) of the target's rows).
     type: bool
     default: false
   max_delete_fraction:
