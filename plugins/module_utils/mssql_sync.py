@@ -312,17 +312,64 @@ def host_name(value):
 
 # ---- source adapter over pymssql ---------------------------------------------------------------
 
-_LOGIN_FAILED_MARKERS = ("18456", "login failed", "login incorrect")
+# SQL Server error numbers of a refused login: retrying cannot help, and the message says what to check.
+# 18456 login failed, 18452 untrusted domain login, 18470 account disabled, 18486 account locked out,
+# 18487 / 18488 password expired / must be changed; 4060 the login cannot open the requested database.
+LOGIN_ERRORS = frozenset([18456, 18452, 18470, 18486, 18487, 18488])
+DATABASE_REFUSED_ERRORS = frozenset([4060])
+
+
+DBLIB_SERVER_MESSAGE = 20018  # "General SQL Server error: Check messages from the SQL Server"
+_DBLIB_RE = re.compile(r"DB-Lib error message (\d+)")
+
+
+def _args(exc):
+    """(number or None, message text) of a pymssql exception: it raises ``X((number, message))``."""
+    args = getattr(exc, "args", ())
+    while args and isinstance(args[0], tuple):
+        args = args[0]
+    number = args[0] if args and isinstance(args[0], int) and not isinstance(args[0], bool) else None
+    if number is not None:
+        text = args[1] if len(args) > 1 else ""
+    else:
+        text = args[0] if args else str(exc)
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return number, " ".join(str(text).split())
+
+
+def server_error_number(exc):
+    """The SQL Server error number this failure carries, or None when the server sent none.
+
+    pymssql keeps the last server message number process-wide and only replaces it with a message of
+    higher severity, so after a failed login a later refused connection still carries 18456. The message
+    text is this failure's own: the number counts only when that text says the server sent a message
+    (DB-Lib 20018), or when it holds no DB-Lib part at all (a server message alone).
+    """
+    number, text = _args(exc)
+    n = getattr(exc, "number", None)
+    if number is None and isinstance(n, int) and not isinstance(n, bool) and n:
+        number = n
+    dblib = [int(x) for x in _DBLIB_RE.findall(text)]
+    if dblib and DBLIB_SERVER_MESSAGE not in dblib:
+        return None
+    return number
 
 
 def _classify(exc, action):
-    text = str(exc)
-    low = text.lower()
+    """A SourceError for a pymssql failure: refused logins by the server's error number (never by message
+    text), programming errors permanent, everything else (network, timeouts, deadlocks) transient."""
+    number = server_error_number(exc)
+    text = _args(exc)[1]
+    if number in LOGIN_ERRORS:
+        return SourceError("%s: login failed (check user and password; SQL Server error %d)" % (action, number),
+                           transient=False)
+    if number in DATABASE_REFUSED_ERRORS:
+        return SourceError("%s: the login cannot open the database (check its name and the login's access; SQL "
+                           "Server error %d)" % (action, number), transient=False)
     if HAS_PYMSSQL and isinstance(exc, (pymssql.exceptions.ProgrammingError, pymssql.exceptions.IntegrityError,
                                         pymssql.exceptions.DataError, pymssql.exceptions.NotSupportedError)):
         return SourceError("%s: %s" % (action, text), transient=False)
-    if any(m in low for m in _LOGIN_FAILED_MARKERS):
-        return SourceError("%s: login failed (check user and password)" % action, transient=False)
     return SourceError("%s: %s" % (action, text), transient=True)
 
 
@@ -354,7 +401,7 @@ class PymssqlSource(object):
         try:
             self.conn = pymssql.connect(**self.params)
         except Exception as e:  # pymssql raises its own hierarchy and sometimes plain errors
-            raise _classify(e, "connect to SQL Server %s" % self.where)
+            raise _classify(e, "connect to SQL Server %s" % self.where) from e
         return self
 
     def close(self):
@@ -375,7 +422,7 @@ class PymssqlSource(object):
             cur.close()
             return rows
         except Exception as e:
-            raise _classify(e, "%s on %s" % (action, self.where))
+            raise _classify(e, "%s on %s" % (action, self.where)) from e
 
     def server_version(self):
         r = self._query(tsql.SERVER_VERSION, action="read server version")
@@ -430,7 +477,7 @@ class PymssqlSource(object):
             self.close()  # abandoned mid-result: drop the connection rather than drain it
             raise
         except Exception as e:
-            raise _classify(e, "%s on %s" % (action, self.where))
+            raise _classify(e, "%s on %s" % (action, self.where)) from e
 
     def batches(self, schema, table, columns, rv_column=None, lo=None, hi=None):
         """Row batches (lists of tuples in ``columns`` order); rowversion order in a window."""
