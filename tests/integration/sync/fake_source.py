@@ -174,3 +174,30 @@ class FakeSource:
     def key_batches(self, schema, table, key_columns):
         rows = self._rows(schema, table, None, None, None)[:self.key_limit]
         return self._stream([tuple(r.get(c) for c in key_columns) for r in rows])
+
+
+# ---- helpers of the engine tests that use the fake ------------------------------------------------
+
+COLS = [("id", "int", None), ("name", "nvarchar", {"CHARACTER_MAXIMUM_LENGTH": 50}),
+        ("rv", "timestamp", {"IS_NULLABLE": "NO"})]
+
+
+def engine(src, conn, tenant, **kw):
+    kw.setdefault("retry_delay", 0.01)
+    kw.setdefault("commit_rows", 4)
+    return S.SyncEngine(src, conn, job="job-" + tenant.name, owner_role=tenant.owner, **kw)
+
+
+def run(src, conn, tenant, tables=("[dbo].[T]",), **kw):
+    specs = S.table_specs(list(tables), tenant.name)
+    return engine(src, conn, tenant, **kw).run(specs)
+
+
+def source_rows(db, table="T", cols=("id", "name")):
+    t = db.tables[("dbo", table)]
+    return sorted(tuple(r.get(c) for c in cols) for r in t.rows.values())
+
+
+def target_rows(tenant, table="T", cols="id, name"):
+    with tenant.connect() as c:
+        return sorted(c.execute('SELECT %s FROM "%s"."%s"' % (cols, tenant.name, table)).fetchall())

@@ -9,34 +9,9 @@ import psycopg
 import pytest
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S
 
-from .fake_source import FakeDb, FakeSource
+from .fake_source import COLS, FakeDb, FakeSource, engine, run, source_rows, target_rows
 
 pytestmark = pytest.mark.sync
-
-COLS = [("id", "int", None), ("name", "nvarchar", {"CHARACTER_MAXIMUM_LENGTH": 50}),
-        ("rv", "timestamp", {"IS_NULLABLE": "NO"})]
-
-
-def engine(src, conn, tenant, **kw):
-    kw.setdefault("retry_delay", 0.01)
-    kw.setdefault("commit_rows", 4)
-    return S.SyncEngine(src, conn, job="job-" + tenant.name, owner_role=tenant.owner, **kw)
-
-
-def run(src, conn, tenant, tables=("[dbo].[T]",), **kw):
-    specs = S.table_specs(list(tables), tenant.name)
-    return engine(src, conn, tenant, **kw).run(specs)
-
-
-def source_rows(db, table="T", cols=("id", "name")):
-    t = db.tables[("dbo", table)]
-    return sorted(tuple(r.get(c) for c in cols) for r in t.rows.values())
-
-
-def target_rows(tenant, table="T", cols="id, name"):
-    with tenant.connect() as c:
-        return sorted(c.execute('SELECT %s FROM "%s"."%s"' % (cols, tenant.name, table)).fetchall())
-
 
 def test_initial_delta_noop_and_ro_role(tenant, pg_conn, pg_cluster):
     db = FakeDb()

@@ -6,32 +6,9 @@ import pytest
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S
 from psycopg import sql
 
-from .fake_source import FakeDb, FakeSource
+from .fake_source import COLS, FakeDb, FakeSource, engine, run, source_rows, target_rows
 
 pytestmark = pytest.mark.sync
-
-COLS = [("id", "int", None), ("name", "nvarchar", {"CHARACTER_MAXIMUM_LENGTH": 50}),
-        ("rv", "timestamp", {"IS_NULLABLE": "NO"})]
-
-
-def engine(src, conn, tenant, **kw):
-    kw.setdefault("retry_delay", 0.01)
-    kw.setdefault("commit_rows", 4)
-    return S.SyncEngine(src, conn, job="job-" + tenant.name, owner_role=tenant.owner, **kw)
-
-
-def run(src, conn, tenant, tables=("[dbo].[T]",), **kw):
-    return engine(src, conn, tenant, **kw).run(S.table_specs(list(tables), tenant.name))
-
-
-def source_rows(db, table="T", cols=("id", "name")):
-    return sorted(tuple(r.get(c) for c in cols) for r in db.tables[("dbo", table)].rows.values())
-
-
-def target_rows(tenant, table="T", cols="id, name"):
-    with tenant.connect() as c:
-        return sorted(c.execute('SELECT %s FROM "%s"."%s"' % (cols, tenant.name, table)).fetchall())
-
 
 def state(tenant, table="T", cols="rows_total"):
     with tenant.connect() as c:
