@@ -8,9 +8,10 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
-APT_PACKAGES=(python3-venv python3-dev postgresql-15 postgresql-client-15 wireguard-go wireguard-tools ufw iptables
-  iproute2 iputils-ping curl openssh-server openssh-client systemd-container debootstrap unzip rsync shellcheck
-  make procps ca-certificates)
+# Every command the project runs is in scripts/commands.txt with its package; the preflight below checks them.
+APT_PACKAGES=(python3 python3-venv python3-dev postgresql-15 postgresql-client-15 postgresql-common wireguard-go
+  wireguard-tools ufw iptables nftables iproute2 iputils-ping curl openssh-server openssh-client systemd-container
+  debootstrap unzip rsync shellcheck make procps ca-certificates)
 ANSIBLE_BUNDLE=ansible==12.3.0
 
 missing=()
@@ -57,4 +58,23 @@ if [ ! -f "$col/awx/awx/MANIFEST.json" ]; then
 fi
 mkdir -p "$col/berqenas"
 [ -L "$col/berqenas/platform" ] || ln -sfn "$here" "$col/berqenas/platform"
-echo "install: ok (.venv, .collections)" >&2
+
+# Preflight: every command of scripts/commands.txt that runs on this machine (host, venv, pg) is there.
+PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+pg_bin=/usr/lib/postgresql/15/bin
+absent=()
+checked=0
+while read -r cmd pkg where; do
+  case "$cmd" in '' | '#'*) continue ;; esac
+  case ",$where," in
+    *,host,* | *,venv,* | *,pg,*) checked=$((checked + 1)) ;;&
+    *,host,*) command -v "$cmd" >/dev/null || absent+=("$cmd (Debian package $pkg)") ;;
+    *,venv,*) [ -x ".venv/bin/$cmd" ] || absent+=("$cmd (pip package $pkg in .venv)") ;;
+    *,pg,*) [ -x "$pg_bin/$cmd" ] || absent+=("$cmd (Debian package $pkg, in $pg_bin)") ;;
+  esac
+done <scripts/commands.txt
+if [ ${#absent[@]} -gt 0 ]; then
+  printf 'install: preflight FAILED, missing: %s\n' "${absent[@]}" >&2
+  exit 1
+fi
+echo "install: ok (.venv, .collections; preflight: $checked commands of scripts/commands.txt present)" >&2
