@@ -391,12 +391,13 @@ class _PyFile:
     def __init__(self, path, text):
         self.path = path
         self.tree = ast.parse(text)
-        self.consts = {}
+        self.consts = {}  # module-level NAME = "x" / NAME = os.path.join(BIN, "x")
         for node in self.tree.body:
-            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+            if isinstance(node, ast.Assign):
+                tok = self.token(node.value)
                 for t in node.targets:
-                    if isinstance(t, ast.Name) and isinstance(node.value.value, str):
-                        self.consts[t.id] = node.value.value
+                    if isinstance(t, ast.Name) and tok is not None:
+                        self.consts[t.id] = tok
         self.parents = {}
         for node in ast.walk(self.tree):
             for child in ast.iter_child_nodes(node):
