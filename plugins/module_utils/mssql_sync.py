@@ -25,11 +25,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import re
 import time
 import uuid
 
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_tsql as tsql
+from ansible_collections.berqenas.platform.plugins.module_utils import validation
 
 try:
     import psycopg
@@ -291,23 +291,14 @@ def table_specs(tables, default_schema):
     return specs
 
 
-_REMOTEDB_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}\Z")
-
-
 def remotedb_name(name):
-    """A remote database (sync job) name: lower-case letter first, then letters, digits, ``_`` or ``-``
-    (at most 63 characters); it names files and keys the sync state."""
-    if not isinstance(name, str) or not _REMOTEDB_RE.match(name):
-        raise SyncError("invalid remote database name %r: must match ^[a-z][a-z0-9_-]{0,62}$" % (name,))
-    return name
+    """A remote database (sync job) name, by the collection's one name rule (module_utils.validation)."""
+    return validation.checked(SyncError, validation.remotedb_name, name)
 
 
 def host_name(value):
-    """A host name or address: no whitespace, control characters, quotes or template syntax; 1-253 chars."""
-    if not isinstance(value, str) or not 1 <= len(value) <= 253 or any(
-            c.isspace() or ord(c) < 32 or c in "'\"{}%#,;/\\" for c in value):
-        raise SyncError("invalid host %r: expected a host name or an IP address" % (value,))
-    return value
+    """A SQL Server host: an IP address or a DNS name (module_utils.validation.host)."""
+    return validation.checked(SyncError, validation.host, value)
 
 
 # ---- source adapter over pymssql ---------------------------------------------------------------

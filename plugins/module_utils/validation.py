@@ -1,23 +1,87 @@
 # -*- coding: utf-8 -*-
 # Copyright: berqenas.platform contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Validation rules shared by modules, playbooks (through modules/filters) and the orchestrator.
+"""Every value rule of the platform, once: modules, filters, playbooks and the orchestrator call these.
 
-One copy of each rule: the orchestrator imports this module; it keeps none of its own.
-Each function raises ValidationError with a message naming the input and the rule.
+One copy of each rule: names of every kind (tenant, remote database, exposure, VPN peer), SQL identifiers,
+hosts, ports, host:port pairs, CIDRs and addresses, interface names, WireGuard keys, expiry timestamps,
+PostgreSQL durations and connection limits, template syntax. Each function returns the (normalised) value or
+raises ValidationError with a message ``invalid <what> <value>: <rule>``. Domain errors (GatewayError,
+WireGuardError) subclass ValidationError; ``checked()`` re-raises a rule's error as a domain error.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import base64
+import binascii
+import datetime
+import ipaddress
 import re
 
-TENANT_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}\Z")
 
-# Names a tenant may never take: PostgreSQL's own namespaces and roles, the platform's, and SQL or YAML
-# words that would read as something else in configuration files, pg_hba or SQL.
-RESERVED_TENANT_NAMES = frozenset([
+class ValidationError(ValueError):
+    """An input broke a rule; the message says which input and which rule."""
+
+
+def checked(error_class, rule, *args, **kwargs):
+    """Apply RULE; a ValidationError it raises becomes ERROR_CLASS (a domain error) with the same message."""
+    try:
+        return rule(*args, **kwargs)
+    except ValidationError as exc:
+        if isinstance(exc, error_class):
+            raise
+        raise error_class(str(exc)) from None
+
+
+# ------------------------------------------------------------------------------------------ text
+
+_TEMPLATE_RE = re.compile(r"\{\{|\{%|\{#|\}\}|%\}|#\}")
+
+
+def no_template(value, what="value"):
+    """Reject strings that carry template syntax where no template could be meant (inputs are data)."""
+    if isinstance(value, str) and _TEMPLATE_RE.search(value):
+        raise ValidationError("invalid %s: template syntax ({{ }}, {%% %%}, {# #}) is not allowed in inputs" % what)
+    return value
+
+
+def one_line(value, what="value"):
+    """No template syntax, no line breaks, no NUL (a value written into a config file line)."""
+    no_template(value, what)
+    if isinstance(value, str) and ("\n" in value or "\r" in value or "\0" in value):
+        raise ValidationError("invalid %s: line breaks are not allowed" % what)
+    return value
+
+
+def text(value, what="value"):
+    """A non-empty one-line string without surrounding whitespace."""
+    if not isinstance(value, str):
+        raise ValidationError("invalid %s %r: expected a string" % (what, value))
+    one_line(value, what)
+    if value != value.strip() or not value:
+        raise ValidationError("invalid %s %r: empty or surrounded by whitespace" % (what, value))
+    return value
+
+
+def login_text(value, what="user"):
+    """A SQL Server login or database name: 1-128 printable characters, no template syntax."""
+    if not isinstance(value, str):
+        raise ValidationError("invalid %s %r: expected a string" % (what, value))
+    no_template(value, what)
+    if not value or len(value) > 128 or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValidationError("invalid %s %r: 1-128 printable characters" % (what, value))
+    return value
+
+
+# ------------------------------------------------------------------------------------------ names
+# One family: a name is lower-case ASCII, starts with a letter (a peer may start with a digit), and is not a
+# reserved word. Names end up as PostgreSQL roles and schemas, pg_hba fields, file names, sync-state keys,
+# firewall comments and YAML scalars, so words that would read as something else there are refused for all.
+
+# PostgreSQL's own namespaces and roles, the platform's, and SQL, pg_hba or YAML words.
+RESERVED_NAMES = frozenset([
     "public", "information_schema", "postgres", "template0", "template1", "berqenas", "pg_catalog", "pg_toast",
     "all", "any", "sameuser", "samerole", "samehost", "samenet", "replication", "current_user", "session_user",
     "current_role", "user", "role", "none", "null", "true", "false", "yes", "no", "on", "off", "y", "n",
@@ -26,24 +90,66 @@ RESERVED_TENANT_NAMES = frozenset([
     "nologin", "login", "local", "host", "hostssl", "hostnossl", "reject", "trust", "unsafe", "vault",
 ])
 RESERVED_PREFIXES = ("pg_", "berqenas")
+RESERVED_TENANT_NAMES = RESERVED_NAMES  # the former name, kept for callers
+
+# kind -> (regex, how the rule reads in a message)
+NAME_RULES = {
+    "tenant name": (r"^[a-z][a-z0-9_]{0,39}\Z", "^[a-z][a-z0-9_]{0,39}$ (lower-case letter first, then up to 39 "
+                    "lower-case letters, digits or underscores)"),
+    "remote database name": (r"^[a-z][a-z0-9_]{0,39}\Z", "^[a-z][a-z0-9_]{0,39}$ (lower-case letter first, then up "
+                             "to 39 lower-case letters, digits or underscores)"),
+    "exposure name": (r"^[a-z][a-z0-9_-]{0,39}\Z", "^[a-z][a-z0-9_-]{0,39}$ (lower-case letter first, then up to 39 "
+                      "lower-case letters, digits, _ or -)"),
+    "peer name": (r"^[a-z0-9][a-z0-9_-]{0,31}\Z", "^[a-z0-9][a-z0-9_-]{0,31}$ (lower-case letter or digit first, "
+                  "then up to 31 lower-case letters, digits, _ or -)"),
+}
+_NAME_RES = dict((kind, re.compile(rule[0])) for kind, rule in NAME_RULES.items())
+TENANT_NAME_RE = _NAME_RES["tenant name"]
 
 
-class ValidationError(ValueError):
-    """An input broke a rule; the message says which input and which rule."""
+def name(value, kind="tenant name"):
+    """A name of KIND (a key of NAME_RULES): its pattern, and never a reserved word or prefix."""
+    if not isinstance(value, str):
+        raise ValidationError("%s must be a string, got %s" % (kind, type(value).__name__))
+    if not _NAME_RES[kind].match(value):
+        raise ValidationError("invalid %s %r: must match %s" % (kind, value, NAME_RULES[kind][1]))
+    if value in RESERVED_NAMES or value.startswith(RESERVED_PREFIXES):
+        raise ValidationError("invalid %s %r: reserved (see the reserved list in the docs)" % (kind, value))
+    return value
 
 
-def tenant_name(name):
-    """Return ``name`` if it is a valid tenant name, else raise ValidationError."""
-    if not isinstance(name, str):
-        raise ValidationError("tenant name must be a string, got %s" % type(name).__name__)
-    if not TENANT_NAME_RE.match(name):
-        raise ValidationError(
-            "invalid tenant name %r: must match ^[a-z][a-z0-9_]{0,39}$ (lower-case letter first, then up to 39 "
-            "lower-case letters, digits or underscores)" % (name,))
-    if name in RESERVED_TENANT_NAMES or name.startswith(RESERVED_PREFIXES):
-        raise ValidationError("invalid tenant name %r: reserved (see the reserved list in the docs)" % (name,))
-    return name
+def tenant_name(value):
+    """Return ``value`` if it is a valid tenant name, else raise ValidationError."""
+    return name(value, "tenant name")
 
+
+def remotedb_name(value):
+    """A remote database (sync job) name: it names files and keys the sync state."""
+    return name(value, "remote database name")
+
+
+def exposure_name(value):
+    """A gateway exposure's name (unique per tenant)."""
+    return name(value, "exposure name")
+
+
+def peer_name(value):
+    """A VPN peer's name (unique across tenants; names its client config files)."""
+    return name(value, "peer name")
+
+
+_SQL_IDENT_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
+
+
+def sql_identifier(value, what="identifier"):
+    """A plain lower-case SQL identifier that needs no quoting (e.g. the platform database's name)."""
+    if not isinstance(value, str) or not _SQL_IDENT_RE.match(value):
+        raise ValidationError("invalid %s %r: use a-z, 0-9 and _, not starting with a digit, at most 63"
+                              % (what, value))
+    return value
+
+
+# ------------------------------------------------------------------------------------------ numbers
 
 _DURATION_RE = re.compile(r"^(0|[1-9][0-9]{0,8})(ms|s|min|h)?\Z")
 
@@ -54,6 +160,19 @@ def pg_duration(value, what="statement_timeout"):
     if not _DURATION_RE.match(value):
         raise ValidationError("invalid %s %r: expected a number with unit ms, s, min or h (e.g. 30s)" % (what, value))
     return value
+
+
+def integer(value, what, low, high):
+    """An integer LOW..HIGH given as an int or a decimal string (booleans are refused)."""
+    if isinstance(value, bool):
+        raise ValidationError("invalid %s %r: expected an integer %d-%d" % (what, value, low, high))
+    try:
+        n = int(str(value).strip(), 10)
+    except (TypeError, ValueError):
+        raise ValidationError("invalid %s %r: expected an integer %d-%d" % (what, value, low, high)) from None
+    if not low <= n <= high:
+        raise ValidationError("invalid %s %r: expected an integer %d-%d" % (what, value, low, high))
+    return n
 
 
 def connection_limit(value):
@@ -67,6 +186,10 @@ def connection_limit(value):
 
 
 def port(value, what="port"):
+    """A TCP/UDP port 1-65535 as an int or a plain decimal string (no sign, spaces or leading zeros)."""
+    if isinstance(value, bool):
+        raise ValidationError("invalid %s %r: expected an integer 1-65535" % (what, value))
+    no_template(value, what)
     try:
         n = int(str(value), 10)
     except (TypeError, ValueError):
@@ -76,11 +199,137 @@ def port(value, what="port"):
     return n
 
 
-_TEMPLATE_RE = re.compile(r"\{\{|\{%|\{#|\}\}|%\}|#\}")
+# ------------------------------------------------------------------------------------------ network
+
+_HOST_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 
 
-def no_template(value, what="value"):
-    """Reject strings that carry template syntax where no template could be meant."""
-    if isinstance(value, str) and _TEMPLATE_RE.search(value):
-        raise ValidationError("invalid %s: template syntax ({{ }}, {%% %%}, {# #}) is not allowed in inputs" % what)
+def ip_address(value, what="address"):
+    """An IPv4 or IPv6 address (no zone index); returned in its canonical spelling."""
+    text(value, what)
+    try:
+        if "%" in value:
+            raise ValueError("zone index")
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValidationError("invalid %s %r: expected an IP address" % (what, value)) from None
+
+
+def host(value, what="host"):
+    """An IP address or a DNS host name (RFC 1123 labels, at most 253 characters, not all digits).
+
+    Nothing else: no spaces, quotes, shell metacharacters, ``$(...)``, option-like ``-x``, ports or paths.
+    IP addresses come back in their canonical spelling, names as given.
+    """
+    text(value, what)
+    try:
+        return ip_address(value, what)
+    except ValidationError:
+        pass
+    dns = value[:-1] if value.endswith(".") else value
+    if (len(dns) > 253 or not all(_HOST_LABEL_RE.match(label) for label in dns.split("."))
+            or re.match(r"^[0-9.]+\Z", dns)):
+        raise ValidationError("invalid %s %r: not an IP address or host name" % (what, value))
     return value
+
+
+def host_port(value, what="target", port_required=True):
+    """``host:port`` (``[v6]:port`` for IPv6; the port optional unless PORT_REQUIRED) -> (host, port or None)."""
+    text(value, what)
+    m = (re.match(r"^\[([^\]]+)\](?::([^:]*))?\Z", value) or re.match(r"^([^:\[\]]+)(?::([^:]*))?\Z", value))
+    if not m or (port_required and m.group(2) is None):
+        raise ValidationError("invalid %s %r: expected %s" % (
+            what, value, "HOST:PORT ([v6]:PORT)" if port_required else "HOST, HOST:PORT or [v6]:PORT"))
+    h = host(m.group(1), what + " host")
+    if value.startswith("[") and ":" not in h:
+        raise ValidationError("invalid %s %r: brackets are for IPv6 addresses" % (what, value))
+    return h, (None if m.group(2) is None else port(m.group(2), what + " port"))
+
+
+def cidr(value, what="CIDR"):
+    """An IPv4/IPv6 network (a bare address means /32 or /128); host bits must be zero. -> ip_network."""
+    text(value, what)
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ValidationError("invalid %s %r: %s (expected a network like 198.51.100.0/24, host bits zero)"
+                              % (what, value, exc)) from None
+
+
+def interface_address(value, what="interface address"):
+    """An address with its prefix, like ``198.51.100.1/24``. -> ip_interface."""
+    text(value, what)
+    try:
+        return ipaddress.ip_interface(value)
+    except ValueError:
+        raise ValidationError("invalid %s %r: expected an address with prefix, like 198.51.100.1/24"
+                              % (what, value)) from None
+
+
+def peer_network(value, what="address"):
+    """A peer's address as the wireguard role publishes it (``198.51.100.2`` or ``198.51.100.2/32``) or a
+    routed subnet strictly written (``203.0.113.0/24``). -> ip_network."""
+    iface = interface_address(value, what)
+    if "/" in value and iface.network.prefixlen != iface.max_prefixlen:
+        return cidr(value, what)
+    return iface.network
+
+
+# Linux: at most 15 bytes, no '/', whitespace or ':' (and never '.' or '..'); wg-quick allows [a-zA-Z0-9_=+.-].
+# A leading '-' or '.' is refused too: an interface name is an argument of ip, wg, ufw and iptables.
+_IFACE_RE = re.compile(r"^[A-Za-z0-9_=+][A-Za-z0-9_=+.-]{0,14}\Z")
+
+
+def interface_name(value, what="interface name"):
+    """A network interface name: 1-15 characters of [A-Za-z0-9_=+.-], not starting with '-' or '.'."""
+    if not isinstance(value, str) or not _IFACE_RE.match(value):
+        raise ValidationError("invalid %s %r: 1-15 characters of [A-Za-z0-9_=+.-], not starting with - or ."
+                              % (what, value))
+    return value
+
+
+# ------------------------------------------------------------------------------------------ keys and dates
+
+def wireguard_key(value, what="public key"):
+    """A WireGuard key: base64 of 32 bytes (44 characters), not all zero. Returned stripped."""
+    if not isinstance(value, str):
+        raise ValidationError("invalid %s: expected a base64 string" % what)
+    one_line(value.strip(), what)
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationError("invalid %s %r: not base64" % (what, value)) from None
+    if len(raw) != 32 or len(value.strip()) != 44:
+        raise ValidationError("invalid %s %r: a WireGuard key is 32 bytes (44 base64 characters)" % (what, value))
+    if raw == b"\0" * 32:
+        raise ValidationError("invalid %s: the all-zero key is not a key" % what)
+    return value.strip()
+
+
+_EXPIRY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?[+-]\d{2}:\d{2}\Z")
+
+
+def expiry(value, what="expires"):
+    """ISO-8601 with a timezone (``2026-12-31T00:00:00Z``) -> an aware UTC datetime; None or '' -> None."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValidationError("invalid %s %r: expected an ISO-8601 timestamp like 2026-12-31T00:00:00Z"
+                              % (what, value))
+    one_line(value, what)
+    stamp = value.strip()
+    if stamp.endswith("Z") or stamp.endswith("z"):
+        stamp = stamp[:-1] + "+00:00"
+    if not _EXPIRY_RE.match(stamp):
+        raise ValidationError("invalid %s %r: expected an ISO-8601 timestamp with a timezone, "
+                              "like 2026-12-31T00:00:00Z" % (what, value))
+    try:
+        dt = datetime.datetime.fromisoformat(stamp)
+    except ValueError:
+        raise ValidationError("invalid %s %r: not a valid date/time" % (what, value)) from None
+    return dt.astimezone(datetime.timezone.utc)
+
+
+def format_expiry(dt):
+    """The one spelling of an expiry the platform writes: ``2026-12-31T00:00:00Z``."""
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ") if dt else None

@@ -50,3 +50,29 @@ def test_durations(good):
 def test_bad_durations(bad):
     with pytest.raises(v.ValidationError):
         v.pg_duration(bad)
+
+
+@pytest.mark.parametrize("good", ["erp", "legacy_erp", "a" * 40])
+def test_remotedb_names(good):
+    assert v.remotedb_name(good) == good
+
+
+@pytest.mark.parametrize("bad", ["null", "true", "pg_catalog", "acme-corp", "Erp", "9erp", "a" * 41, "", None])
+def test_bad_remotedb_names(bad):
+    with pytest.raises(v.ValidationError):
+        v.remotedb_name(bad)
+
+
+@pytest.mark.parametrize("good,expected", [
+    ("db.example.com", "db.example.com"), ("sql-01", "sql-01"), ("127.0.0.1", "127.0.0.1"),
+    ("2001:db8::1", "2001:db8::1"), ("2001:DB8::1", "2001:db8::1"), ("host.", "host.")])
+def test_hosts(good, expected):
+    assert v.host(good) == expected
+
+
+@pytest.mark.parametrize("bad", ["$(id)", "-oProxyCommand=id", "-x", "a b", " a", "a;b", "a|b", "a`id`", "a'b",
+                                 'a"b', "a/b", "a\\b", "{{ x }}", "", "1234", "1.2.3", "a..b", "a-.b", "x" * 254,
+                                 "fe80::1%eth0", "a\nb", None, 5])
+def test_bad_hosts(bad):
+    with pytest.raises(v.ValidationError):
+        v.host(bad)

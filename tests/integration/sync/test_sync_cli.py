@@ -159,15 +159,15 @@ def test_remotedb_password_vaulted_literal_operator_vault_file(template_password
     def run(*a, **kw):
         return cli("-i", str(inv), *a, **kw)
 
-    r = run("remotedb", "add", "legacy-erp", "--tenant", tenant.name, "--host", p["server"], "--port",
+    r = run("remotedb", "add", "legacy_erp", "--tenant", tenant.name, "--host", p["server"], "--port",
             str(p["port"]), "--user", p["user"], "--password-file", "-", "--database", p["database"],
             "--table", "[dbo].[Items]", "--json", input=p["password"] + "\n")
     assert p["password"] not in r.stdout + r.stderr
-    assert_vaulted(inv / "group_vars" / "all" / "remotedb_secrets.yml", vault_pass, "legacy-erp", p["password"])
+    assert_vaulted(inv / "group_vars" / "all" / "remotedb_secrets.yml", vault_pass, "legacy_erp", p["password"])
     assert not (home / "vault").exists()
 
-    assert run("remotedb", "test", "legacy-erp", "--json").json["latency_ms"] >= 0
-    r = run("sync", "run", "legacy-erp", "--json")
+    assert run("remotedb", "test", "legacy_erp", "--json").json["latency_ms"] >= 0
+    r = run("sync", "run", "legacy_erp", "--json")
     assert r.json["tables"][0]["inserted"] == 1 and p["password"] not in r.stdout + r.stderr
     assert target_rows(tenant, "Items", "id") == [(7,)]
 
@@ -175,8 +175,8 @@ def test_remotedb_password_vaulted_literal_operator_vault_file(template_password
     wrong = tmp_path / "wrong"
     wrong.write_text("not it\n")
     r = Cli(dict(ansible_env, ANSIBLE_VAULT_PASSWORD_FILE=str(wrong)), str(home))(
-        "-i", str(inv), "sync", "run", "legacy-erp", "--json", check=False)
+        "-i", str(inv), "sync", "run", "legacy_erp", "--json", check=False)
     assert r.rc == 1 and "decrypt" in r.stdout.lower() + r.stderr.lower(), (r.stdout, r.stderr)
 
-    run("remotedb", "remove", "legacy-erp")
+    run("remotedb", "remove", "legacy_erp")
     assert vault_secrets(inv / "group_vars" / "all" / "remotedb_secrets.yml") == {}
