@@ -38,7 +38,18 @@ FRONT_DOOR = sorted(f for f in os.listdir(os.path.join(REPO, "playbooks")) if f.
 # playbooks that are not job templates, and why (extensions/awx/job_templates.yml says the same)
 NOT_IN_AWX = {"tenant_show.yml": "fetches credentials to the operator", "vpn_peer_config.yml": "fetches a client "
               "config to the operator", "local_up.yml": "embedded default", "local_down.yml": "embedded default",
-              "local_status.yml": "embedded default", "gateway_peers.yml": "imported by gateway_apply/status"}
+              "local_status.yml": "embedded default", "local_apply.yml": "embedded default (local_up/local_down)",
+              "gateway_peers.yml": "imported by gateway_apply/status"}
+
+
+def _text_read(playbook):
+    """A playbook's text and that of the vars files it loads (playbooks/vars/platform.yml: the connection)."""
+    path = os.path.join(REPO, playbook)
+    text = open(path).read()
+    for play in yaml.safe_load(text):
+        for vf in play.get("vars_files", []):
+            text += open(os.path.join(os.path.dirname(path), vf)).read()
+    return text
 
 
 def test_every_front_door_playbook_has_a_job_template():
@@ -66,7 +77,7 @@ def test_credential_types_keep_secrets_secret(ct):
 
 @pytest.mark.parametrize("jt", DATA["berqenas_awx_job_templates"], ids=lambda jt: jt["name"])
 def test_injected_extra_vars_are_inputs_the_playbook_reads(jt):
-    text = open(os.path.join(REPO, jt["playbook"])).read()
+    text = _text_read(jt["playbook"])
     for name in jt.get("credentials", []):
         assert name in CTYPES, f"{jt['name']}: no credential type {name!r}"
         for var in (CTYPES[name]["injectors"].get("extra_vars") or {}):
