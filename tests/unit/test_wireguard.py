@@ -246,16 +246,14 @@ def test_parse_conf_interface_ignores_private_key():
     assert ipaddress.ip_address("fd00:b::2") in ipaddress.ip_network("fd00:b::/64")
 
 
-def test_allocation_of_5000_is_fast():
-    import time
-
+def test_allocation_of_5000_gives_5000_distinct_addresses():
+    # how fast: bench/bench_vpn.py (a timed assertion here would only measure how loaded the machine is)
     i = iface(addresses=["fd00:b::1/64"])
     p = peers([{"name": "p%d" % n, "tenant": "acme"} for n in range(5000)], i)
-    t = time.perf_counter()
     st = wg.build_state(i, p, {}, wg.allocate(i, p, {}))
-    wg.render_server(i, wg.generate_private_key(), p, st, NOW)
-    assert time.perf_counter() - t < 3
+    quick, native = wg.render_server(i, wg.generate_private_key(), p, st, NOW)
     assert len({tuple(e["addresses"]) for e in st["peers"].values()}) == 5000
+    assert quick.count("[Peer]") == native.count("[Peer]") == 5000
 
 
 def test_expiry_files_render_units_and_reject_bad_input():
