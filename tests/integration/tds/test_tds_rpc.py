@@ -204,6 +204,70 @@ def test_prepexec_execute_unprepare_by_name_and_id(pytds_db):
         assert cur.fetchone()[0] == 3
 
 
+def test_pytds_isolation_level_goes_with_tm_begin(pytds_db):
+    from pytds import extensions
+
+    pytds_db.execute("CREATE TABLE dbo.t (id int PRIMARY KEY)")
+    pytds_db.execute("INSERT INTO dbo.t (id) VALUES (1)")
+    if pytds_db.server.kind == "real":
+        pytds_db.execute("ALTER DATABASE [%s] SET ALLOW_SNAPSHOT_ISOLATION ON" % pytds_db.name)
+    conn = pytds_db.connect(autocommit=False)
+    try:
+        conn.isolation_level = extensions.ISOLATION_LEVEL_SNAPSHOT  # sent in TM_BEGIN_XACT's isolation byte
+        cur = conn.cursor()
+        cur.execute("SELECT COUNT(*) FROM dbo.t")
+        assert cur.fetchone()[0] == 1
+        pytds_db.execute("INSERT INTO dbo.t (id) VALUES (2)")
+        cur.execute("SELECT COUNT(*) FROM dbo.t")
+        assert cur.fetchone()[0] == 1  # the snapshot fixed at the first read
+        conn.commit()
+        cur.execute("SELECT COUNT(*) FROM dbo.t")
+        assert cur.fetchone()[0] == 2
+        conn.rollback()
+        conn.isolation_level = extensions.ISOLATION_LEVEL_READ_COMMITTED
+        cur.execute("SELECT COUNT(*) FROM dbo.t")
+        assert cur.fetchone()[0] == 2
+        pytds_db.execute("INSERT INTO dbo.t (id) VALUES (3)")
+        cur.execute("SELECT COUNT(*) FROM dbo.t")
+        assert cur.fetchone()[0] == 3  # read committed sees the new row
+    finally:
+        conn.close()
+
+
+def test_xact_abort_rollback_is_announced_to_pytds(pytds_db):
+    import pytds
+
+    pytds_db.execute("CREATE TABLE dbo.t (id int PRIMARY KEY)")
+    conn = pytds_db.connect(autocommit=False)
+    try:
+        cur = conn.cursor()
+        cur.execute("SET XACT_ABORT ON")
+        cur.execute("INSERT INTO dbo.t (id) VALUES (%s)", (1,))
+        with pytest.raises(pytds.IntegrityError) as e:
+            cur.execute("INSERT INTO dbo.t (id) VALUES (%s)", (1,))
+        assert e.value.msg_no == 2627
+        assert conn._tds_socket.tds72_transaction == 0  # ENVCHANGE 10: the whole transaction is gone
+        cur.execute("INSERT INTO dbo.t (id) VALUES (%s)", (2,))  # pytds opens a new one (TM_BEGIN_XACT)
+        conn.commit()
+    finally:
+        conn.close()
+    assert pytds_db.execute("SELECT id FROM dbo.t") == [(2,)]
+
+
+def test_cancel_of_pending_rows_of_an_rpc(pytds_db):
+    pytds_db.execute("CREATE TABLE dbo.big (id int PRIMARY KEY, pad nvarchar(200))")
+    for base in range(0, 20000, 1000):
+        pytds_db.execute("INSERT INTO dbo.big (id, pad) VALUES " + ", ".join(
+            "(%d, N'%s')" % (i, "p" * 150) for i in range(base, base + 1000)))
+    with contextlib.closing(pytds_db.connect(autocommit=True)) as conn:
+        cur = conn.cursor()
+        cur.execute("SELECT id, pad FROM dbo.big WHERE id >= %s ORDER BY id", (0,))  # sp_executesql
+        assert cur.fetchone()[0] == 0
+        cur.cancel()  # ATTENTION in the middle of the RPC's rows; pytds reads up to DONE_ATTN
+        cur.execute("SELECT COUNT(*) FROM dbo.big WHERE id >= %s", (0,))
+        assert cur.fetchall() == [(20000,)]
+
+
 # -- the emulator only: refusals are SQL Server errors, the session survives them -----------------------
 
 
@@ -239,3 +303,27 @@ def test_emulator_refuses_unknown_procedures_and_tm_requests(emulated_mssql_db):
         assert e.value.msg_no == 3902
         cur.execute("SELECT 1")
         assert cur.fetchone()[0] == 1
+
+
+def test_emulator_faults_apply_to_rpc_statements(emulated_mssql_db):
+    import pytds
+
+    from tests.support.tds_clients import CLIENTS
+
+    db = emulated_mssql_db.with_client(CLIENTS["pytds"])
+    db.execute("CREATE TABLE dbo.t (id int PRIMARY KEY)")
+    conn = db.connect(autocommit=False)
+    try:
+        cur = conn.cursor()
+        cur.execute("INSERT INTO dbo.t (id) VALUES (%s)", (1,))
+        db.faults.fail_statement(r"INSERT INTO dbo\.t", 2627)  # an injected error replaces the statement
+        with pytest.raises(pytds.IntegrityError) as e:
+            cur.execute("INSERT INTO dbo.t (id) VALUES (%s)", (2,))
+        assert e.value.msg_no == 2627
+        cur.execute("INSERT INTO dbo.t (id) VALUES (%s)", (3,))
+        cur.execute("SELECT @@TRANCOUNT")
+        assert cur.fetchone()[0] == 1
+        conn.commit()
+    finally:
+        conn.close()
+    assert db.execute("SELECT id FROM dbo.t ORDER BY id") == [(1,), (3,)]

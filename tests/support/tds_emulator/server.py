@@ -310,6 +310,7 @@ class Session(threading.Thread):
         self.prepared = {}  # sp_prepare/sp_prepexec handle -> (declarations, statement text)
         self.next_handle = 1
         self.xact_seq = 0
+        self.xact_lost = False  # the last error rolled the transaction back (ENVCHANGE 10 due)
         self.inbox = queue.Queue()
         self.attn = threading.Event()
         self.dead = threading.Event()
@@ -524,7 +525,7 @@ class Session(threading.Thread):
             for stoks in units:  # compile the whole batch first, like SQL Server
                 parse_statement(stoks, text, self.ctx())
         except TsqlError as e:
-            w.add(self.error(e) + self.done(P.DONE_ERROR | (P.DONE_MORE if in_proc else 0)))
+            w.add(self.error_tokens(e) + self.done(P.DONE_ERROR | (P.DONE_MORE if in_proc else 0)))
             return e.number
         if not units:
             return None
@@ -554,13 +555,22 @@ class Session(threading.Thread):
                         w.add(self.error(e) + self.done(P.DONE_ERROR))
                         w.finish()
                         raise _Dropped() from None
-                w.add(self.error(e) + self.done(P.DONE_ERROR | (P.DONE_MORE if in_proc else 0)))
+                w.add(self.error_tokens(e) + self.done(P.DONE_ERROR | (P.DONE_MORE if in_proc else 0)))
                 failed = e.number
                 break
         return failed
 
     def error(self, e):
         return P.message_token(e.number, e.message, state=e.state, cls=e.cls)
+
+    def error_tokens(self, e):
+        """The error, then ENVCHANGE 10 (rollback) when it rolled the whole transaction back (XACT_ABORT,
+        deadlock): clients that track the transaction descriptor (TM requests) learn it is gone."""
+        out = self.error(e)
+        if self.xact_lost:
+            self.xact_lost = False
+            out += P.envchange_bytes(10, b"", self._descriptor())
+        return out
 
     # -- transactions ---------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -633,6 +643,7 @@ class Session(threading.Thread):
             with contextlib.suppress(psycopg.Error):
                 pg.execute("ROLLBACK")
             self.trancount = 0
+            self.xact_lost = True
             return
         try:
             pg.execute("ROLLBACK TO SAVEPOINT tds_stmt")
