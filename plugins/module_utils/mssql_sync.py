@@ -53,7 +53,8 @@ PG_IDENT_MAX_BYTES = 63
 STATE_SCHEMA = "berqenas"
 STATE_TABLE = "sync_state"
 OFFSET_SUFFIX = "_offset_min"
-LOCK_CLASS = 0x6271  # 'bq': first key of the two-key advisory lock, the second is hashtext(job)
+LOCK_CLASS = 0x6271  # 'bq': first key of the two-key advisory lock, the second is the job's lock_id
+JOB_TABLE = "sync_job"  # job -> lock_id (unique, from an identity): no two jobs share a lock key
 
 
 class SyncError(Exception):
@@ -558,6 +559,13 @@ CREATE TABLE IF NOT EXISTS {state} (
 )
 """
 
+JOB_DDL = """
+CREATE TABLE IF NOT EXISTS {jobs} (
+    job text PRIMARY KEY,
+    lock_id integer GENERATED ALWAYS AS IDENTITY (START WITH 1) UNIQUE
+)
+"""
+
 # columns added after the first release: (name, type), added to an existing state table on first use
 STATE_ADDED_COLUMNS = (("target_oid", "oid"),)
 
@@ -580,6 +588,12 @@ def ensure_state_table(conn):
         cur.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
                     " AND NOT attisdropped", ("%s.%s" % (STATE_SCHEMA, STATE_TABLE),))
         have = set(r[0] for r in cur.fetchall())
+        cur.execute("SELECT to_regclass(%s)", ("%s.%s" % (STATE_SCHEMA, JOB_TABLE),))
+        if cur.fetchone()[0] is None:
+            cur.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_CLASS,))
+            jobs = _ident(STATE_SCHEMA, JOB_TABLE)
+            cur.execute(sql.SQL(JOB_DDL).format(jobs=jobs))
+            cur.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(jobs))
         missing = [(n, t) for n, t in STATE_ADDED_COLUMNS if n not in have]
         if missing:
             cur.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_CLASS,))
@@ -587,6 +601,28 @@ def ensure_state_table(conn):
                 cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
                     state, _ident(n), sql.SQL(t)))
     conn.commit()
+
+
+def job_lock_id(conn, job, create=True):
+    """The job's lock key (second key of its advisory lock, the first is LOCK_CLASS): a number handed out
+    once per job name by ``berqenas.sync_job``, so unrelated jobs never share a key (a hash of the name
+    could). ``create=False`` returns None for a job that never ran. Commits when it creates one."""
+    jobs = _ident(STATE_SCHEMA, JOB_TABLE)
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s)", ("%s.%s" % (STATE_SCHEMA, JOB_TABLE),))
+        if cur.fetchone()[0] is None:
+            if not create:
+                return None
+            conn.commit()
+            ensure_state_table(conn)
+        cur.execute(sql.SQL("SELECT lock_id FROM {} WHERE job = %s").format(jobs), (job,))
+        r = cur.fetchone()
+        if r is None and create:
+            cur.execute(sql.SQL("INSERT INTO {} (job) VALUES (%s) ON CONFLICT (job) DO NOTHING").format(jobs), (job,))
+            cur.execute(sql.SQL("SELECT lock_id FROM {} WHERE job = %s").format(jobs), (job,))
+            r = cur.fetchone()
+            conn.commit()
+        return r[0] if r else None
 
 
 def read_states(conn, job=None):
@@ -799,10 +835,15 @@ class SyncEngine(object):
 
     # -- lock ---------------------------------------------------------------------------------
     def acquire_lock(self):
+        """Session advisory lock (LOCK_CLASS, job_lock_id); check mode of a job that never ran takes none."""
         deadline = time.monotonic() + self.lock_timeout
+        self._lock_id = job_lock_id(self.conn, self.job, create=not self.check_mode)
+        self.conn.commit()
+        if self._lock_id is None:
+            return
         with self.conn.cursor() as cur:
             while True:
-                cur.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (LOCK_CLASS, self.job))
+                cur.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, self._lock_id))
                 got = cur.fetchone()[0]
                 self.conn.commit()
                 if got:
@@ -821,7 +862,7 @@ class SyncEngine(object):
             try:
                 self.conn.rollback()
                 with self.conn.cursor() as cur:
-                    cur.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (LOCK_CLASS, self.job))
+                    cur.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, self._lock_id))
                 self.conn.commit()
             except Exception:
                 pass

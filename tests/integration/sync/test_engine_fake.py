@@ -219,7 +219,7 @@ def test_concurrent_run_reports_locked(tenant, pg_conn, pg_cluster):
     db.create("dbo", "T", COLS, ["id"])
     db.write("dbo", "T", id=1, name="a")
     holder = psycopg.connect(**pg_cluster.conninfo(tenant.db), autocommit=True)
-    holder.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (S.LOCK_CLASS, "job-" + tenant.name))
+    holder.execute("SELECT pg_advisory_lock(%s, %s)", (S.LOCK_CLASS, S.job_lock_id(holder, "job-" + tenant.name)))
     with pytest.raises(S.LockedError, match="another run holds the lock"):
         run(FakeSource(db), pg_conn, tenant, lock_timeout=0.5)
     t = threading.Timer(0.5, lambda: holder.execute("SELECT pg_advisory_unlock_all()"))

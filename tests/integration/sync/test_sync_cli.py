@@ -95,7 +95,7 @@ def test_remotedb_and_sync_commands(mssql_db, pg_cluster, tenant, cli_inventory,
 
     holder = psycopg.connect(**pg_cluster.conninfo(tenant.db), autocommit=True)
     try:
-        holder.execute("SELECT pg_advisory_lock(%s, hashtext('erp'))", (S.LOCK_CLASS,))
+        holder.execute("SELECT pg_advisory_lock(%s, %s)", (S.LOCK_CLASS, S.job_lock_id(holder, "erp")))
         r = run("sync", "run", "erp", "--lock-timeout", "0.5", "--json", check=False)
     finally:
         holder.close()

@@ -2,6 +2,7 @@
 in-memory source adapter: the state must agree with the target, pk_diff must never mass-delete on a
 short key stream, repeating rowversions, report fields, the lock key, rewinds, atomicity."""
 
+import psycopg
 import pytest
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S
 from psycopg import sql
@@ -210,3 +211,28 @@ def test_initial_done_survives_a_failed_delta(tenant, pg_conn):
         run(FakeSource(db, batch_size=3, fail_after_rows=6), pg_conn, tenant, retries=0)
     assert state(tenant, cols="initial_done, hwm IS NOT NULL") == (True, True)
     assert 0 < sum(1 for _i, n in target_rows(tenant) if n.startswith("u")) < 10  # a page was committed
+
+
+# ---- the job lock key -----------------------------------------------------------------------------
+
+def test_jobs_whose_names_hash_alike_do_not_lock_each_other(tenant, pg_conn, pg_cluster):
+    with tenant.connect() as c:  # two job names with equal 32-bit hashtext()
+        a, b = c.execute("SELECT min(j), max(j) FROM (SELECT %s || g AS j FROM generate_series(1, 300000) g) x "
+                         "GROUP BY hashtext(j) HAVING count(*) > 1 LIMIT 1", (tenant.name + "-",)).fetchone()
+        assert c.execute("SELECT hashtext(%s) = hashtext(%s)", (a, b)).fetchone()[0]
+    db = table_db(3)
+    holder = psycopg.connect(**pg_cluster.conninfo(tenant.db), autocommit=False)
+    try:
+        first = S.SyncEngine(FakeSource(db), holder, job=a, owner_role=tenant.owner, lock_timeout=0.2)
+        S.ensure_state_table(holder)
+        first.acquire_lock()
+        second = S.SyncEngine(FakeSource(db), pg_conn, job=b, owner_role=tenant.owner, lock_timeout=0.5,
+                              commit_rows=4)
+        r = second.run(S.table_specs(["[dbo].[T]"], tenant.name))  # not locked out by job a
+        assert r["tables"][0]["inserted"] == 3
+        with pytest.raises(S.LockedError):  # the same job still is
+            S.SyncEngine(FakeSource(db), pg_conn, job=a, owner_role=tenant.owner, lock_timeout=0.3).run(
+                S.table_specs(["[dbo].[T]"], tenant.name))
+        first.release_lock()
+    finally:
+        holder.close()

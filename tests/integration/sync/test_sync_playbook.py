@@ -66,7 +66,7 @@ def test_sync_run_check_run_status_and_locked(mssql_db, pg_cluster, tenant, inve
     # another run holds the job's lock: this one reports locked
     holder = psycopg.connect(**pg_cluster.conninfo(tenant.db), autocommit=True)
     try:
-        holder.execute("SELECT pg_advisory_lock(%s, hashtext('erp'))", (S.LOCK_CLASS,))
+        holder.execute("SELECT pg_advisory_lock(%s, %s)", (S.LOCK_CLASS, S.job_lock_id(holder, "erp")))
         r = runner.run_playbook("sync_run.yml", inventory=inventory,
                                 extravars=dict(ev, berqenas_sync_lock_timeout=0.5))
     finally:
