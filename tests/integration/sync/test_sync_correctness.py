@@ -236,3 +236,49 @@ def test_jobs_whose_names_hash_alike_do_not_lock_each_other(tenant, pg_conn, pg_
         first.release_lock()
     finally:
         holder.close()
+
+
+# ---- rewinds and atomicity ------------------------------------------------------------------------
+
+def test_rewind_detected_by_dbts_alone(tenant, pg_conn):
+    """A failover to an asynchronous replica that lost log keeps the recovery GUIDs: only @@DBTS + 1 below
+    the stored watermark shows that changes the sync already copied are gone (and values will repeat)."""
+    db = table_db(6)
+    run(FakeSource(db), pg_conn, tenant)
+    guids = (db.guid, db.fork)
+    db.restore(2003, keep_guids=True)
+    assert (db.guid, db.fork) == guids
+    with pytest.raises(S.RewindError, match=r"@@DBTS \+ 1 \(0x00000000000007D4\) is below the stored watermark "
+                                            r"0x00000000000007D7"):
+        run(FakeSource(db), pg_conn, tenant)
+    r = run(FakeSource(db), pg_conn, tenant, on_rewind="full_resync")["tables"][0]
+    assert "@@DBTS" in r["resync"] and target_rows(tenant) == source_rows(db) and state(tenant) == (3,)
+
+
+def test_failure_between_data_and_watermark_writes_commits_neither(tenant, pg_conn):
+    """A trigger on the state table fails the watermark write of the second page, after that page's rows
+    were written in the same transaction: neither survives, the first page and its watermark do."""
+    db = table_db(12)
+    job = "job-" + tenant.name
+    S.ensure_state_table(pg_conn)
+    fn = sql.Identifier("berqenas", "bq_fail_" + tenant.name)
+    with tenant.connect() as c:
+        c.execute(sql.SQL("CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                          "IF NEW.job = {} AND NEW.hwm >= '\\x00000000000007D5'::bytea THEN "
+                          "RAISE EXCEPTION 'injected: watermark write failed'; END IF; RETURN NEW; END $$").format(
+                              fn, sql.Literal(job)))
+        c.execute(sql.SQL("CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON berqenas.sync_state FOR EACH ROW "
+                          "EXECUTE FUNCTION {}()").format(sql.Identifier("bq_fail_" + tenant.name), fn))
+    try:
+        with pytest.raises(psycopg.errors.RaiseException, match="injected"):
+            run(FakeSource(db, batch_size=4), pg_conn, tenant, commit_rows=4)
+        # page 1 (rows with rv 0x7D1..0x7D3; the 4th moved to page 2) committed with watermark 0x7D4
+        assert target_rows(tenant, cols="id") == [(0,), (1,), (2,)]
+        assert state(tenant, cols="hwm, rows_total") == (b"\x00\x00\x00\x00\x00\x00\x07\xd4", 3)
+    finally:
+        with tenant.connect() as c:
+            c.execute(sql.SQL("DROP TRIGGER {} ON berqenas.sync_state").format(
+                sql.Identifier("bq_fail_" + tenant.name)))
+            c.execute(sql.SQL("DROP FUNCTION {}()").format(fn))
+    run(FakeSource(db), pg_conn, tenant)
+    assert target_rows(tenant) == source_rows(db) and state(tenant) == (12,)
