@@ -1,11 +1,16 @@
 """Run one sync job in a child process (for crash and concurrency tests).
 
 Reads a JSON document from stdin (so the passwords never appear in argv):
-{"source": {PymssqlSource kwargs}, "pg": {psycopg.connect kwargs}, "job", "tenant", "tables", "engine": {...}}
+{"source": {PymssqlSource kwargs}, "pg": {psycopg.connect kwargs}, "job", "tenant", "tables", "engine": {...},
+ "kill_at": N (optional)}
 Prints the result as JSON on stdout; exit 0 ok, 3 locked, 1 other failure.
+With ``kill_at``, the process SIGKILLs its own process group just before its N-th PostgreSQL statement
+(execute or COPY, counted from 1): a crash point that a seed reproduces, unlike a timer.
 """
 
 import json
+import os
+import signal
 import sys
 
 from tests.support.env import setup_import_path
@@ -16,10 +21,30 @@ import psycopg  # noqa: E402
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S  # noqa: E402
 
 
+class KillingCursor(psycopg.Cursor):
+    kill_at = None
+    count = 0
+
+    @classmethod
+    def _tick(cls):
+        cls.count += 1
+        if cls.kill_at is not None and cls.count >= cls.kill_at:
+            os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    def execute(self, *a, **kw):
+        self._tick()
+        return super().execute(*a, **kw)
+
+    def copy(self, *a, **kw):
+        self._tick()
+        return super().copy(*a, **kw)
+
+
 def main():
     cfg = json.load(sys.stdin)
+    KillingCursor.kill_at = cfg.get("kill_at")
     source = S.PymssqlSource(**cfg["source"])
-    conn = psycopg.connect(autocommit=False, **cfg["pg"])
+    conn = psycopg.connect(autocommit=False, cursor_factory=KillingCursor, **cfg["pg"])
     specs = S.table_specs(cfg["tables"], cfg["tenant"])
     eng = S.SyncEngine(source, conn, job=cfg["job"], owner_role=cfg["tenant"] + "_owner",
                        log=lambda m: print(m, file=sys.stderr, flush=True), **cfg.get("engine", {}))

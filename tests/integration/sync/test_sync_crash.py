@@ -1,9 +1,8 @@
-"""Crash safety: SIGKILL the whole process group of a sync run at seeded points, resume, compare."""
+"""Crash safety: SIGKILL the whole process group of a sync run at seeded points (the N-th PostgreSQL
+statement of the run, N from the seed), resume, compare."""
 
-import os
 import random
 import signal
-import subprocess
 import time
 
 import pytest
@@ -41,37 +40,33 @@ def test_kill_at_seeded_points_then_resume(emulated_mssql_db, pg_cluster, tenant
     next_id = n
     tables = [{"source": "[dbo].[C]", "delete_detection": "pk_diff"}]
     cfg = child_config(db, pg_cluster, tenant, tables, commit_rows=500, lock_timeout=30)
-    db.faults.packet_delay = 0.02  # keep each run long enough to be killed in the middle
     kills = completed = mid_load = 0
+    points = []  # (attempt, kill_at): the seed reproduces them, with the source changes between runs
     t_start = time.monotonic()
-    try:
-        for attempt in range(3 * KILLS):
-            if kills >= KILLS:
-                break
-            if attempt:  # change the source between runs: updates (rowversion bumps), inserts, deletes
-                lo = rng.randrange(0, max(1, next_id - 3000))
-                db.execute("UPDATE dbo.C SET qty = ISNULL(qty, 0) + 1, name = N'u%d' WHERE id >= %d AND id < %d"
-                           % (attempt, lo, lo + 2500))
-                insert_rows(db, range(next_id, next_id + 100))
-                next_id += 100
-                d = rng.randrange(0, next_id)
-                db.execute("DELETE FROM dbo.C WHERE id >= %d AND id < %d" % (d, d + 15))
-            before = hwm(tenant)
-            p = spawn(cfg)
-            try:
-                p.wait(timeout=rng.uniform(0.3, 1.6))
-                completed += 1
-                assert p.returncode == 0, p.stderr.read()
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)  # the whole process group, mid-run
-                p.wait()
-                kills += 1
-                mid_load += hwm(tenant) != before  # killed after committing pages, before the end
-            finally:
-                p.stdout.close()
-                p.stderr.close()
-    finally:
-        db.faults.packet_delay = 0
+    for attempt in range(3 * KILLS):
+        if kills >= KILLS:
+            break
+        if attempt:  # change the source between runs: updates (rowversion bumps), inserts, deletes
+            lo = rng.randrange(0, max(1, next_id - 3000))
+            db.execute("UPDATE dbo.C SET qty = ISNULL(qty, 0) + 1, name = N'u%d' WHERE id >= %d AND id < %d"
+                       % (attempt, lo, lo + 2500))
+            insert_rows(db, range(next_id, next_id + 100))
+            next_id += 100
+            d = rng.randrange(0, next_id)
+            db.execute("DELETE FROM dbo.C WHERE id >= %d AND id < %d" % (d, d + 15))
+        before = hwm(tenant)
+        # SIGKILL of the child's whole process group just before its N-th PostgreSQL statement: between a
+        # page's COPY and its watermark write, between pages, inside pk_diff, at the lock ...
+        kill_at = rng.randrange(3, 70)
+        p = spawn(dict(cfg, kill_at=kill_at))
+        out, err = p.communicate(timeout=120)
+        if p.returncode == -signal.SIGKILL:
+            kills += 1
+            points.append((attempt, kill_at))
+            mid_load += hwm(tenant) != before  # killed after committing pages, before the end
+        else:
+            assert p.returncode == 0, (kill_at, out, err)
+            completed += 1
     assert kills >= KILLS, (kills, completed)
     assert mid_load >= 5, (mid_load, kills)
     final = spawn(cfg)
@@ -83,5 +78,5 @@ def test_kill_at_seeded_points_then_resume(emulated_mssql_db, pg_cluster, tenant
     with tenant.connect() as c:
         assert c.execute("SELECT rows_total FROM berqenas.sync_state WHERE job = %s",
                          ("job-" + tenant.name,)).fetchone()[0] == len(src)
-    print("crash test: %d kills (%d after pages were committed), %d runs completed, %.1fs" % (
-        kills, mid_load, completed, time.monotonic() - t_start))
+    print("crash test (seed %d): %d kills (%d after pages were committed), %d runs completed, %.1fs; kill points "
+          "(attempt, statement) %s" % (SEED, kills, mid_load, completed, time.monotonic() - t_start, points))
