@@ -3,7 +3,8 @@
 Both on fresh nspawn machines of the test harness (one per measurement, booted together), N tenants with one
 VPN peer each, every tenant's database exposed to its peer. Ours = playbooks/gateway_apply.yml (one managed
 block, one ufw reload, whatever N is). Baseline = bench/naive_gateway_ufw.yml (one community.general.ufw task
-iteration per source, the per-rule method), measured at small N and extrapolated with its fitted line.
+iteration per source, the per-rule method), measured at small N; other N get its least-squares line, labelled
+"fitted" in the output.
 
     .venv/bin/python bench/bench_gateway.py [--sizes 50,200] [--baseline 10,25] [--json]
 """
@@ -15,7 +16,6 @@ import ipaddress
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tests.support.env import REPO, ansible_env, setup_import_path  # noqa: E402
 
 setup_import_path()
+from bench.baseline import compare, fit, print_table  # noqa: E402
 from tests.support.machines import Cluster, Topology  # noqa: E402
 
 
@@ -107,18 +108,17 @@ def main():
             assert rules == n, (rules, n)
             out["naive"][n] = {"fresh_s": round(dt, 2), "rules": rules}
             print(f"naive  N={n:4d}: fresh {dt:7.2f} s (measured, {rules} rules live)", flush=True)
-        if len(base_sizes) >= 2:
-            fit = statistics.linear_regression(base_sizes, [out["naive"][n]["fresh_s"] for n in base_sizes])
-            out["naive_fit"] = {"intercept_s": round(fit.intercept, 2), "per_rule_s": round(fit.slope, 3)}
-            print(f"\nnaive least-squares fit over N={base_sizes}: t = {fit.intercept:.2f} s + {fit.slope:.3f} s x N")
-            rows = [("N", "ours fresh s", "naive s (fit)", "speed-up", "ours re-run s")]
-            for n in sizes:
-                o = out["ours"][n]
-                o["naive_extrapolated_s"] = round(fit.intercept + fit.slope * n, 1)
-                o["speedup"] = round(o["naive_extrapolated_s"] / o["fresh_s"], 1)
-                rows.append((n, o["fresh_s"], o["naive_extrapolated_s"], "%sx" % o["speedup"], o["rerun_s"]))
-            for row in rows:
-                print("  ".join(str(c).rjust(14) for c in row))
+        naive = {n: v["fresh_s"] for n, v in out["naive"].items()}
+        line = fit(naive)
+        if line:
+            out["naive_fit"] = {"intercept_s": round(line[0], 2), "per_rule_s": round(line[1], 3),
+                                "from_n": sorted(naive)}
+            print(f"\nnaive least-squares fit over N={sorted(naive)} (this run): t = {line[0]:.2f} s + "
+                  f"{line[1]:.3f} s x N")
+        rows = compare({n: v["fresh_s"] for n, v in out["ours"].items()}, naive)
+        for r in rows:
+            out["ours"][r["n"]].update(naive_s=r["naive_s"], naive_source=r["naive_source"], speedup=r["speedup"])
+        print_table(rows)
         if ns.json:
             print(json.dumps(out, indent=2))
     finally:

@@ -2,9 +2,10 @@
 
 Our path = playbooks/tenant_create.yml run through the orchestrator's ansible-runner adapter (what `berqenas`
 does), tenants listed in the inventory. Baseline = bench/naive_tenants.yml (7 community.postgresql tasks per
-tenant, the anchor's method A), measured at N=10 and N=25 and extrapolated with its fitted line.
+tenant, the anchor's method A), measured in every run at N=10, N=25 and --baseline-n (100): sizes it was not run
+at get the least-squares line through those points, printed as "fitted" beside the measured ones.
 
-    .venv/bin/python bench/bench_tenants.py [--sizes 100,300,1000] [--baseline 10,25] [--json]
+    .venv/bin/python bench/bench_tenants.py [--sizes 100,300,1000] [--baseline 10,25] [--baseline-n 100] [--json]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tests.support.env import REPO, ansible_env, setup_import_path  # noqa: E402
 setup_import_path()
 from berqenas_orchestrator import runner  # noqa: E402
 
+from bench.baseline import compare, fit, print_table  # noqa: E402
 from tests.support.pg import TestCluster  # noqa: E402
 
 
@@ -55,10 +57,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="100,300,1000")
     ap.add_argument("--baseline", default="10,25")
+    ap.add_argument("--baseline-n", type=int, default=100,
+                    help="also run the naive play at this N (measured, not fitted); 0 skips it")
     ap.add_argument("--json", action="store_true")
     ns = ap.parse_args()
     sizes = [int(x) for x in ns.sizes.split(",") if x]
-    base_sizes = [int(x) for x in ns.baseline.split(",") if x]
+    base_sizes = sorted({int(x) for x in ns.baseline.split(",") if x} | ({ns.baseline_n} if ns.baseline_n else set()))
     work = tempfile.mkdtemp(prefix="bq-bench-")
     env = ansible_env(work)
     cluster = TestCluster()
@@ -82,20 +86,17 @@ def main():
             dt, _ = timed_run(os.path.join(REPO, "bench", "naive_tenants.yml"), inv, env)
             out["naive"][n] = {"fresh_s": round(dt, 2)}
             print(f"naive  N={n:5d}: fresh {dt:7.2f} s (measured)", flush=True)
-        if len(base_sizes) >= 2:
-            (n1, n2) = base_sizes[0], base_sizes[-1]
-            t1, t2 = out["naive"][n1]["fresh_s"], out["naive"][n2]["fresh_s"]
-            slope = (t2 - t1) / (n2 - n1)
-            icpt = t1 - slope * n1
-            out["naive_fit"] = {"intercept_s": round(icpt, 2), "per_tenant_s": round(slope, 3)}
-            print(f"\nnaive fit: t = {icpt:.2f} s + {slope:.3f} s x N  (from N={n1},{n2}, this run)")
-            print(f"\n{'N':>6} {'ours fresh s':>13} {'naive s (fit)':>14} {'speed-up':>9} {'ours re-run s':>14}")
-            for n in sizes:
-                naive = icpt + slope * n
-                o = out["ours"][n]
-                o["naive_extrapolated_s"] = round(naive, 1)
-                o["speedup"] = round(naive / o["fresh_s"], 1)
-                print(f"{n:>6} {o['fresh_s']:>13.2f} {naive:>14.1f} {o['speedup']:>8.1f}x {o['rerun_s']:>14.2f}")
+        naive = {n: v["fresh_s"] for n, v in out["naive"].items()}
+        line = fit(naive)
+        if line:
+            out["naive_fit"] = {"intercept_s": round(line[0], 2), "per_tenant_s": round(line[1], 3),
+                                "from_n": sorted(naive)}
+            print(f"\nnaive least-squares fit over N={sorted(naive)} (this run): t = {line[0]:.2f} s + "
+                  f"{line[1]:.3f} s x N")
+        rows = compare({n: v["fresh_s"] for n, v in out["ours"].items()}, naive)
+        for r in rows:
+            out["ours"][r["n"]].update(naive_s=r["naive_s"], naive_source=r["naive_source"], speedup=r["speedup"])
+        print_table(rows)
         if len(sizes) >= 2:
             a, b = sizes[0], sizes[-1]
             per_a = out["ours"][a]["fresh_s"] / a

@@ -58,19 +58,66 @@ def prepare_own_schema(host, port, dbname, tenant, creds):
     return {"rows": count, "owner": owner, "ro_rows": ro_count}
 
 
+UNPROVEN = "unproven"
+
+
+def startup_sqlstate(host, port, user, dbname, timeout=3.0):
+    """The SQLSTATE the server itself answers a startup packet for (user, dbname) with, or None.
+
+    libpq keeps no SQLSTATE for a connection the server refuses before authentication (pg_hba.conf ``reject``):
+    this sends the same protocol-3.0 startup message and reads the 'C' field of the server's ErrorResponse. None
+    when the server answers anything else (an authentication request: it did not refuse at startup).
+    Self-contained (stdlib only): the gateway tests run its source inside their machines.
+    """
+    import socket
+    import struct
+
+    body = struct.pack("!I", 196608) + b"user\0" + user.encode() + b"\0database\0" + dbname.encode() + b"\0\0"
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(struct.pack("!I", len(body) + 4) + body)
+        head = b""
+        while len(head) < 5:
+            chunk = s.recv(5 - len(head))
+            if not chunk:
+                return None
+            head += chunk
+        kind, length = head[:1], struct.unpack("!I", head[1:])[0]
+        if kind != b"E":
+            return None
+        data = b""
+        while len(data) < length - 4:
+            chunk = s.recv(length - 4 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    fields = dict((f[:1], f[1:]) for f in data.split(b"\0") if f)
+    code = fields.get(b"C")
+    return code.decode() if code else None
+
+
 def attempt(host, port, dbname, tenant, other, creds, who, sql_text):
-    """Run one attempt; return the SQLSTATE it failed with, or None if it succeeded."""
+    """Run one attempt; return the SQLSTATE the server failed it with, None if it succeeded, or UNPROVEN when
+    it failed and the server's own reply carries no SQLSTATE (never one guessed from a message text)."""
     c_ = creds[who]
+    target = sql_text.split()[1] if sql_text.startswith("CONNECT ") else dbname
     try:
         if sql_text.startswith("CONNECT "):
-            with connect(host, port, sql_text.split()[1], c_):
+            with connect(host, port, target, c_):
                 return None
         with connect(host, port, dbname, c_) as c:
             for stmt in sql_text.format(other=other, self=tenant).split("; "):
                 c.execute(stmt)
         return None
+    except psycopg.OperationalError as exc:
+        if exc.sqlstate:
+            return exc.sqlstate
+        # refused at connection time: ask the server itself
+        try:
+            return startup_sqlstate(host, port, c_["user"], target) or UNPROVEN
+        except OSError:
+            return UNPROVEN
     except psycopg.Error as exc:
-        return exc.sqlstate or ("28000" if "rejects connection" in str(exc) else "?")
+        return exc.sqlstate or UNPROVEN
 
 
 def prove(host, port, dbname, tenants: dict) -> list[dict]:

@@ -10,6 +10,7 @@ gw, pa and pb are machines (systemd, own /etc, own iptables); out, be and ctl ar
 as traffic endpoints (host filesystem, nothing of theirs is configured). Only documentation ranges.
 """
 
+import inspect
 import json
 import os
 import secrets
@@ -19,6 +20,7 @@ import yaml
 
 from tests.integration.gateway.probes import LISTENER, PROBE, probe_result
 from tests.support import env as support_env
+from tests.support import isolation
 from tests.support.machines import Topology
 
 GW_WAN, GW_VPN = "192.0.2.1", "198.51.100.1"
@@ -33,33 +35,19 @@ host    all  +berqenas_tenants  all  reject
 """
 HBA = "/etc/postgresql/15/main/pg_hba.conf"
 
+# run inside the machines: the SQLSTATE of a refused connection is read from the server's own reply
 SQL_PROBE = r"""
-import socket, struct, sys, psycopg
+import sys, psycopg
 host, user, db = sys.argv[1], sys.argv[2], sys.argv[3]
 password = sys.stdin.read()
-
-
-def startup_sqlstate():
-    # libpq keeps no SQLSTATE for a refused connection: send the same startup packet ourselves and read the
-    # 'C' field of the server's ErrorResponse
-    body = struct.pack("!I", 196608) + b"user\0" + user.encode() + b"\0database\0" + db.encode() + b"\0\0"
-    with socket.create_connection((host, 5432), timeout=3) as s:
-        s.sendall(struct.pack("!I", len(body) + 4) + body)
-        kind, length = s.recv(1), struct.unpack("!I", s.recv(4))[0]
-        data = b""
-        while len(data) < length - 4:
-            data += s.recv(length - 4 - len(data))
-    if kind != b"E":
-        return "-"
-    fields = dict((f[:1], f[1:]) for f in data.split(b"\0") if f)
-    return fields.get(b"C", b"-").decode()
+""" + inspect.getsource(isolation.startup_sqlstate) + r"""
 
 
 try:
     with psycopg.connect(host=host, port=5432, dbname=db, user=user, password=password, connect_timeout=3) as c:
         print("OK " + c.execute("SELECT current_user").fetchone()[0])
 except psycopg.OperationalError as e:
-    state = getattr(e, "sqlstate", None) or startup_sqlstate()
+    state = getattr(e, "sqlstate", None) or startup_sqlstate(host, 5432, user, db) or "unproven"
     print("ERR %s %s" % (state, str(e).strip().splitlines()[-1] if str(e).strip() else ""))
 """
 

@@ -133,9 +133,10 @@ def test_unsupported_or_invalid_is_an_error_not_a_guess(emulated_mssql_db, state
     assert db.execute("SELECT id FROM dbo.t") == [(1,)]
 
 
-def test_starts_well_under_a_second(pg_cluster):
+def test_serves_as_soon_as_start_returns(pg_cluster):
+    """start() returns once the emulator accepts connections: the first connect, with no retry, is served
+    (a condition, not a stopwatch: the box may be loaded)."""
     pg_cluster.create_database("tds_startup")
-    t0 = time.monotonic()
     emu = TdsEmulator(user="sa", password="Startup-1")
     emu.add_database("Startup", pg_cluster.conninfo("tds_startup"))
     emu.start()
@@ -144,7 +145,6 @@ def test_starts_well_under_a_second(pg_cluster):
             cur = conn.cursor()
             cur.execute("SELECT DB_NAME()")
             assert cur.fetchone()[0] == "Startup"
-        assert time.monotonic() - t0 < 1.0
     finally:
         emu.stop()
 

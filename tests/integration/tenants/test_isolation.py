@@ -35,3 +35,12 @@ def test_wrong_password_is_refused(three_tenants):
     bad = {"user": creds["acme"]["app"]["user"], "password": creds["globex"]["app"]["password"]}
     with pytest.raises(isolation.psycopg.OperationalError, match="password authentication failed"):
         isolation.connect("127.0.0.1", status["port"], status["database"], bad)
+
+
+def test_refused_connection_sqlstate_is_the_servers_own_reply(three_tenants):
+    """The 28000 of a refused CONNECT is read from the server's ErrorResponse, never inferred from a message."""
+    cli, status, creds = three_tenants
+    user = creds["acme"]["app"]["user"]
+    assert isolation.startup_sqlstate("127.0.0.1", status["port"], user, "postgres") == "28000"
+    # its own database: the server asks for the password instead of refusing (no SQLSTATE to read)
+    assert isolation.startup_sqlstate("127.0.0.1", status["port"], user, status["database"]) is None

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import select
 import signal
 import time
 
@@ -87,7 +88,7 @@ def test_tunnels_carry_traffic(vpn):
         assert can_ping(m, "fd00:b::1"), m.name
     # a TCP exchange through the tunnel, both ways
     srv = hub.popen(["nc", "-l", "-N", "198.51.100.1", "7000"])
-    time.sleep(0.3)
+    wait_listening(hub, "198.51.100.1", 7000)
     out = c1m.run(["sh", "-c", "echo hello-from-c1 | nc -N -w 3 198.51.100.1 7000"], check=False)
     srv_out, _ = srv.communicate(timeout=10)
     assert out.returncode == 0 and srv_out.strip() == "hello-from-c1"
@@ -112,10 +113,33 @@ def test_rerun_is_unchanged_and_check_mode_changes_nothing(vpn):
     assert fingerprint(vpn.hub) == before
 
 
-def _stop_and_check_pings(proc, what):
+def wait_listening(node, addr, port, timeout=30):
+    """Wait until a TCP listener is bound to addr:port in node (instead of sleeping and hoping)."""
+    deadline = time.monotonic() + timeout
+    while not node.run(["ss", "-Hltn", "src", "%s:%d" % (addr, port)], check=False).stdout.strip():
+        assert time.monotonic() < deadline, "nothing listens on %s:%d in %s" % (addr, port, node.name)
+        time.sleep(0.05)
+
+
+def _first_reply(proc, timeout=30):
+    """Read a running ping's output up to its first echo reply; returns what it read (part of its output)."""
+    head, deadline = b"", time.monotonic() + timeout
+    fd = proc.stdout.fileno()  # raw reads: nothing is left in the text wrapper's buffer for communicate()
+    while not re.search(rb"icmp_seq=\d+ ttl=", head):
+        left = deadline - time.monotonic()
+        assert left > 0, "no echo reply within %ds: %r" % (timeout, head)
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 4096)
+            assert chunk, "ping ended before any reply: %r" % head
+            head += chunk
+    return head.decode()
+
+
+def _stop_and_check_pings(proc, head=""):
     """SIGINT a running `ping -i 0.05`; every echo sent before its last 0.5 s must have been answered."""
     os.killpg(proc.pid, signal.SIGINT)
     out, _ = proc.communicate(timeout=30)
+    out = head + out
     seqs = sorted(int(x) for x in re.findall(r"icmp_seq=(\d+) ttl=", out))
     sent = int(re.search(r"(\d+) packets transmitted", out).group(1))
     missing = sorted(set(range(1, sent - 10)) - set(seqs))  # the last 10 (0.5 s) may still be in flight
@@ -127,10 +151,10 @@ def test_adding_a_peer_drops_nothing(vpn):
     pid, ifindex = vpn.wg_pid(), vpn.ifindex()
     hs_before = {k: v[4] for k, v in vpn.dump().items()}
     pings = [m.popen(["ping", "-n", "-i", "0.05", "-W", "1", "198.51.100.1"]) for m in (c1m, c2m)]
-    time.sleep(1)
+    heads = [_first_reply(p) for p in pings]  # both are answered before the change starts
     rc = ok(vpn.apply([C1, c2(vpn), C3]))
     time.sleep(1.5)
-    results = [_stop_and_check_pings(p, m) for p, m in zip(pings, ("c1", "c2"), strict=True)]
+    results = [_stop_and_check_pings(p, head) for p, head in zip(pings, heads, strict=True)]
     assert rc["changed"] >= 1
     for sent, missing in results:
         assert sent > 40 and missing == [], results
