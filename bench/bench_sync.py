@@ -1,4 +1,4 @@
-"""Benchmark of the SQL Server -> PostgreSQL sync (issue 6).
+"""Benchmark of the SQL Server -> PostgreSQL sync.
 
 Figures, each beside its baseline from the same run:
 

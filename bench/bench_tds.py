@@ -1,4 +1,4 @@
-"""The TDS emulator's ceiling: rows/s streamed to the real pymssql for a narrow table (issue 5).
+"""The TDS emulator's ceiling: rows/s streamed to the real pymssql for a narrow table.
 
 Table ``dbo.narrow (id int PRIMARY KEY, name nvarchar(50), rv rowversion)`` with N rows. Figures from the
 same run:

@@ -2,7 +2,7 @@
 
 Our path = playbooks/tenant_create.yml run through the orchestrator's ansible-runner adapter (what `berqenas`
 does), tenants listed in the inventory. Baseline = bench/naive_tenants.yml (7 community.postgresql tasks per
-tenant, the anchor's method A), measured in every run at N=10, N=25 and --baseline-n (100): sizes it was not run
+tenant, the per-object method), measured in every run at N=10, N=25 and --baseline-n (100): sizes it was not run
 at get the least-squares line through those points, printed as "fitted" beside the measured ones.
 
     .venv/bin/python bench/bench_tenants.py [--sizes 100,300,1000] [--baseline 10,25] [--baseline-n 100] [--json]

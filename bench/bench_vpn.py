@@ -1,4 +1,4 @@
-"""Benchmark of the WireGuard role (issue 3): many peers, hitless changes, beside a restart baseline.
+"""Benchmark of the WireGuard role: many peers, hitless changes, beside a restart baseline.
 
 For each size N (default 1,000 and 5,000), on fresh systemd-nspawn machines (tests/support/machines.py): a hub
 and two live clients pinging the hub through the tunnel every 0.05 s for the whole run. Through the real playbook
@@ -13,7 +13,7 @@ and two live clients pinging the hub through the tunnel every 0.05 s for the who
 Printed per step: wall seconds of the whole playbook and of the module task alone (profile_tasks), pings
 lost by each live client (a lost ping = an icmp_seq with no reply, each 0.05 s of traffic), changed.
 Targets: N=5,000 first apply <= 10 s, add one <= 3 s, zero pings lost on our path. The baseline's loss is
-the ~15 s re-handshake gap (anchor-wireguard-measured.md).
+the re-handshake gap after a restart (measured here, in the same run).
 
 Run: .venv/bin/python bench/bench_vpn.py [--sizes 1000,5000] [--json] [--log-dir DIR]   (root; builds the rootfs)
 """

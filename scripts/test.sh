@@ -26,8 +26,20 @@ t_lint() {
   HOME="$ANSIBLE_HOME" ansible-lint --offline -q  # the whole collection; paths and profile in .ansible-lint
 }
 t_sanity() { bash scripts/sanity.sh; }
-t_unit() { python -m pytest -m unit -q; }
-t_integration() { python -m pytest -m "not unit" -q; }
+# pytest's own summary line of each tier is kept and printed again at the end (with a plain total line), so the
+# last lines of a run give its counts however long the molecule tier's output after it is
+declare -a counts=()
+pytest_tier() {  # pytest_tier NAME PYTEST-ARGS...
+  local name=$1; shift
+  local log=.cache/pytest-$name.log rc line
+  python -m pytest "$@" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  line=$(grep -E '^=*[ ]*[0-9]+ (passed|failed|skipped|deselected|error)' "$log" | tail -1 | sed -E 's/^=+ //; s/ =+$//')
+  counts+=("$(printf '%-12s %s' "$name" "${line:-no pytest summary line (rc=$rc)}")")
+  return "$rc"
+}
+t_unit() { pytest_tier unit -m unit -q; }
+t_integration() { pytest_tier integration -m "not unit" -q; }
 t_molecule() { bash scripts/molecule.sh; }
 
 case "${1:-all}" in
@@ -47,4 +59,10 @@ case "${1:-all}" in
 esac
 echo "=== tier times"
 printf '%s\n' "${summary[@]}"
+if [ ${#counts[@]} -gt 0 ]; then
+  echo "=== test counts (pytest)"
+  printf '%s\n' "${counts[@]}"
+  total() { printf '%s\n' "${counts[@]}" | grep -oE "[0-9]+ $1" | awk '{n += $1} END {print n + 0}'; }
+  echo "tests: $(total passed) passed, $(($(total failed) + $(total error))) failed, $(total skipped) skipped"
+fi
 exit $failed

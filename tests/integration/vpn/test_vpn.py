@@ -285,7 +285,7 @@ def test_bad_input_rejected_before_anything_changes(vpn, tmp_path):
     res = vpn.apply([C1, c2(vpn), dict(C1, tenant="globex")])
     assert res.returncode != 0 and "duplicate peer name 'c1'" in res.stdout
     assert fingerprint(vpn.hub) == before
-    assert wait_ping(vpn.cluster["c1"], timeout=30)  # back after the MTU restart (~15 s, the anchor's figure)
+    assert wait_ping(vpn.cluster["c1"], timeout=30)  # back after the MTU restart (WireGuard re-handshakes within ~15 s)
 
 
 def test_peer_config_fetch(vpn, tmp_path):
