@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tests.support.env import REPO, ansible_env, setup_import_path  # noqa: E402
 
 setup_import_path()
-from bench.baseline import compare, fit, print_table  # noqa: E402
+from bench.baseline import report  # noqa: E402
 from tests.support.machines import Cluster, Topology  # noqa: E402
 
 
@@ -108,17 +108,7 @@ def main():
             assert rules == n, (rules, n)
             out["naive"][n] = {"fresh_s": round(dt, 2), "rules": rules}
             print(f"naive  N={n:4d}: fresh {dt:7.2f} s (measured, {rules} rules live)", flush=True)
-        naive = {n: v["fresh_s"] for n, v in out["naive"].items()}
-        line = fit(naive)
-        if line:
-            out["naive_fit"] = {"intercept_s": round(line[0], 2), "per_rule_s": round(line[1], 3),
-                                "from_n": sorted(naive)}
-            print(f"\nnaive least-squares fit over N={sorted(naive)} (this run): t = {line[0]:.2f} s + "
-                  f"{line[1]:.3f} s x N")
-        rows = compare({n: v["fresh_s"] for n, v in out["ours"].items()}, naive)
-        for r in rows:
-            out["ours"][r["n"]].update(naive_s=r["naive_s"], naive_source=r["naive_source"], speedup=r["speedup"])
-        print_table(rows)
+        report(out, "per_rule_s")
         if ns.json:
             print(json.dumps(out, indent=2))
     finally:

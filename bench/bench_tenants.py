@@ -25,7 +25,7 @@ from tests.support.env import REPO, ansible_env, setup_import_path  # noqa: E402
 setup_import_path()
 from berqenas_orchestrator import runner  # noqa: E402
 
-from bench.baseline import compare, fit, print_table  # noqa: E402
+from bench.baseline import report  # noqa: E402
 from tests.support.pg import TestCluster  # noqa: E402
 
 
@@ -86,17 +86,7 @@ def main():
             dt, _ = timed_run(os.path.join(REPO, "bench", "naive_tenants.yml"), inv, env)
             out["naive"][n] = {"fresh_s": round(dt, 2)}
             print(f"naive  N={n:5d}: fresh {dt:7.2f} s (measured)", flush=True)
-        naive = {n: v["fresh_s"] for n, v in out["naive"].items()}
-        line = fit(naive)
-        if line:
-            out["naive_fit"] = {"intercept_s": round(line[0], 2), "per_tenant_s": round(line[1], 3),
-                                "from_n": sorted(naive)}
-            print(f"\nnaive least-squares fit over N={sorted(naive)} (this run): t = {line[0]:.2f} s + "
-                  f"{line[1]:.3f} s x N")
-        rows = compare({n: v["fresh_s"] for n, v in out["ours"].items()}, naive)
-        for r in rows:
-            out["ours"][r["n"]].update(naive_s=r["naive_s"], naive_source=r["naive_source"], speedup=r["speedup"])
-        print_table(rows)
+        report(out, "per_tenant_s")
         if len(sizes) >= 2:
             a, b = sizes[0], sizes[-1]
             per_a = out["ours"][a]["fresh_s"] / a
