@@ -708,6 +708,8 @@ for _k in PERM_TYPES:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "hasura-double"
     protocol_version = "HTTP/1.1"
+    wbufsize = 1 << 16             # headers and body leave in one write (no Nagle/delayed-ACK stall)
+    disable_nagle_algorithm = True
 
     def log_message(self, *a):  # quiet
         pass
