@@ -121,3 +121,13 @@ def forget(app, filename: str, variable: str, key: str) -> bool:
         found = entries.pop(key, None) is not None
         data[variable] = entries
     return found
+
+
+def entries(app, filename: str, variable: str) -> dict[str, str]:
+    """``variable`` of group_vars/all/``filename``, each value decrypted (in this process only)."""
+    path = app.inventory / "group_vars" / "all" / filename
+    if not path.exists():
+        return {}
+    with open(path, encoding="utf-8") as f:
+        data = yaml.load(f, Loader=_Loader) or {}  # noqa: S506 - safe loader subclass
+    return {k: decrypt(app, str(v)) for k, v in (data.get(variable) or {}).items()}
