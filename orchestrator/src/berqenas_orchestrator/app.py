@@ -1,8 +1,13 @@
 """The App object every command receives: where state lives, how to run playbooks, how to answer.
 
-Conventions for command groups (cli/<group>.py exporting ``group``; see cli/tenant.py for a complete one):
-- validate with the collection's code (``berqenas_orchestrator.validate`` re-exports module_utils.validation;
-  import other module_utils the same way) BEFORE ``app.state.edit(...)`` writes desired state;
+Conventions for command groups (cli/<group>.py exporting ``group``, listed in cli/__init__.py GROUPS; see
+cli/tenant.py for a complete one):
+- validate with the collection's code BEFORE ``app.state.edit(...)`` writes desired state: click callbacks
+  ``callback=rule(validation.tenant_name)`` and ``check(rule, value)`` from ``berqenas_orchestrator.validate``
+  (the one import shim: ``validation`` is module_utils/validation.py, ``module_utils("wireguard")`` another);
+  a malformed input is a usage error (exit 2), a referenced object that does not exist a failure (exit 1);
+- write desired state and run the reconciling playbook inside ``with app.applying(FILE):`` so a failed run
+  puts the file back as it was;
 - desired state files under ``app.inventory/group_vars/all/``: tenants.yml ``berqenas_tenants``,
   vpn.yml ``berqenas_vpn_peers`` (dicts with name, tenant, ...), gateway.yml ``berqenas_exposures``
   (dicts with tenant, name, ...), remotedbs.yml ``berqenas_remotedbs`` (dicts with name, tenant, ...),
@@ -13,12 +18,17 @@ Conventions for command groups (cli/<group>.py exporting ``group``; see cli/tena
 - never put a secret in extravars: secrets go to vault/0600 files read inside the play
   (``vault.store(app, file, variable, key, value)`` writes a !vault value; ``App.run`` passes the vault
   password file's path to ansible-playbook);
-- ``app.emit(obj, text=...)`` prints data (JSON with --json); raise ``CommandError`` to fail.
+- ``app.emit(obj, text=...)`` prints data (JSON with --json), ``app.output_rows(rows, columns)`` a table (rich;
+  the rows as JSON with --json); raise ``CommandError`` to fail.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import sys
+from collections.abc import Sequence
 from functools import update_wrapper
 from pathlib import Path
 from typing import Any
@@ -64,6 +74,22 @@ class App:
             raise CommandError("this command edits desired state, which on a controller lives in its inventory "
                                "(the project's group_vars): change it there and launch the apply job template")
         return StateStore(self.inventory)
+
+    @contextlib.contextmanager
+    def applying(self, *files: str):
+        """Desired-state FILES written then applied in the block: a failure puts them back as they were.
+
+        With a controller the CLI writes no desired state (it lives in the controller's inventory): nothing to undo.
+        """
+        if self.controller is not None:
+            yield
+            return
+        try:
+            with self.state.applying(*files):
+                yield
+        except CommandError as exc:
+            raise CommandError(f"{exc.message} (desired state restored)", code=exc.exit_code,
+                               details=dict(exc.details, restored=sorted(files))) from None
 
     def require_inventory(self):
         if self.controller is not None:
@@ -117,8 +143,58 @@ class App:
         else:
             click.echo(str(obj))
 
-    def fail(self, message: str, code: int = runner.EXIT_FAIL, **details) -> None:
-        raise CommandError(message, code=code, details=details)
+    def output_rows(self, rows: list[dict], columns: Sequence[str | tuple[str, str]], *, empty: str = "",
+                    obj: Any = None) -> None:
+        """Rows on stdout: with --json ``obj`` (default: the rows, every key); else a table of COLUMNS.
+
+        A column is a key or (key, header). Lists print comma-separated, None as ``-``, booleans as yes/no.
+        On a terminal the table is drawn with rich to the terminal's width; piped, it is plain aligned text
+        (one line per row, no colour, no trailing blanks) so scripts and tests read it simply.
+        """
+        if self.json:
+            click.echo(json.dumps(rows if obj is None else obj, indent=2, sort_keys=True, default=str))
+            return
+        if not rows:
+            if empty:
+                click.echo(empty)
+            return
+        click.echo(render_table(rows, columns, tty=sys.stdout.isatty()), nl=False)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(_cell(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+def render_table(rows: list[dict], columns: Sequence[str | tuple[str, str]], *, tty: bool = False,
+                 width: int | None = None) -> str:
+    """ROWS as a table (rich): boxed for a terminal of WIDTH columns, else plain aligned text."""
+    import io
+
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    cols = [(c, c) if isinstance(c, str) else c for c in columns]
+    table = Table(box=box.SIMPLE_HEAD if tty else None, show_edge=False, pad_edge=False,
+                  header_style="bold" if tty else "", padding=(0, 1) if tty else (0, 2, 0, 0))
+    for _, header in cols:
+        table.add_column(header.upper(), overflow="fold")
+    for r in rows:
+        table.add_row(*(_cell(r.get(key)) for key, _ in cols))
+    buf = io.StringIO()
+    console = Console(file=buf, width=width or (shutil.get_terminal_size().columns if tty else 100_000),
+                      force_terminal=tty, no_color=not tty, color_system="auto" if tty else None,
+                      highlight=False, emoji=False, markup=False)
+    console.print(table)
+    return "".join(line.rstrip() + "\n" for line in buf.getvalue().splitlines())
 
 
 def pass_app(f):

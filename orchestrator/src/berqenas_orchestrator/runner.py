@@ -169,7 +169,7 @@ def record_event(result: RunResult, event: dict, diff: bool) -> None:
 
 
 def run_playbook(playbook: str | Path, *, inventory: str | Path | list | None, extravars: dict | None = None,
-                 check: bool = False, diff: bool = False, limit: str | None = None, tags: str | None = None,
+                 check: bool = False, diff: bool = False, limit: str | None = None,
                  verbosity: int = 0, timeout: int | None = None, progress: Callable[[str], None] | None = None,
                  env: dict[str, str] | None = None) -> RunResult:
     """Run one playbook of the collection; never raises for a failed play (see RunResult)."""
@@ -205,8 +205,6 @@ def run_playbook(playbook: str | Path, *, inventory: str | Path | list | None, e
         cmdline.append("--diff")
     if limit:
         cmdline += ["--limit", limit]
-    if tags:
-        cmdline += ["--tags", tags]
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         with _only_env(_clean_env(env)):

@@ -88,21 +88,21 @@ def test_peer_add_fetch_use_list_status_remove(vpn_cli):
 
 
 @pytest.mark.parametrize(
-    "args, msg",
-    [
-        (["Bad!", "--tenant", "acme"], "invalid peer name"),
-        (["x1", "--tenant", "acme", "--public-key", "A" * 43 + "="], "all-zero"),
-        (["x1", "--tenant", "acme", "--expires", "soon"], "expires"),
-        (["x1", "--tenant", "{{ 6*7 }}"], "tenant name"),
-        (["x1", "--tenant", "nobody"], "no tenant nobody"),
+    "args, msg, code",
+    [  # malformed input is a usage error (2); a tenant that does not exist, a failure (1)
+        (["Bad!", "--tenant", "acme"], "invalid peer name", 2),
+        (["x1", "--tenant", "acme", "--public-key", "A" * 43 + "="], "all-zero", 2),
+        (["x1", "--tenant", "acme", "--expires", "soon"], "expires", 2),
+        (["x1", "--tenant", "{{ 6*7 }}"], "tenant name", 2),
+        (["x1", "--tenant", "nobody"], "no tenant nobody", 1),
     ],
 )
-def test_bad_input_rejected_before_state_is_written(vpn_cli, args, msg):
+def test_bad_input_rejected_before_state_is_written(vpn_cli, args, msg, code):
     cluster, cli, inv = vpn_cli
     path = os.path.join(inv, "group_vars", "all", "vpn.yml")
     before = open(path).read() if os.path.exists(path) else None
     res = cli("-i", inv, "vpn", "peer", "add", *args, "--json", check=False)
-    assert res.rc == 2, (res.stdout, res.stderr)
+    assert res.rc == code, (res.stdout, res.stderr)
     assert msg in res.stdout + res.stderr
     after = open(path).read() if os.path.exists(path) else None
     assert after == before

@@ -1,9 +1,7 @@
-"""The ``berqenas`` command. Each command group is a module of this package exporting ``group``."""
+"""The ``berqenas`` command. Each command group is a module of this package exporting ``group``, listed in GROUPS."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import sys
 from pathlib import Path
 
@@ -13,6 +11,7 @@ from .. import controller
 from ..app import App, handle_error  # noqa: F401
 from ..paths import default_home
 from ..runner import EXIT_CANCEL, EXIT_USAGE
+from . import gateway, local, remotedb, sync, tenant, vpn
 
 _CURRENT: dict = {}
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -48,16 +47,10 @@ def root(ctx, home, inventory, verbose, timeout, controller_url, controller_toke
     _CURRENT["app"] = ctx.obj
 
 
-def _register():
-    pkg = Path(__file__).parent
-    for mod in sorted(m.name for m in pkgutil.iter_modules([str(pkg)])):
-        module = importlib.import_module(f"{__name__}.{mod}")
-        group = getattr(module, "group", None)
-        if isinstance(group, click.Command):
-            root.add_command(group)
-
-
-_register()
+# Every command group, explicitly (a new group: add its module here and a section to the README).
+GROUPS = (local.group, tenant.group, vpn.group, gateway.group, remotedb.group, sync.group)
+for _group in GROUPS:
+    root.add_command(_group)
 
 
 def main(argv=None):

@@ -1,7 +1,8 @@
 """berqenas gateway: expose a tenant's database (or another service) to the tenant's VPN peers, and undo it.
 
 Desired state: ``berqenas_exposures`` in group_vars/all/gateway.yml (dicts keyed by tenant + name); every
-change is validated with the collection's own rules (module_utils.gateway) before it is written, then
+change is validated with the collection's own rules (module_utils.validation, then module_utils.gateway's plan)
+before it is written, then
 playbooks/gateway_apply.yml reconciles the gateway. ``list`` and ``status`` run the read-only
 playbooks/gateway_status.yml (sources resolved from the wireguard role's published peers).
 """
@@ -11,31 +12,11 @@ from __future__ import annotations
 import click
 
 from ..app import App, CommandError, json_option, pass_app
-from ..validate import validation  # noqa: F401  (importing it puts the collection on sys.path)
+from ..validate import module_utils, rule, validation
 
 STATE_FILE = "gateway.yml"
 KEY = "berqenas_exposures"
 TENANTS_FILE = "tenants.yml"
-
-
-def _gw():
-    """The collection's gateway rules (module_utils.gateway): validation lives there, never copied here."""
-    from ansible_collections.berqenas.platform.plugins.module_utils import gateway
-
-    return gateway
-
-
-def _checked(rule: str):
-    """A click callback applying module_utils.gateway's RULE (validate_name, validate_exposure_name)."""
-
-    def callback(ctx, param, value):
-        gw = _gw()
-        try:
-            return getattr(gw, rule)(value)
-        except gw.GatewayError as exc:
-            raise click.BadParameter(str(exc)) from None
-
-    return callback
 
 
 def _row(e: dict) -> dict:
@@ -53,13 +34,16 @@ def group():
 
 
 @group.command("expose")
-@click.argument("tenant", callback=_checked("validate_name"))
-@click.option("--name", "name", default="db", show_default=True, callback=_checked("validate_exposure_name"),
+@click.argument("tenant", callback=rule(validation.tenant_name))
+@click.option("--name", "name", default="db", show_default=True, callback=rule(validation.exposure_name),
               help="Name of the exposure (unique per tenant).")
 @click.option("--service", type=click.Choice(["postgres"]), help="The platform database (the default).")
-@click.option("--to", "target", metavar="HOST:PORT", help="Forward to another service instead (DNAT).")
-@click.option("--public-port", type=int, help="Port on the gateway (default: the target's port).")
+@click.option("--to", "target", metavar="HOST:PORT", callback=rule(validation.host_port, "target", keep=True),
+              help="Forward to another service instead (DNAT).")
+@click.option("--public-port", type=int, callback=rule(validation.port, "public port"),
+              help="Port on the gateway (default: the target's port).")
 @click.option("--allow", "allow", multiple=True, metavar="CIDR",
+              callback=rule(validation.cidr, "allowed CIDR", keep=True),
               help="Also admit this non-VPN source (repeatable; PostgreSQL then requires TLS).")
 @json_option
 @pass_app
@@ -84,14 +68,15 @@ def expose(app: App, tenant: str, name: str, service: str | None, target: str | 
     platform = app.state.load("platform.yml")
     postgres = {"host": platform.get("berqenas_db_host") or "127.0.0.1", "port": platform.get("berqenas_db_port", 5432)}
     current = [e for e in app.state.load(STATE_FILE).get(KEY, []) if (e.get("tenant"), e.get("name")) != (tenant, name)]
-    gw = _gw()
+    gw = module_utils("gateway")
     try:  # the playbook's validation (names, ports, CIDRs, hosts, template syntax, conflicts, reserved ports)
         gw.build_plan({"exposures": current + [entry], "postgres": postgres})
     except gw.GatewayError as exc:
         raise CommandError(f"expose {tenant}/{name}: {exc}", code=2) from None
-    with app.state.edit(STATE_FILE) as data:
-        data[KEY] = [e for e in data.get(KEY, []) if (e.get("tenant"), e.get("name")) != (tenant, name)] + [entry]
-    result = app.run_or_fail("gateway_apply.yml")
+    with app.applying(STATE_FILE):
+        with app.state.edit(STATE_FILE) as data:
+            data[KEY] = [e for e in data.get(KEY, []) if (e.get("tenant"), e.get("name")) != (tenant, name)] + [entry]
+        result = app.run_or_fail("gateway_apply.yml")
     rows = [_row(e) for e in result.answer.get("exposures", [])
             if (e["tenant"], e["name"]) == (tenant, name)]
     out = rows[0] if rows else {"tenant": tenant, "name": name}
@@ -99,8 +84,8 @@ def expose(app: App, tenant: str, name: str, service: str | None, target: str | 
 
 
 @group.command("unexpose")
-@click.argument("tenant", callback=_checked("validate_name"))
-@click.option("--name", "name", default="db", show_default=True, callback=_checked("validate_exposure_name"),
+@click.argument("tenant", callback=rule(validation.tenant_name))
+@click.option("--name", "name", default="db", show_default=True, callback=rule(validation.exposure_name),
               help="Name of the exposure.")
 @json_option
 @pass_app
@@ -110,9 +95,10 @@ def unexpose(app: App, tenant: str, name: str):
     listed = app.state.load(STATE_FILE).get(KEY, [])
     if not any((e.get("tenant"), e.get("name")) == (tenant, name) for e in listed):
         raise CommandError(f"unexpose {tenant}/{name}: no such exposure in {app.inventory}")
-    with app.state.edit(STATE_FILE) as data:
-        data[KEY] = [e for e in data.get(KEY, []) if (e.get("tenant"), e.get("name")) != (tenant, name)]
-    app.run_or_fail("gateway_apply.yml")
+    with app.applying(STATE_FILE):
+        with app.state.edit(STATE_FILE) as data:
+            data[KEY] = [e for e in data.get(KEY, []) if (e.get("tenant"), e.get("name")) != (tenant, name)]
+        app.run_or_fail("gateway_apply.yml")
     app.emit({"tenant": tenant, "name": name, "status": "removed"}, text=f"exposure {tenant}/{name}: removed")
 
 
@@ -127,7 +113,7 @@ def _status(app: App) -> dict:
 def list_(app: App):
     """The exposures: tenant, name, public port, target and the sources admitted (VPN peers + allow-list)."""
     rows = [_row(e) for e in _status(app).get("exposures", [])]
-    app.emit(rows, text=_text(rows))
+    app.output_rows(rows, ("tenant", "name", "port", "target", "sources"), empty="no exposures")
 
 
 @group.command("status")

@@ -8,8 +8,7 @@ import click
 
 from .. import vault
 from ..app import App, CommandError, json_option, pass_app
-from ..validate import ValidationError, no_template, tenant_name
-from ..validate import port as valid_port
+from ..validate import module_utils, rule, validation
 
 STATE_FILE = "remotedbs.yml"
 KEY = "berqenas_remotedbs"
@@ -18,24 +17,9 @@ SECRETS_FILE = "remotedb_secrets.yml"
 SECRETS_KEY = "berqenas_remotedb_passwords"
 
 
-def sync_lib():
-    """The collection's sync module_utils (validation rules live there, never copied here)."""
-    from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync, mssql_tsql
-
-    return mssql_sync, mssql_tsql
-
-
-def _remotedb_name(value: str) -> str:
-    S, _ = sync_lib()
-    try:
-        return S.remotedb_name(value)
-    except S.SyncError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
 def table_names(values) -> list[str]:
-    """Validate '[schema].[table]' names with the collection's parser; returns them normalised."""
-    _, T = sync_lib()
+    """Validate '[schema].[table]' names with the collection's T-SQL parser; returns them normalised."""
+    T = module_utils("mssql_tsql")
     out = []
     for v in values or ():
         try:
@@ -86,30 +70,20 @@ def group():
 
 
 @group.command("add")
-@click.argument("name", callback=lambda ctx, p, v: _remotedb_name(v))
-@click.option("--tenant", required=True, help="The tenant the data belongs to.")
-@click.option("--host", required=True, help="SQL Server host name or address.")
-@click.option("--port", default="1433", show_default=True, help="SQL Server TCP port.")
-@click.option("--user", required=True, help="SQL login.")
+@click.argument("name", callback=rule(validation.remotedb_name))
+@click.option("--tenant", required=True, callback=rule(validation.tenant_name), help="The tenant the data belongs to.")
+@click.option("--host", required=True, callback=rule(validation.host), help="SQL Server host name or address.")
+@click.option("--port", default="1433", show_default=True, callback=rule(validation.port),
+              help="SQL Server TCP port.")
+@click.option("--user", required=True, callback=rule(validation.login_text, "user"), help="SQL login.")
 @click.option("--password-file", required=True,
               help="File holding the password ('-' for stdin); stored with Ansible Vault, never echoed.")
-@click.option("--database", required=True, help="Source database.")
+@click.option("--database", required=True, callback=rule(validation.login_text, "database"), help="Source database.")
 @click.option("--table", "tables", multiple=True, help="Default table to sync, '[schema].[table]' (repeatable).")
 @json_option
 @pass_app
 def add(app: App, name, tenant, host, port, user, password_file, database, tables):
     """Add (or update) remote database NAME."""
-    S, _ = sync_lib()
-    try:
-        tenant = tenant_name(tenant)
-        host = S.host_name(host)
-        port = valid_port(port)
-        for what, v in (("user", user), ("database", database)):
-            no_template(v, what)
-            if not v or len(v) > 128 or any(ord(c) < 32 for c in v):
-                raise ValidationError(f"invalid {what} {v!r}: 1-128 printable characters")
-    except (ValidationError, S.SyncError) as exc:
-        raise click.UsageError(str(exc)) from None
     tables = table_names(tables)
     app.require_inventory()
     known = [t["name"] if isinstance(t, dict) else t
@@ -137,12 +111,12 @@ def add(app: App, name, tenant, host, port, user, password_file, database, table
 def list_(app: App):
     """The remote databases (passwords are never shown)."""
     rows = [_public(d) for d in listed(app)]
-    app.emit(rows, text="\n".join(f"{r['name']:<24} {r['tenant']:<20} {r['user']}@{r['host']}:{r['port']}/"
-                                  f"{r['database']}" for r in rows) or "no remote databases")
+    app.output_rows(rows, ("name", "tenant", "user", "host", "port", "database", "tables"),
+                    empty="no remote databases")
 
 
 @group.command("test")
-@click.argument("name", callback=lambda ctx, p, v: _remotedb_name(v))
+@click.argument("name", callback=rule(validation.remotedb_name))
 @json_option
 @pass_app
 def test(app: App, name):
@@ -158,7 +132,7 @@ def test(app: App, name):
 
 
 @group.command("remove")
-@click.argument("name", callback=lambda ctx, p, v: _remotedb_name(v))
+@click.argument("name", callback=rule(validation.remotedb_name))
 @json_option
 @pass_app
 def remove(app: App, name):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from ..app import App, CommandError, json_option, pass_app
-from .remotedb import _remotedb_name, find, table_names
+from ..validate import rule, validation
+from .remotedb import find, table_names
 
 
 @click.group(name="sync")
@@ -14,7 +15,7 @@ def group():
 
 
 @group.command("run")
-@click.argument("remotedb", callback=lambda ctx, p, v: _remotedb_name(v))
+@click.argument("remotedb", callback=rule(validation.remotedb_name))
 @click.option("--table", "tables", multiple=True, help="Only this table, '[schema].[table]' (repeatable).")
 @click.option("--full", is_flag=True, help="Truncate and reload the tables (a full resync).")
 @click.option("--force", is_flag=True, help="Apply deletions the pk_diff / mode full safety checks refuse.")
@@ -63,6 +64,5 @@ def status(app: App):
     rows = [{"remotedb": t["job"], "source": t["source"], "target": t["target"], "watermark": t["watermark"],
              "last_run_at": t["last_run_at"], "last_result": t["last_result"], "rows_total": t["rows_total"],
              "lag_s": t["lag_s"]} for t in result.answer.get("tables", [])]
-    app.emit(rows, text="\n".join(
-        f"{r['remotedb']:<16} {r['source']:<32} {r['target']:<32} {r['watermark'] or '-':<18} "
-        f"{r['last_result'] or '-':<6} rows {r['rows_total']} lag {r['lag_s']}s" for r in rows) or "no synced tables")
+    app.output_rows(rows, ("remotedb", "source", "target", "watermark", "last_result", "rows_total", "lag_s"),
+                    empty="no synced tables")

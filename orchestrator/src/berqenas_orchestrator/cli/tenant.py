@@ -9,20 +9,13 @@ import tempfile
 import click
 
 from ..app import App, CommandError, json_option, pass_app
-from ..validate import ValidationError, tenant_name
+from ..validate import rule, validation
 from .remotedb import forget_password
 
 STATE_FILE = "tenants.yml"
 # Desired-state files of things that belong to a tenant: (variable, file under group_vars/all/).
 DEPENDENT_FILES = (("berqenas_vpn_peers", "vpn.yml"), ("berqenas_exposures", "gateway.yml"),
                    ("berqenas_remotedbs", "remotedbs.yml"))
-
-
-def _name(value: str) -> str:
-    try:
-        return tenant_name(value)
-    except ValidationError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 def _describe(name: str, database: str, credentials_file: str | None) -> dict:
@@ -40,7 +33,7 @@ def group():
 
 
 @group.command("create")
-@click.argument("name", callback=lambda ctx, p, v: _name(v))
+@click.argument("name", callback=rule(validation.tenant_name))
 @click.option("--check", is_flag=True, help="Report what would change; change nothing.")
 @click.option("--diff", is_flag=True, help="Show the differences.")
 @json_option
@@ -48,13 +41,14 @@ def group():
 def create(app: App, name: str, check: bool, diff: bool):
     """Create tenant NAME (or repair it); idempotent."""
     app.require_inventory()
-    if not check and app.controller is None:  # a controller's desired state is its inventory's
-        with app.state.edit(STATE_FILE) as data:
-            tenants = data.setdefault("berqenas_tenants", [])
-            if name not in [t["name"] if isinstance(t, dict) else t for t in tenants]:
-                tenants.append({"name": name})
-    extravars = {"berqenas_tenant": name}  # also listed in the state: the playbook takes it once
-    result = app.run_or_fail("tenant_create.yml", extravars, check=check, diff=diff)
+    with app.applying(STATE_FILE):  # a failed run puts the desired state back
+        if not check and app.controller is None:  # a controller's desired state is its inventory's
+            with app.state.edit(STATE_FILE) as data:
+                tenants = data.setdefault("berqenas_tenants", [])
+                if name not in [t["name"] if isinstance(t, dict) else t for t in tenants]:
+                    tenants.append({"name": name})
+        extravars = {"berqenas_tenant": name}  # also listed in the state: the playbook takes it once
+        result = app.run_or_fail("tenant_create.yml", extravars, check=check, diff=diff)
     res = result.answer
     entry = next((t for t in res.get("tenants", []) if t["name"] == name), {})
     out = _describe(name, res.get("database", ""), entry.get("credentials_file"))
@@ -69,7 +63,7 @@ def create(app: App, name: str, check: bool, diff: bool):
 
 
 @group.command("delete")
-@click.argument("name", callback=lambda ctx, p, v: _name(v))
+@click.argument("name", callback=rule(validation.tenant_name))
 @click.option("--yes", is_flag=True, help="Confirm the deletion (required).")
 @click.option("--no-backup", is_flag=True, help="Do not dump the schema with pg_dump first.")
 @click.option("--cascade", is_flag=True, help="Delete even though VPN peers, exposures or sync jobs still refer to it.")
@@ -123,11 +117,11 @@ def list_(app: App):
             row = _describe(t["name"], res.get("database", ""), live.get(t["name"], {}).get("credentials_file"))
             row["state"] = {"unchanged": "ok", "created": "missing", "updated": "drifted"}.get(st, st or "unknown")
             rows.append(row)
-    app.emit(rows, text="\n".join(f"{r['name']:<40} {r['state']}" for r in rows) or "no tenants")
+    app.output_rows(rows, ("name", "state", "login_role", "database"), empty="no tenants")
 
 
 @group.command("show")
-@click.argument("name", callback=lambda ctx, p, v: _name(v))
+@click.argument("name", callback=rule(validation.tenant_name))
 @click.option("--credentials", is_flag=True, help="Also fetch and print the tenant's passwords.")
 @json_option
 @pass_app

@@ -1,7 +1,7 @@
 """berqenas vpn: WireGuard peers (add, remove, list) and their live status.
 
 Desired state: ``berqenas_vpn_peers`` in group_vars/all/vpn.yml (dicts with name, tenant, and optionally
-public_key, expires). Every input is validated with the collection's own rules (module_utils.wireguard) before
+public_key, expires). Every input is validated with the collection's own rules (module_utils.validation) before
 it is written; playbooks/vpn_apply.yml then reconciles the WireGuard host (hitless ``wg syncconf``). Keys are
 generated on the WireGuard host and stay there; ``peer add`` fetches the peer's client config (0600) into
 $BERQENAS_HOME/vpn/NAME/ with playbooks/vpn_peer_config.yml. No private key is ever printed.
@@ -16,38 +16,11 @@ import shutil
 import click
 
 from ..app import App, CommandError, json_option, pass_app
-from ..validate import validation  # noqa: F401  (importing it puts the collection on sys.path)
+from ..validate import rule, validation
 
 STATE_FILE = "vpn.yml"
 KEY = "berqenas_vpn_peers"
 TENANTS_FILE = "tenants.yml"
-
-
-def _wg():
-    """The collection's WireGuard rules (module_utils.wireguard): validation lives there, never copied here."""
-    from ansible_collections.berqenas.platform.plugins.module_utils import wireguard
-
-    return wireguard
-
-
-def _checked(fn, value):
-    wg = _wg()
-    try:
-        return fn(value)
-    except (wg.WireGuardError, validation.ValidationError) as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _peer_name(value: str) -> str:
-    wg = _wg()
-
-    def check(v):
-        wg._text(v, "peer name")
-        if not wg.PEER_NAME_RE.match(v):
-            raise wg.WireGuardError(f"invalid peer name {v!r}: must match ^[a-z0-9][a-z0-9_-]{{0,31}}$")
-        return v
-
-    return _checked(check, value)
 
 
 def _local_dir(app: App, name: str) -> str:
@@ -88,52 +61,46 @@ def peer():
 
 
 @peer.command("add")
-@click.argument("name", callback=lambda ctx, p, v: _peer_name(v))
+@click.argument("name", callback=rule(validation.peer_name))
 @click.option(
     "--tenant",
     required=True,
-    callback=lambda ctx, p, v: _checked(validation.tenant_name, v),
+    callback=rule(validation.tenant_name),
     help="Tenant the peer belongs to.",
 )
 @click.option(
     "--public-key",
     "public_key",
     metavar="KEY",
+    callback=rule(validation.wireguard_key),
     help="The client's own public key (then no private key is generated; the config lacks only it).",
 )
-@click.option("--expires", metavar="ISO-8601", help="Expiry with timezone, e.g. 2026-12-31T00:00:00Z.")
+@click.option("--expires", metavar="ISO-8601", callback=rule(validation.expiry),
+              help="Expiry with timezone, e.g. 2026-12-31T00:00:00Z.")
 @click.option("--qr", is_flag=True, help="Also fetch the QR code and show it in the terminal.")
 @json_option
 @pass_app
-def add(app: App, name: str, tenant: str, public_key: str | None, expires: str | None, qr: bool):
+def add(app: App, name: str, tenant: str, public_key: str | None, expires, qr: bool):
     """Add peer NAME for TENANT (or update it), apply without disturbing other peers, fetch its client config."""
     app.require_inventory()
-    wg = _wg()
     entry: dict = {"name": name, "tenant": tenant}
     if public_key:
-        entry["public_key"] = _checked(lambda v: wg.check_key(wg._text(v, "public key"), "public key"), public_key)
+        entry["public_key"] = public_key
     if expires:
-        entry["expires"] = wg.format_expiry(_checked(wg.parse_expiry, expires))
+        entry["expires"] = validation.format_expiry(expires)
     tenants = app.state.load(TENANTS_FILE).get("berqenas_tenants", [])
     if tenant not in [t["name"] if isinstance(t, dict) else t for t in tenants]:
-        raise CommandError(
-            f"vpn peer add {name}: no tenant {tenant} in {app.inventory} (berqenas tenant create)", code=2
-        )
-    current = app.state.load(STATE_FILE).get(KEY, [])
-    others = [p for p in current if p.get("name") != name]
-    if public_key and any(p.get("public_key") == entry["public_key"] for p in others):
-        raise CommandError(f"vpn peer add {name}: that public key belongs to another peer", code=2)
-    previous = next((p for p in current if p.get("name") == name), None)
-    with app.state.edit(STATE_FILE) as data:
-        data[KEY] = [p for p in data.get(KEY, []) if p.get("name") != name] + [entry]
-    result = app.run(  # the apply; on failure the desired state goes back to what it was
-        "vpn_apply.yml"
-    )
-    if not result.ok:
+        raise CommandError(f"vpn peer add {name}: no tenant {tenant} in {app.inventory} (berqenas tenant create)")
+    others = [p for p in app.state.load(STATE_FILE).get(KEY, []) if p.get("name") != name]
+    if public_key and any(p.get("public_key") == public_key for p in others):
+        raise CommandError(f"vpn peer add {name}: that public key belongs to another peer")
+    with app.applying(STATE_FILE):  # a failed apply puts the desired state back as it was
         with app.state.edit(STATE_FILE) as data:
-            data[KEY] = [p for p in data.get(KEY, []) if p.get("name") != name] + ([previous] if previous else [])
-        msg = result.failures[-1] if result.failures else f"vpn_apply ended {result.status}"
-        raise CommandError(f"vpn peer add {name}: {msg} (desired state left unchanged)", code=result.exit_code)
+            data[KEY] = [p for p in data.get(KEY, []) if p.get("name") != name] + [entry]
+        try:
+            result = app.run_or_fail("vpn_apply.yml")
+        except CommandError as exc:
+            raise CommandError(f"vpn peer add {name}: {exc.message}", code=exc.exit_code, details=exc.details) from None
     mine = next((p for p in _published(result) if p.get("name") == name), None)
     if mine is None:
         raise CommandError(f"vpn peer add {name}: the WireGuard host did not publish the peer")
@@ -155,7 +122,7 @@ def add(app: App, name: str, tenant: str, public_key: str | None, expires: str |
 
 
 @peer.command("remove")
-@click.argument("name", callback=lambda ctx, p, v: _peer_name(v))
+@click.argument("name", callback=rule(validation.peer_name))
 @json_option
 @pass_app
 def remove(app: App, name: str):
@@ -163,9 +130,10 @@ def remove(app: App, name: str):
     app.require_inventory()
     if not any(p.get("name") == name for p in app.state.load(STATE_FILE).get(KEY, [])):
         raise CommandError(f"vpn peer remove {name}: no such peer in {app.inventory}")
-    with app.state.edit(STATE_FILE) as data:
-        data[KEY] = [p for p in data.get(KEY, []) if p.get("name") != name]
-    app.run_or_fail("vpn_apply.yml")
+    with app.applying(STATE_FILE):
+        with app.state.edit(STATE_FILE) as data:
+            data[KEY] = [p for p in data.get(KEY, []) if p.get("name") != name]
+        app.run_or_fail("vpn_apply.yml")
     shutil.rmtree(_local_dir(app, name), ignore_errors=True)
     app.emit({"name": name, "status": "removed"}, text=f"peer {name}: removed")
 
@@ -182,10 +150,7 @@ def list_(app: App):
     """The peers on the WireGuard host: name, tenant, addresses, enabled, expires, config and QR file there."""
     rows = [_row(p, ("name", "tenant", "addresses", "enabled", "expires", "config_file", "qr_file"))
             for p in _status(app).get("peers", [])]  # fmt: skip
-    text = "\n".join(f"{r['name']:<20} {r['tenant']:<16} {', '.join(r['addresses']):<32} "
-                     f"{'enabled' if r['enabled'] else 'disabled'}{'  expires ' + r['expires'] if r['expires'] else ''}"
-                     for r in rows) or "no peers"  # fmt: skip
-    app.emit(rows, text=text)
+    app.output_rows(rows, ("name", "tenant", "addresses", "enabled", "expires"), empty="no peers")
 
 
 @group.command("status")
@@ -195,7 +160,5 @@ def status(app: App):
     """Live state per peer: active | stale | never | disabled | expired, latest handshake age, bytes."""
     keys = ("name", "addresses", "latest_handshake_age_s", "rx_bytes", "tx_bytes", "state")
     rows = [_row(p, keys) for p in _status(app).get("peers", [])]
-    text = "\n".join(f"{r['name']:<20} {r['state']:<9} "
-                     f"{'-' if r['latest_handshake_age_s'] is None else str(r['latest_handshake_age_s']) + 's':>8} "
-                     f"rx {r['rx_bytes']} tx {r['tx_bytes']}" for r in rows) or "no peers"  # fmt: skip
-    app.emit(rows, text=text)
+    app.output_rows(rows, ("name", "state", ("latest_handshake_age_s", "handshake_s"), "rx_bytes", "tx_bytes"),
+                    empty="no peers")
