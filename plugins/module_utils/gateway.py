@@ -38,127 +38,71 @@ FILTER_CHAINS = ("BQ-INPUT", "BQ-FORWARD")
 HBA_METHOD = "scram-sha-256"
 LOOPBACK_NAMES = ("localhost",)
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-EXPOSURE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
-IFACE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
-HOST_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
-
-class GatewayError(Exception):
+class GatewayError(validation.ValidationError):
     """Invalid gateway input or an impossible plan; the message names the value and why."""
 
 
 # ---------------------------------------------------------------- validation of single values
+# The rules live in module_utils/validation.py; these apply them and raise GatewayError (a ValidationError).
+
+
+def _v(rule, *args):
+    return validation.checked(GatewayError, rule, *args)
 
 
 def reject_template(value, what):
     """Refuse strings that carry template syntax: inputs are data, never templates (the collection's rule)."""
-    try:
-        return validation.no_template(value, what)
-    except validation.ValidationError as exc:
-        raise GatewayError(str(exc)) from None
+    return _v(validation.no_template, value, what)
 
 
 def _text(value, what):
-    if not isinstance(value, str):
-        raise GatewayError("invalid %s %r: expected a string" % (what, value))
-    reject_template(value, what)
-    if value != value.strip() or not value:
-        raise GatewayError("invalid %s %r: empty or surrounded by whitespace" % (what, value))
-    return value
+    return _v(validation.text, value, what)
 
 
 def validate_name(value, what="tenant name"):
     """A tenant name, by the collection's one rule (module_utils.validation.tenant_name)."""
     _text(value, what)
-    try:
-        return validation.tenant_name(value)
-    except validation.ValidationError as exc:
-        raise GatewayError(str(exc)) from None
+    return _v(validation.tenant_name, value)
 
 
 def validate_identifier(value, what):
     """A plain lower-case SQL identifier (the platform database's name)."""
-    _text(value, what)
-    if not NAME_RE.match(value):
-        raise GatewayError("invalid %s %r: use a-z, 0-9 and _, starting with a letter, at most 40" % (what, value))
-    return value
+    return _v(validation.sql_identifier, value, what)
 
 
 def validate_exposure_name(value):
     _text(value, "exposure name")
-    if not EXPOSURE_NAME_RE.match(value):
-        raise GatewayError(
-            "invalid exposure name %r: use a-z, 0-9, _ and -, starting with a letter, at most 40" % (value,)
-        )
-    return value
+    return _v(validation.exposure_name, value)
 
 
 def validate_port(value, what="port"):
     """A TCP/UDP port 1..65535 given as an int or a decimal string; booleans are refused."""
-    if isinstance(value, bool):
-        raise GatewayError("invalid %s %r: expected 1-65535" % (what, value))
-    if isinstance(value, str):
-        reject_template(value, what)
-        if not value.isdigit() or not value.isascii():
-            raise GatewayError("invalid %s %r: expected 1-65535" % (what, value))
-        value = int(value)
-    if not isinstance(value, int) or not 1 <= value <= 65535:
-        raise GatewayError("invalid %s %r: expected 1-65535" % (what, value))
-    return value
+    return _v(validation.port, value, what)
 
 
 def validate_cidr(value, what="CIDR"):
     """An IPv4/IPv6 network (a bare address means /32 or /128); host bits must be zero."""
-    _text(value, what)
-    try:
-        return ipaddress.ip_network(value, strict=True)
-    except ValueError as exc:
-        raise GatewayError("invalid %s %r: %s" % (what, value, exc)) from None
+    return _v(validation.cidr, value, what)
 
 
 def validate_address(value, what="address"):
-    """A peer address as the wireguard role publishes it: ``198.51.100.2`` or ``198.51.100.2/32``."""
-    _text(value, what)
-    try:
-        iface = ipaddress.ip_interface(value)
-    except ValueError as exc:
-        raise GatewayError("invalid %s %r: %s" % (what, value, exc)) from None
-    if "/" in value and iface.network.prefixlen != iface.max_prefixlen:
-        # a peer's AllowedIPs may be a routed subnet: admit the whole network, strictly written
-        return validate_cidr(value, what)
-    return iface.network
+    """A peer address as the wireguard role publishes it: ``198.51.100.2`` or ``198.51.100.2/32`` (or a subnet)."""
+    return _v(validation.peer_network, value, what)
 
 
 def validate_host(value, what="host"):
     """An IP literal or a DNS host name (RFC 1123 labels, <= 253 characters)."""
-    _text(value, what)
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        pass
-    name = value[:-1] if value.endswith(".") else value
-    if len(name) > 253 or not all(HOST_LABEL_RE.match(label) for label in name.split(".")) or name.isdigit():
-        raise GatewayError("invalid %s %r: not an IP address or host name" % (what, value))
-    if re.match(r"^[0-9.]+$", name):
-        raise GatewayError("invalid %s %r: not an IP address or host name" % (what, value))
-    return value
+    return _v(validation.host, value, what)
 
 
 def validate_target(value):
     """``host:port`` (``[v6]:port`` for IPv6) -> (host, port)."""
-    _text(value, "target")
-    m = re.match(r"^\[([^\]]+)\]:([^:]+)$", value) or re.match(r"^([^:\[\]]+):([^:]+)$", value)
-    if not m:
-        raise GatewayError("invalid target %r: expected HOST:PORT" % (value,))
-    return validate_host(m.group(1), "target host"), validate_port(m.group(2), "target port")
+    return _v(validation.host_port, value, "target")
 
 
 def validate_interface(value, what="interface"):
-    _text(value, what)
-    if not IFACE_RE.match(value) or value in (".", ".."):
-        raise GatewayError("invalid %s %r: expected a Linux interface name (<= 15 characters)" % (what, value))
-    return value
+    return _v(validation.interface_name, value, what)
 
 
 def is_local_host(host, local_addresses=()):

@@ -76,9 +76,9 @@ def login_text(value, what="user"):
 
 
 # ------------------------------------------------------------------------------------------ names
-# One family: a name is lower-case ASCII, starts with a letter (a peer may start with a digit), and is not a
-# reserved word. Names end up as PostgreSQL roles and schemas, pg_hba fields, file names, sync-state keys,
-# firewall comments and YAML scalars, so words that would read as something else there are refused for all.
+# One family: a name is lower-case ASCII of a kind's pattern. Names that become PostgreSQL objects, pg_hba
+# fields or sync-state keys (tenants, remote databases) must also not be a reserved word or prefix; exposure and
+# peer names (firewall comments, file names) need not.
 
 # PostgreSQL's own namespaces and roles, the platform's, and SQL, pg_hba or YAML words.
 RESERVED_NAMES = frozenset([
@@ -92,28 +92,28 @@ RESERVED_NAMES = frozenset([
 RESERVED_PREFIXES = ("pg_", "berqenas")
 RESERVED_TENANT_NAMES = RESERVED_NAMES  # the former name, kept for callers
 
-# kind -> (regex, how the rule reads in a message)
+_IDENT_RULE = ("^[a-z][a-z0-9_]{0,39}$ (lower-case letter first, then up to 39 lower-case letters, digits or "
+               "underscores)")
+# kind -> (regex, how the rule reads in a message, reserved words refused)
 NAME_RULES = {
-    "tenant name": (r"^[a-z][a-z0-9_]{0,39}\Z", "^[a-z][a-z0-9_]{0,39}$ (lower-case letter first, then up to 39 "
-                    "lower-case letters, digits or underscores)"),
-    "remote database name": (r"^[a-z][a-z0-9_]{0,39}\Z", "^[a-z][a-z0-9_]{0,39}$ (lower-case letter first, then up "
-                             "to 39 lower-case letters, digits or underscores)"),
-    "exposure name": (r"^[a-z][a-z0-9_-]{0,39}\Z", "^[a-z][a-z0-9_-]{0,39}$ (lower-case letter first, then up to 39 "
-                      "lower-case letters, digits, _ or -)"),
+    "tenant name": (r"^[a-z][a-z0-9_]{0,39}\Z", _IDENT_RULE, True),
+    "remote database name": (r"^[a-z][a-z0-9_]{0,39}\Z", _IDENT_RULE, True),
+    "exposure name": (r"^[a-z][a-z0-9_-]{0,39}\Z", "^[a-z][a-z0-9_-]{0,39}$ (lower-case letter first, then up to "
+                      "39 lower-case letters, digits, _ or -)", False),
     "peer name": (r"^[a-z0-9][a-z0-9_-]{0,31}\Z", "^[a-z0-9][a-z0-9_-]{0,31}$ (lower-case letter or digit first, "
-                  "then up to 31 lower-case letters, digits, _ or -)"),
+                  "then up to 31 lower-case letters, digits, _ or -)", False),
 }
 _NAME_RES = dict((kind, re.compile(rule[0])) for kind, rule in NAME_RULES.items())
 TENANT_NAME_RE = _NAME_RES["tenant name"]
 
 
 def name(value, kind="tenant name"):
-    """A name of KIND (a key of NAME_RULES): its pattern, and never a reserved word or prefix."""
+    """A name of KIND (a key of NAME_RULES): its pattern, and for tenants and remote databases no reserved word."""
     if not isinstance(value, str):
         raise ValidationError("%s must be a string, got %s" % (kind, type(value).__name__))
     if not _NAME_RES[kind].match(value):
         raise ValidationError("invalid %s %r: must match %s" % (kind, value, NAME_RULES[kind][1]))
-    if value in RESERVED_NAMES or value.startswith(RESERVED_PREFIXES):
+    if NAME_RULES[kind][2] and (value in RESERVED_NAMES or value.startswith(RESERVED_PREFIXES)):
         raise ValidationError("invalid %s %r: reserved (see the reserved list in the docs)" % (kind, value))
     return value
 

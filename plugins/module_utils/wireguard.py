@@ -21,8 +21,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import base64
-import binascii
-import datetime
 import ipaddress
 import json
 import os
@@ -38,16 +36,17 @@ try:
 except ImportError:  # pragma: no cover - the wg(8) fallback is used instead
     HAS_CRYPTOGRAPHY = False
 
-PEER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}\Z")
-IFACE_RE = re.compile(r"^[a-zA-Z0-9_=+.-]{1,15}\Z")
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-HOST_RE = re.compile(r"^%s(?:\.%s)*\Z" % (_LABEL, _LABEL))
 STATE_VERSION = 1
 REDACTED = "<redacted>"
 
 
-class WireGuardError(ValueError):
+class WireGuardError(validation.ValidationError):
     """Bad input or an impossible request (full range, ...); the message names the input and the rule."""
+
+
+def _v(rule, *args):
+    """Apply one of module_utils/validation.py's rules (every value rule lives there) -> WireGuardError."""
+    return validation.checked(WireGuardError, rule, *args)
 
 
 # --------------------------------------------------------------------------------------------- keys
@@ -57,17 +56,7 @@ def _b64(raw):
 
 def check_key(value, what):
     """A WireGuard key: base64 of 32 bytes, not all zero."""
-    if not isinstance(value, str):
-        raise WireGuardError("invalid %s: expected a base64 string" % what)
-    try:
-        raw = base64.b64decode(value.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise WireGuardError("invalid %s %r: not base64" % (what, value))
-    if len(raw) != 32 or len(value.strip()) != 44:
-        raise WireGuardError("invalid %s %r: a WireGuard key is 32 bytes (44 base64 characters)" % (what, value))
-    if raw == b"\0" * 32:
-        raise WireGuardError("invalid %s: the all-zero key is not a key" % what)
-    return value.strip()
+    return _v(validation.wireguard_key, value, what)
 
 
 # X25519 base point (u = 9): a public key is X25519(private, 9). cryptography's own public_key() serialises
@@ -128,49 +117,20 @@ class InProcessKeys(object):
 
 
 # --------------------------------------------------------------------------------------------- input
-def _no_newline(value, what):
-    if isinstance(value, str) and ("\n" in value or "\r" in value or "\0" in value):
-        raise WireGuardError("invalid %s: line breaks are not allowed" % what)
-    return value
-
-
 def _text(value, what):
-    try:
-        validation.no_template(value, what)
-    except validation.ValidationError as e:
-        raise WireGuardError(str(e))
-    return _no_newline(value, what)
+    return _v(validation.one_line, value, what)
 
 
 def parse_expiry(value, what="expires"):
     """ISO-8601 with a timezone (``2026-12-31T00:00:00Z``); returns an aware UTC datetime."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise WireGuardError("invalid %s %r: expected an ISO-8601 timestamp like 2026-12-31T00:00:00Z" % (what, value))
-    _text(value, what)
-    text = value.strip()
-    if text.endswith("Z") or text.endswith("z"):
-        text = text[:-1] + "+00:00"
-    if not re.match(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?[+-]\d{2}:\d{2}\Z", text):
-        raise WireGuardError("invalid %s %r: expected an ISO-8601 timestamp with a timezone, "
-                             "like 2026-12-31T00:00:00Z" % (what, value))
-    try:
-        dt = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        raise WireGuardError("invalid %s %r: not a valid date/time" % (what, value))
-    return dt.astimezone(datetime.timezone.utc)
+    return _v(validation.expiry, value, what)
 
 
-def format_expiry(dt):
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ") if dt else None
+format_expiry = validation.format_expiry
 
 
 def check_port(value, what="listen_port"):
-    try:
-        return validation.port(value, what)
-    except validation.ValidationError as e:
-        raise WireGuardError(str(e))
+    return _v(validation.port, value, what)
 
 
 class InterfaceSpec(object):
@@ -194,26 +154,17 @@ class InterfaceSpec(object):
 
 
 def _iface_addr(value, what):
-    _text(value, what)
-    try:
-        return ipaddress.ip_interface(value.strip())
-    except ValueError:
-        raise WireGuardError("invalid %s %r: expected an address with prefix, like 198.51.100.1/24" % (what, value))
+    return _v(validation.interface_address, value.strip() if isinstance(value, str) else value, what)
 
 
 def _network(value, what):
-    _text(value, what)
-    try:
-        return ipaddress.ip_network(str(value).strip(), strict=True)
-    except ValueError:
-        raise WireGuardError("invalid %s %r: expected a network like 198.51.100.0/24 (host bits zero)" % (what, value))
+    return _v(validation.cidr, value.strip() if isinstance(value, str) else value, what)
 
 
 def validate_interface(name, addresses, listen_port, mtu=None, post_up=(), post_down=(), endpoint=None,
                        client_dns=(), client_allowed_ips=None, client_keepalive=25, tenant_ranges=None):
     """Validate interface-level settings; returns an InterfaceSpec."""
-    if not isinstance(name, str) or not IFACE_RE.match(name):
-        raise WireGuardError("invalid interface name %r: 1-15 characters of [a-zA-Z0-9_=+.-]" % (name,))
+    _v(validation.interface_name, name)
     if not addresses:
         raise WireGuardError("interface %s: at least one address (IPv4 and/or IPv6, with prefix) is required" % name)
     addrs = [_iface_addr(a, "interface address") for a in addresses]
@@ -234,25 +185,10 @@ def validate_interface(name, addresses, listen_port, mtu=None, post_up=(), post_
     for cmd in list(post_up or []) + list(post_down or []):
         _text(cmd, "post_up/post_down command")
     if endpoint:
-        _text(endpoint, "endpoint")
-        host = endpoint
-        m = re.match(r"^\[([0-9A-Fa-f:.]+)\](?::(\d+))?\Z", endpoint) or re.match(r"^([^:]+)(?::(\d+))?\Z", endpoint)
-        if m:
-            host = m.group(1)
-            if m.group(2):
-                check_port(m.group(2), "endpoint port")
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            if not m or not HOST_RE.match(host):
-                raise WireGuardError("invalid endpoint %r: expected host, host:port or [v6]:port" % (endpoint,))
+        _v(validation.host_port, endpoint, "endpoint", False)
     dns = []
     for d in client_dns or []:
-        _text(d, "client_dns")
-        try:
-            dns.append(str(ipaddress.ip_address(d)))
-        except ValueError:
-            raise WireGuardError("invalid client_dns %r: expected an IP address" % (d,))
+        dns.append(_v(validation.ip_address, d, "client_dns"))
     allowed = None
     if client_allowed_ips:
         allowed = [_network(n, "client_allowed_ips") for n in client_allowed_ips]
@@ -282,10 +218,7 @@ def validate_interface(name, addresses, listen_port, mtu=None, post_up=(), post_
 
 
 def _tenant(name):
-    try:
-        return validation.tenant_name(name)
-    except validation.ValidationError as e:
-        raise WireGuardError(str(e))
+    return _v(validation.tenant_name, name)
 
 
 class PeerSpec(object):
@@ -324,8 +257,7 @@ def validate_peers(peers, iface, default_qr=True):
         name = p.get("name")
         if isinstance(name, str):
             _text(name, "peer name")
-        if not isinstance(name, str) or not PEER_NAME_RE.match(name):
-            raise WireGuardError("invalid peer name %r: must match ^[a-z0-9][a-z0-9_-]{0,31}$" % (name,))
+        _v(validation.peer_name, name)
         if name in names:
             raise WireGuardError("duplicate peer name %r: names are unique across tenants" % name)
         names.add(name)

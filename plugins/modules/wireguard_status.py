@@ -111,6 +111,7 @@ import time
 import datetime
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.berqenas.platform.plugins.module_utils import validation
 from ansible_collections.berqenas.platform.plugins.module_utils import wireguard as wgu
 
 
@@ -124,8 +125,10 @@ def main():
         supports_check_mode=True,
     )
     name = module.params["interface"]
-    if not wgu.IFACE_RE.match(name):
-        module.fail_json(msg="wireguard_status: invalid interface name %r" % name)
+    try:
+        validation.interface_name(name, "interface")
+    except validation.ValidationError as exc:
+        module.fail_json(msg="wireguard_status: %s" % exc)
     base = os.path.join(module.params["state_dir"], name)
     try:
         with open(os.path.join(base, "state.json")) as f:
