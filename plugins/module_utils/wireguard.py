@@ -154,11 +154,11 @@ class InterfaceSpec(object):
 
 
 def _iface_addr(value, what):
-    return _v(validation.interface_address, value.strip() if isinstance(value, str) else value, what)
+    return _v(validation.interface_address, value, what)
 
 
 def _network(value, what):
-    return _v(validation.cidr, value.strip() if isinstance(value, str) else value, what)
+    return _v(validation.cidr, value, what)
 
 
 def validate_interface(name, addresses, listen_port, mtu=None, post_up=(), post_down=(), endpoint=None,
