@@ -23,7 +23,7 @@ from tests.support.env import REPO
 pytestmark = pytest.mark.unit
 
 SCANNED = ("orchestrator", "plugins", "tests", "bench", "scripts")
-OURS = {"berqenas_orchestrator", "tests", "__future__"}
+OURS = {"berqenas_orchestrator", "__future__", *SCANNED}  # our packages (tests, bench, ...)
 # the files a command is run from: a declared tool counts as used when one of its console scripts appears there
 COMMAND_FILES = ("Makefile", ".ci/run", "scripts", "tests", "bench", "extensions")
 SKIP_DIRS = {".venv", ".collections", ".cache", ".berqenas", "__pycache__", ".git"}
