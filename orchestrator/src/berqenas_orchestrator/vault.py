@@ -79,6 +79,10 @@ def encrypt(app, value: str) -> str:
     return _vault(app).encrypt(value).decode("ascii")
 
 
+def decrypt(app, ciphertext: str) -> str:
+    return _vault(app).decrypt(ciphertext).decode("utf-8")
+
+
 @contextlib.contextmanager
 def _edit(app, filename: str):
     vars_dir = app.inventory / "group_vars" / "all"
