@@ -89,3 +89,15 @@ def test_every_group_is_in_the_readme():
     readme = open(os.path.join(REPO, "README.md")).read()
     for name in root.commands:
         assert re.search(rf"berqenas {name}\b|`{name}`", readme), f"group {name} missing from README"
+
+
+def test_every_group_module_is_registered():
+    """cli/__init__.py lists the groups explicitly: a group module missing from GROUPS would be silently absent."""
+    import importlib
+    import pkgutil
+
+    from berqenas_orchestrator import cli
+
+    modules = [m.name for m in pkgutil.iter_modules(cli.__path__)]
+    groups = [getattr(importlib.import_module(f"berqenas_orchestrator.cli.{m}"), "group", None) for m in modules]
+    assert {g.name for g in groups if g is not None} == {g.name for g in cli.GROUPS} == set(root.commands)
