@@ -4,6 +4,7 @@ import time
 
 import psycopg
 import pymssql
+from ansible_collections.berqenas.platform.plugins.module_utils import mssql as M
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_tsql as T
 
@@ -25,7 +26,7 @@ def seed(cur, n):
 
 def run_sync(cluster, db, emu, srcdb, tables):
     p = emu.connect_params(srcdb)
-    src = S.PymssqlSource(host=p["server"], port=p["port"], user=p["user"], password=p["password"],
+    src = M.PymssqlSource(host=p["server"], port=p["port"], user=p["user"], password=p["password"],
                           database=p["database"], batch_size=5000)
     conn = psycopg.connect(**cluster.conninfo(db))
     try:

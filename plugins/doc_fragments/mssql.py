@@ -8,13 +8,13 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    # Mirrors plugins/module_utils/mssql_sync.py mssql_source_spec() (names as in community.general's mssql modules)
+    # Mirrors plugins/module_utils/mssql.py mssql_source_spec() (names as in community.general's mssql modules)
     DOCUMENTATION = r"""
 options:
   source:
     description:
       - The SQL Server database to read, through pymssql (FreeTDS).
-      - Required by M(berqenas.platform.mssql_sync); with M(berqenas.platform.mssql_sync_info) it asks for the
+      - Required by M(berqenas.platform.mssql_sync); M(berqenas.platform.mssql_ping) asks it for the
         server's version and the round-trip latency.
     type: dict
     suboptions:

@@ -11,14 +11,19 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+__all__ = ["HAS_PSYCOPG", "PSYCOPG_IMPORT_ERROR", "psycopg", "sql", "postgres_argument_spec", "conninfo", "connect"]
+
+# The collection's one psycopg import guard: other module_utils import psycopg, sql and HAS_PSYCOPG from here.
 try:
     import psycopg
+    from psycopg import sql
 
     HAS_PSYCOPG = True
     PSYCOPG_IMPORT_ERROR = None
 except ImportError as exc:
     HAS_PSYCOPG = False
     PSYCOPG_IMPORT_ERROR = exc
+    psycopg = sql = None
 
 
 def postgres_argument_spec():

@@ -27,15 +27,7 @@ import string
 
 from ansible_collections.berqenas.platform.plugins.module_utils import validation
 
-try:
-    import psycopg
-    from psycopg import sql
-
-    HAS_PSYCOPG = True
-    PSYCOPG_IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - reported by the module through missing_required_lib
-    HAS_PSYCOPG = False
-    PSYCOPG_IMPORT_ERROR = exc
+from ansible_collections.berqenas.platform.plugins.module_utils.pgconn import psycopg, sql
 
 GROUP_ROLE = "berqenas_tenants"
 PLATFORM_SCHEMA = "berqenas"

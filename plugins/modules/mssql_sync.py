@@ -240,6 +240,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.berqenas.platform.plugins.module_utils import mssql as M
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S
 from ansible_collections.berqenas.platform.plugins.module_utils import pgconn, validation
 
@@ -247,7 +248,7 @@ from ansible_collections.berqenas.platform.plugins.module_utils import pgconn, v
 def main():
     argument_spec = pgconn.postgres_argument_spec()
     argument_spec.update(
-        source=dict(type="dict", options=S.mssql_source_spec()),
+        source=dict(type="dict", options=M.mssql_source_spec()),
         job=dict(type="str", required=True),
         tenant=dict(type="str", required=True),
         tables=dict(type="list", elements="raw", required=True),
@@ -266,8 +267,8 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     if not pgconn.HAS_PSYCOPG:
         module.fail_json(msg=missing_required_lib("psycopg"), exception=str(pgconn.PSYCOPG_IMPORT_ERROR))
-    if not S.HAS_PYMSSQL:
-        module.fail_json(msg=missing_required_lib("pymssql"), exception=str(S.PYMSSQL_IMPORT_ERROR))
+    if not M.HAS_PYMSSQL:
+        module.fail_json(msg=missing_required_lib("pymssql"), exception=str(M.PYMSSQL_IMPORT_ERROR))
     p = module.params
     result = dict(changed=False, status="failed", tables=[])
     try:
@@ -287,7 +288,7 @@ def main():
     except (validation.ValidationError, S.SyncError, TypeError) as exc:
         module.fail_json(msg="validate sync job: %s" % exc, **result)
 
-    source = S.source_from_params(p["source"], batch_size=p["batch_size"])
+    source = M.source_from_params(p["source"], batch_size=p["batch_size"])
     try:
         conn = pgconn.connect(p, autocommit=False)
     except Exception as exc:
@@ -303,7 +304,7 @@ def main():
     except S.LockedError as exc:
         result["status"] = "locked"
         module.fail_json(msg=str(exc), **result)
-    except S.SyncError as exc:
+    except (S.SyncError, M.SourceError) as exc:
         module.fail_json(msg="sync %s: %s" % (p["job"], exc), **result)
     except Exception as exc:
         module.fail_json(msg="sync %s: %s" % (p["job"], str(exc).strip()), exception=traceback.format_exc(),

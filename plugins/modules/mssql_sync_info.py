@@ -14,9 +14,8 @@ version_added: 0.1.0
 description:
   - Reads the watermarks and last results that M(berqenas.platform.mssql_sync) keeps in
     C(berqenas.sync_state) of the target database. Changes nothing.
-  - With O(source), connects to that SQL Server instead and reports its version and latency (RV(source)).
+  - To reach a SQL Server (version, latency), use M(berqenas.platform.mssql_ping).
 extends_documentation_fragment:
-  - berqenas.platform.mssql
   - berqenas.platform.postgres
 attributes:
   check_mode:
@@ -39,36 +38,9 @@ EXAMPLES = r"""
   berqenas.platform.mssql_sync_info:
     login_db: berqenas
   register: sync_state
-
-- name: Reach a remote SQL Server
-  berqenas.platform.mssql_sync_info:
-    source:
-      host: erp.example.com
-      user: sync_reader
-      password: "{{ erp_password }}"
-      database: ERP
-  register: erp_ping
 """
 
 RETURN = r"""
-source:
-  description: With O(source), the server's answer.
-  returned: when O(source) is given
-  type: dict
-  contains:
-    product_version:
-      description: C(SERVERPROPERTY('ProductVersion')).
-      type: str
-      sample: 16.0.1000.6
-    version:
-      description: C(@@VERSION).
-      type: str
-    latency_ms:
-      description: Milliseconds of one query round trip after login.
-      type: float
-    login_ms:
-      description: Milliseconds to connect and log in.
-      type: float
 tables:
   description: One entry per synced table.
   returned: always
@@ -112,16 +84,8 @@ from ansible_collections.berqenas.platform.plugins.module_utils import mssql_tsq
 
 def main():
     argument_spec = pgconn.postgres_argument_spec()
-    argument_spec.update(job=dict(type="str"), source=dict(type="dict", options=S.mssql_source_spec()))
+    argument_spec.update(job=dict(type="str"))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    if module.params["source"]:
-        if not S.HAS_PYMSSQL:
-            module.fail_json(msg=missing_required_lib("pymssql"), exception=str(S.PYMSSQL_IMPORT_ERROR))
-        try:
-            info = S.ping(S.source_from_params(module.params["source"]))
-        except S.SyncError as exc:
-            module.fail_json(msg=str(exc))
-        module.exit_json(changed=False, source=info, tables=[])
     if not pgconn.HAS_PSYCOPG:
         module.fail_json(msg=missing_required_lib("psycopg"), exception=str(pgconn.PSYCOPG_IMPORT_ERROR))
     try:

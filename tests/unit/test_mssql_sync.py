@@ -3,6 +3,7 @@
 import datetime as dt
 
 import pytest
+from ansible_collections.berqenas.platform.plugins.module_utils import mssql as M
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S
 
 pytestmark = pytest.mark.unit
@@ -112,20 +113,20 @@ def test_classify_by_the_servers_error_number():
     OE = pymssql.exceptions.OperationalError
     login = OE((18456, b"Login failed for user 'sa'.DB-Lib error message 20018, severity 14:\nGeneral SQL Server "
                        b"error: Check messages from the SQL Server\nDB-Lib error message 20002, severity 9:\n"))
-    e = S._classify(login, "connect")
+    e = M.classify(login, "connect")
     assert not e.transient and "login failed" in str(e) and "18456" in str(e)
     # the same stale number on a refused connection (pymssql keeps it process-wide): a network error
     stale = OE((18456, b"DB-Lib error message 20009, severity 9:\nUnable to connect: TDS server is unavailable or "
                        b"does not exist (127.0.0.1)\nNet-Lib error during Connection refused (111)\n"))
-    e = S._classify(stale, "connect")
+    e = M.classify(stale, "connect")
     assert e.transient and "login failed" not in str(e).lower() and "20009" in str(e)
     # message text alone never makes a login failure
-    assert S._classify(OE("Login failed for user 'x'"), "connect").transient
-    e = S._classify(OE((4060, b"Cannot open database \"X\".DB-Lib error message 20018, severity 11:\n")), "connect")
+    assert M.classify(OE("Login failed for user 'x'"), "connect").transient
+    e = M.classify(OE((4060, b"Cannot open database \"X\".DB-Lib error message 20018, severity 11:\n")), "connect")
     assert not e.transient and "cannot open the database" in str(e)
-    e = S._classify(pymssql.exceptions.ProgrammingError((208, b"Invalid object name 'x'.DB-Lib error message 20018,"
+    e = M.classify(pymssql.exceptions.ProgrammingError((208, b"Invalid object name 'x'.DB-Lib error message 20018,"
                                                                 b" severity 16:\n")), "read")
     assert not e.transient and "Invalid object name" in str(e)
-    assert S._classify(OE((1205, b"Transaction was deadlocked.DB-Lib error message 20018, severity 13:\n")),
+    assert M.classify(OE((1205, b"Transaction was deadlocked.DB-Lib error message 20018, severity 13:\n")),
                        "read").transient
-    assert S.server_error_number(OE((18456, b"no DB-Lib part"))) == 18456
+    assert M.server_error_number(OE((18456, b"no DB-Lib part"))) == 18456

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import psycopg
+from ansible_collections.berqenas.platform.plugins.module_utils import mssql as M
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -24,7 +25,7 @@ def engine(db, pg_cluster, tenant, source_over=None, **kw):
     kw.setdefault("commit_rows", 1000)
     kw.setdefault("lock_timeout", 10)
     conn = psycopg.connect(**pg_cluster.conninfo(tenant.db), autocommit=False)
-    src = S.PymssqlSource(**source_kwargs(db, **(source_over or {})))
+    src = M.PymssqlSource(**source_kwargs(db, **(source_over or {})))
     return S.SyncEngine(src, conn, job="job-" + tenant.name, owner_role=tenant.owner, **kw), conn
 
 

@@ -18,6 +18,7 @@ from tests.support.env import setup_import_path
 setup_import_path()
 
 import psycopg  # noqa: E402
+from ansible_collections.berqenas.platform.plugins.module_utils import mssql as M  # noqa: E402
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S  # noqa: E402
 
 
@@ -43,7 +44,7 @@ class KillingCursor(psycopg.Cursor):
 def main():
     cfg = json.load(sys.stdin)
     KillingCursor.kill_at = cfg.get("kill_at")
-    source = S.PymssqlSource(**cfg["source"])
+    source = M.PymssqlSource(**cfg["source"])
     conn = psycopg.connect(autocommit=False, cursor_factory=KillingCursor, **cfg["pg"])
     specs = S.table_specs(cfg["tables"], cfg["tenant"])
     eng = S.SyncEngine(source, conn, job=cfg["job"], owner_role=cfg["tenant"] + "_owner",
@@ -53,7 +54,7 @@ def main():
     except S.LockedError as e:
         print(json.dumps({"status": "locked", "msg": str(e)}))
         return 3
-    except S.SyncError as e:
+    except (S.SyncError, M.SourceError) as e:
         print(json.dumps({"status": "failed", "msg": str(e)}))
         return 1
     print(json.dumps({"status": "ok", **out}, default=str))

@@ -3,7 +3,7 @@
 import socket
 
 import pytest
-from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S
+from ansible_collections.berqenas.platform.plugins.module_utils import mssql as M
 
 from .emu import source_kwargs
 
@@ -22,14 +22,14 @@ def test_login_failure_by_number_then_network_error_is_transient(emulated_mssql_
     db = emulated_mssql_db
     db.faults.refuse_logins = True
     try:
-        with pytest.raises(S.SourceError) as e:
-            S.PymssqlSource(**source_kwargs(db)).connect()
+        with pytest.raises(M.SourceError) as e:
+            M.PymssqlSource(**source_kwargs(db)).connect()
     finally:
         db.faults.refuse_logins = False
     assert not e.value.transient and "login failed" in str(e.value), str(e.value)
     # pymssql keeps the last server message process-wide: the next network error's text still carries
     # "Login failed"; it must be classified (and retried) as the network error it is
-    with pytest.raises(S.SourceError) as e:
-        S.PymssqlSource(**source_kwargs(db, port=closed_port(), login_timeout=2)).connect()
+    with pytest.raises(M.SourceError) as e:
+        M.PymssqlSource(**source_kwargs(db, port=closed_port(), login_timeout=2)).connect()
     assert e.value.transient, str(e.value)
     assert "login failed" not in str(e.value).lower()
