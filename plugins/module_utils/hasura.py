@@ -325,14 +325,14 @@ class TableSpec(object):
         return (self.schema, self.name)
 
     @classmethod
-    def from_param(cls, d, default_schema, default_permissions=None):
+    def from_param(cls, d, default_schema, default_permissions=None, default_state="present"):
         if isinstance(d, str):
             d = {"name": d}
         name = d.get("name")
         schema = d.get("schema") or default_schema
         _check_pg_ident(name, "table")
         _check_pg_ident(schema, "schema")
-        state = d.get("state") or "present"
+        state = d.get("state") or default_state
         if state not in ("present", "absent"):
             raise HasuraError("table %s.%s: state must be present or absent" % (schema, name))
         keys = ("custom_name", "custom_root_fields", "column_config", "comment")

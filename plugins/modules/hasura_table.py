@@ -64,10 +64,9 @@ options:
         description: Its schema (default O(schema)).
         type: str
       state:
-        description: Tracked or not.
+        description: Tracked or not (default O(state)).
         type: str
         choices: [present, absent]
-        default: present
       custom_name:
         description: GraphQL name of the table's type and root fields.
         type: str
@@ -89,6 +88,12 @@ options:
             C(allow_aggregations), C(set)).
         type: list
         elements: dict
+  state:
+    description:
+      - State of the O(tables) entries that do not give their own.
+    type: str
+    choices: [present, absent]
+    default: present
   mirror:
     description:
       - Track every table of O(schema) found in PostgreSQL and remove tracked tables of that schema that are gone.
@@ -96,8 +101,9 @@ options:
     default: false
   default_permissions:
     description:
-      - Permissions (as in O(tables[].permissions)) for mirrored tables not listed in O(tables). When omitted,
-        their permissions are left alone.
+      - Permissions (as in O(tables[].permissions)) for tracked tables that do not list their own (mirrored
+        ones and O(tables) entries without O(tables[].permissions)). When omitted, their permissions are left
+        alone.
     type: list
     elements: dict
   cascade:
@@ -202,6 +208,7 @@ def main():
         source=dict(type="str", required=True),
         schema=dict(type="str", default="public"),
         tables=dict(type="list", elements="raw", default=[]),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
         mirror=dict(type="bool", default=False),
         default_permissions=dict(type="list", elements="dict"),
         cascade=dict(type="bool", default=False),
@@ -209,7 +216,7 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
     try:
-        specs = [H.TableSpec.from_param(t, p["schema"]) for t in p["tables"]]
+        specs = [H.TableSpec.from_param(t, p["schema"], p["default_permissions"], p["state"]) for t in p["tables"]]
         defaults = None
         if p["default_permissions"] is not None:
             defaults = H.parse_permissions(p["default_permissions"], "default_permissions")
