@@ -624,22 +624,131 @@ def live_matches(dump_iface, dump_peers, iface, server_public_key, peers, state,
     return True
 
 
-def published(iface, peers, state, now, client_dir):
-    """The fact other roles consume (never a secret), one small entry per desired peer (thousands of them go
-    through Ansible's result handling: keep it lean; paths and live figures come from wireguard_status)."""
-    out = []
-    for p in peers:
-        e = state["peers"][p.name]
-        out.append({
-            "name": p.name,
-            "tenant": p.tenant,
-            "addresses": list(e["addresses"]),
-            "enabled": p.enabled,
-            "expired": p.expires is not None and p.expires <= now,
-            "expires": format_expiry(p.expires),
-            "key_source": "generated" if e.get("generated") else "client",
-        })
-    return out
+def published_entry(name, entry, now):
+    """One peer as the wireguard role publishes it (``wireguard_peers_published``), from its persisted state
+    entry: never a secret, lean on purpose (thousands of them go through Ansible's result handling; paths and
+    live figures come from wireguard_status). The one shape, whether an apply or a read publishes it."""
+    expires = entry.get("expires")
+    exp = parse_expiry(expires) if expires else None
+    return {
+        "name": name,
+        "tenant": entry.get("tenant"),
+        "addresses": list(entry.get("addresses", [])),
+        "enabled": entry.get("enabled", True),
+        "expired": exp is not None and exp <= now,
+        "expires": format_expiry(exp),
+        "key_source": "generated" if entry.get("generated") else "client",
+    }
+
+
+def published(peers, state, now):
+    """The published entry (published_entry) of each desired peer, in the order given."""
+    return [published_entry(p.name, state["peers"][p.name], now) for p in peers]
+
+
+# --------------------------------------------------------------------------------------------- plan
+class Paths(object):
+    """Where one interface's files live: state_dir/INTERFACE/{state.json,server.key,clients/} and
+    config_dir/INTERFACE.conf."""
+
+    def __init__(self, state_dir, config_dir, interface):
+        self.state_dir = state_dir
+        self.config_dir = config_dir
+        self.base = os.path.join(state_dir, interface)
+        self.client_dir = os.path.join(self.base, "clients")
+        self.conf = os.path.join(config_dir, interface + ".conf")
+        self.state = os.path.join(self.base, "state.json")
+        self.server_key = os.path.join(self.base, "server.key")
+        self.lock = os.path.join(self.base, ".lock")
+
+    def is_client_file(self, path):
+        return path.startswith(self.client_dir + os.sep)
+
+
+class Plan(object):
+    """What an apply writes: the desired state, the configs, the files that differ, QR codes to make, client
+    files to remove. Built by ``plan`` without touching anything."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    @property
+    def changed_files(self):
+        return [w[0] for w in self.writes] + [j[1] for j in self.qr_jobs] + list(self.stale)
+
+
+def plan(iface, peers, now, keys, files, paths):
+    """The files side of an apply, pure: ``files`` reads the host (``read(path)`` -> text or None,
+    ``exists(path)``, ``listdir(path)``), ``keys`` makes keys for new peers and a missing server key
+    (``pair()``, ``private()``, ``public(private)``). Raises WireGuardError for a corrupt state or server key."""
+    old_state_text = files.read(paths.state)
+    try:
+        old_state = json.loads(old_state_text) if old_state_text else {}
+    except ValueError:
+        raise WireGuardError("%s is not valid JSON: fix or remove it (allocations would be lost)" % paths.state)
+    allocations = allocate(iface, peers, old_state)
+    state = build_state(iface, peers, old_state, allocations, keys)
+
+    server_key = (files.read(paths.server_key) or "").strip()
+    new_server_key = not server_key
+    if new_server_key:
+        server_key = keys.private()
+    else:
+        check_key(server_key, "server key in %s" % paths.server_key)
+    server_pub = keys.public(server_key)
+
+    conf, native = render_server(iface, server_key, peers, state, now)
+    old_conf = files.read(paths.conf)
+    state_text = dump_state(state)
+
+    writes = []  # (path, content)
+    if new_server_key:
+        writes.append((paths.server_key, server_key + "\n"))
+    if old_conf != conf:
+        writes.append((paths.conf, conf))
+    if old_state_text != state_text:
+        writes.append((paths.state, state_text))
+    wanted = set()
+    qr_jobs = []  # (client config text, png path, terminal text path)
+    for peer in peers:
+        text = render_client(iface, server_pub, peer, state["peers"][peer.name])
+        path = os.path.join(paths.client_dir, peer.name + ".conf")
+        wanted.add(peer.name + ".conf")
+        old = files.read(path)
+        if old != text:
+            writes.append((path, text))
+        if peer.qr:
+            png, txt = path[:-5] + ".png", path[:-5] + ".qr.txt"
+            wanted.update([peer.name + ".png", peer.name + ".qr.txt"])
+            if old != text or not files.exists(png) or not files.exists(txt):
+                qr_jobs.append((text, png, txt))
+    stale = sorted(os.path.join(paths.client_dir, f) for f in files.listdir(paths.client_dir)
+                   if f not in wanted and not f.startswith("."))
+    old_names = set(old_state.get("peers", {}))
+    new_names = set(state["peers"])
+    counts = dict(total=len(peers), live=sum(1 for x in peers if is_live(x, now)),
+                  added=len(new_names - old_names), removed=len(old_names - new_names))
+    return Plan(state=state, server_key=server_key, server_public_key=server_pub, new_server_key=new_server_key,
+                conf=conf, native=native, old_conf=old_conf, writes=writes, qr_jobs=qr_jobs, stale=stale,
+                routes=peer_routes(iface, peers, now), counts=counts)
+
+
+def plan_action(the_plan, iface, peers, now, live):
+    """What the running interface needs: V(none), V(start), V(restart) (an interface setting changed) or
+    V(syncconf) (peers or their routes differ). ``live`` is None when no service manager runs the interface,
+    else has ``exists()``, ``dump()`` -> (interface, peers) as parse_dump returns them, and ``routes()``."""
+    if live is None:
+        return "none"
+    if not live.exists():
+        return "start"
+    if the_plan.old_conf is not None and \
+            parse_conf_interface(the_plan.old_conf) != parse_conf_interface(the_plan.conf):
+        return "restart"
+    d_iface, d_peers = live.dump()
+    if not live_matches(d_iface, d_peers, iface, the_plan.server_public_key, peers, the_plan.state, now) or \
+            live.routes() != the_plan.routes:
+        return "syncconf"
+    return "none"
 
 
 def peer_status(peers_published, dump_peers, now_ts, stale_after=180):
@@ -665,47 +774,3 @@ def peer_status(peers_published, dump_peers, now_ts, stale_after=180):
             "endpoint": d.get("endpoint"),
         })
     return out
-
-
-# --------------------------------------------------------------------------------------------- expiry timer
-EXPIRY_HELPER = "/usr/local/lib/berqenas-wg-expire.py"
-EXPIRY_UNIT_DIR = "/etc/systemd/system"
-
-
-def expiry_files(helper_source, state_dir, config_dir, interval):
-    """{path: (text, mode)} of the expiry enforcer and its systemd template units (berqenas-wg-expire@IFACE)."""
-    if not isinstance(interval, int) or isinstance(interval, bool) or not 1 <= interval <= 86400:
-        raise WireGuardError("invalid expiry_interval %r: seconds from 1 to 86400" % (interval,))
-    for what, path in (("state_dir", state_dir), ("config_dir", config_dir)):
-        if not isinstance(path, str) or not path.startswith("/") or re.search(r"[\s%\\\"'$;]", path):
-            raise WireGuardError("invalid %s %r: an absolute path without spaces, quotes, %% or $" % (what, path))
-    if not isinstance(helper_source, str) or not helper_source.strip():
-        raise WireGuardError("expiry_helper is empty: the source of the expiry enforcer is needed for the timer")
-    head = "# Managed by berqenas.platform (wireguard_server). Local edits are overwritten.\n"
-    service = head + (
-        "[Unit]\n"
-        "Description=Remove expired WireGuard peers of %%i (berqenas.platform)\n"
-        "After=wg-quick@%%i.service\n\n"
-        "[Service]\n"
-        "Type=oneshot\n"
-        "ExecStart=/usr/bin/python3 %s --state-dir %s --config-dir %s %%i\n"
-    ) % (EXPIRY_HELPER, state_dir, config_dir)
-    timer = head + (
-        "[Unit]\n"
-        "Description=Remove expired WireGuard peers of %%i every %d s (berqenas.platform)\n\n"
-        "[Timer]\n"
-        "OnActiveSec=%d\n"
-        "OnUnitActiveSec=%d\n"
-        "AccuracySec=1\n\n"
-        "[Install]\n"
-        "WantedBy=timers.target\n"
-    ) % (interval, interval, interval)
-    return {
-        EXPIRY_HELPER: (helper_source, 0o644),
-        os.path.join(EXPIRY_UNIT_DIR, "berqenas-wg-expire@.service"): (service, 0o644),
-        os.path.join(EXPIRY_UNIT_DIR, "berqenas-wg-expire@.timer"): (timer, 0o644),
-    }
-
-
-def expiry_timer_unit(interface):
-    return "berqenas-wg-expire@%s.timer" % interface

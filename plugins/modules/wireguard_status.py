@@ -31,6 +31,13 @@ options:
       - Seconds after the latest handshake when a peer counts as stale (WireGuard re-handshakes every 2 minutes).
     type: int
     default: 180
+  publish_facts:
+    description:
+      - Also return the host fact C(wireguard_peers_published), the peers in the one shape the wireguard role
+        publishes (see RV(berqenas.platform.wireguard_server#module:peers)), read from the persisted state: what
+        a consumer such as the gateway takes, without running the server module.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -103,6 +110,12 @@ peers:
     endpoint:
       description: The peer's current endpoint, or null.
       type: str
+ansible_facts:
+  description:
+    - With O(publish_facts), C(wireguard_peers_published) (name, tenant, addresses, enabled, expired, expires,
+      key_source of every persisted peer, never a secret).
+  returned: when O(publish_facts=true)
+  type: dict
 """
 
 import json
@@ -121,6 +134,7 @@ def main():
             interface=dict(type="str", default="wg0"),
             state_dir=dict(type="path", default="/etc/berqenas/wireguard"),
             stale_after=dict(type="int", default=180),
+            publish_facts=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -160,7 +174,11 @@ def main():
     status = wgu.peer_status(published, dump_peers, int(time.time()), module.params["stale_after"])
     for pub, st in zip(published, status):
         st.update(dict((k, pub[k]) for k in ("enabled", "expires", "expired", "config_file", "qr_file")))
-    module.exit_json(changed=False, running=running, peers=status)
+    result = dict(changed=False, running=running, peers=status)
+    if module.params["publish_facts"]:
+        result["ansible_facts"] = dict(wireguard_peers_published=[
+            wgu.published_entry(pname, state["peers"][pname], now) for pname in sorted(state.get("peers", {}))])
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ def test_the_scan_finds_real_uses(found):
     # a few known uses, one per kind of source, so a scanner that finds nothing cannot pass the listing test
     where = {cmd: {w.split(":")[0] for w in ws} for cmd, ws in found.items()}
     assert "tests/integration/gateway/conftest.py" in where["nft"]
-    assert "plugins/modules/wireguard_server.py" in where["wg"]
+    assert "plugins/module_utils/wireguard_host.py" in where["wg"]
     assert "roles/gateway/tasks/status.yml" in where["iptables"]
     assert "scripts/build-rootfs.sh" in where["debootstrap"]
     assert "plugins/module_utils/pgcluster.py" in where["initdb"]

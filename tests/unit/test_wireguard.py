@@ -3,6 +3,7 @@
 import base64
 import datetime
 import ipaddress
+import os
 import subprocess
 
 import pytest
@@ -202,7 +203,7 @@ def test_render_server_and_clients_and_redaction():
     assert "Endpoint = 192.0.2.1:51820" in ca and "AllowedIPs = 198.51.100.0/24, fd00:b::/64" in ca
     cb = wg.render_client(i, wg.public_key(spriv), p[1], st["peers"]["b"])
     assert "\nPrivateKey" not in cb and "PresharedKey = " in cb
-    pub = wg.published(i, p, st, NOW, "/x")
+    pub = wg.published(p, st, NOW)
     assert [(x["name"], x["enabled"], x["expired"]) for x in pub] == [
         ("a", True, False), ("b", True, False), ("off", False, False), ("old", True, True)]  # fmt: skip
     assert all("private_key" not in x and "preshared_key" not in x for x in pub)
@@ -221,7 +222,7 @@ def test_live_matches_and_dump_parsing():
     assert wg.live_matches(di, dp, i, wg.public_key(spriv), p, st, NOW)
     dp[e["public_key"]]["preshared_key"] = wg.generate_psk()
     assert not wg.live_matches(di, dp, i, wg.public_key(spriv), p, st, NOW)
-    pub = [dict(x, public_key=st["peers"][x["name"]]["public_key"]) for x in wg.published(i, p, st, NOW, "/x")]
+    pub = [dict(x, public_key=st["peers"][x["name"]]["public_key"]) for x in wg.published(p, st, NOW)]
     status = wg.peer_status(pub, wg.parse_dump(dump)[1], 1700000100)
     assert status[0]["state"] == "active" and status[0]["latest_handshake_age_s"] == 100
     assert wg.peer_status(pub, {}, 1700000100)[0]["state"] == "never"
@@ -256,24 +257,131 @@ def test_allocation_of_5000_gives_5000_distinct_addresses():
     assert quick.count("[Peer]") == native.count("[Peer]") == 5000
 
 
-def test_expiry_files_render_units_and_reject_bad_input():
-    files = wg.expiry_files("print('x')\n", "/etc/berqenas/wireguard", "/etc/wireguard", 7)
-    service, mode = files["/etc/systemd/system/berqenas-wg-expire@.service"]
-    timer, _ = files["/etc/systemd/system/berqenas-wg-expire@.timer"]
-    assert mode == 0o644 and files[wg.EXPIRY_HELPER] == ("print('x')\n", 0o644)
+def test_expiry_units_are_role_templates():
+    """The expiry timer's units are the wireguard role's templates (rendered as the template module does)."""
+    import jinja2
+
+    tdir = os.path.join(support_env.REPO, "roles", "wireguard", "templates")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(tdir), keep_trailing_newline=True)
+    ctx = dict(wireguard__expiry_helper="/usr/local/lib/berqenas-wg-expire.py",
+               wireguard_state_dir="/etc/berqenas/wireguard", wireguard_config_dir="/etc/wireguard",
+               wireguard_expiry_interval=7)
+    service = env.get_template("berqenas-wg-expire@.service.j2").render(ctx)
+    timer = env.get_template("berqenas-wg-expire@.timer.j2").render(ctx)
     assert (
         "ExecStart=/usr/bin/python3 /usr/local/lib/berqenas-wg-expire.py --state-dir /etc/berqenas/wireguard "
         "--config-dir /etc/wireguard %i\n" in service
     )
     assert "OnActiveSec=7\nOnUnitActiveSec=7\n" in timer and "WantedBy=timers.target" in timer
-    assert wg.expiry_timer_unit("wg0") == "berqenas-wg-expire@wg0.timer"
-    for args, msg in [
-        (("x", "/s", "/c", 0), "expiry_interval"),
-        (("x", "/s", "/c", True), "expiry_interval"),
-        (("x", "/s x", "/c", 60), "state_dir"),
-        (("x", "/s", "c", 60), "config_dir"),
-        (("x", "/s", "/c;rm", 60), "config_dir"),
-        (("", "/s", "/c", 60), "expiry_helper"),
-    ]:
-        with pytest.raises(wg.WireGuardError, match=msg):
-            wg.expiry_files(*args)
+
+
+class DictFiles:
+    """The host's files for wg.plan, in a dict (path -> text)."""
+
+    def __init__(self, files=None):
+        self.files = dict(files or {})
+
+    def read(self, path):
+        return self.files.get(path)
+
+    def exists(self, path):
+        return path in self.files
+
+    def listdir(self, path):
+        rest = [p[len(path) + 1:] for p in self.files if p.startswith(path + "/")]
+        return sorted(r for r in rest if "/" not in r)
+
+    def apply(self, the_plan):
+        for path, content in the_plan.writes:
+            self.files[path] = content
+        for _text, png, txt in the_plan.qr_jobs:
+            self.files[png] = self.files[txt] = "qr"
+        for path in the_plan.stale:
+            del self.files[path]
+
+
+class FakeLive:
+    def __init__(self, exists=True, dump=(None, {}), routes=()):
+        self._exists, self._dump, self._routes = exists, dump, set(routes)
+
+    def exists(self):
+        return self._exists
+
+    def dump(self):
+        return self._dump
+
+    def routes(self):
+        return self._routes
+
+
+def _dump_of(the_plan, i, p):
+    """What `wg show dump` says when the interface runs exactly the plan."""
+    d_iface = {"private_key": the_plan.server_key, "public_key": the_plan.server_public_key,
+               "listen_port": i.listen_port}
+    d_peers = {}
+    for x in p:
+        if wg.is_live(x, NOW):
+            e = the_plan.state["peers"][x.name]
+            d_peers[e["public_key"]] = {"preshared_key": e["preshared_key"], "persistent_keepalive": 0,
+                                        "allowed_ips": set(wg.peer_allowed_ips(x, e))}
+    return d_iface, d_peers
+
+
+def test_plan_writes_then_nothing_then_only_what_changed():
+    i = iface()
+    paths = wg.Paths("/s", "/c", "wg0")
+    files = DictFiles()
+    p = peers([{"name": "a", "tenant": "acme", "qr": True}, {"name": "b", "tenant": "acme", "qr": False}], i)
+    first = wg.plan(i, p, NOW, wg.InProcessKeys, files, paths)
+    assert first.new_server_key and first.counts == dict(total=2, live=2, added=2, removed=0)
+    assert {w[0] for w in first.writes} == {"/s/wg0/server.key", "/c/wg0.conf", "/s/wg0/state.json",
+                                            "/s/wg0/clients/a.conf", "/s/wg0/clients/b.conf"}
+    assert [j[1:] for j in first.qr_jobs] == [("/s/wg0/clients/a.png", "/s/wg0/clients/a.qr.txt")]
+    assert wg.plan_action(first, i, p, NOW, None) == "none"  # no service manager
+    assert wg.plan_action(first, i, p, NOW, FakeLive(exists=False)) == "start"
+    files.apply(first)
+    again = wg.plan(i, p, NOW, wg.InProcessKeys, files, paths)
+    assert again.changed_files == [] and not again.new_server_key
+    assert again.server_public_key == first.server_public_key
+    assert wg.plan_action(again, i, p, NOW, FakeLive(dump=_dump_of(again, i, p))) == "none"
+    assert wg.plan_action(again, i, p, NOW, FakeLive(dump=(None, {}))) == "syncconf"
+    # b removed: its client file is stale, a new peer c gets the released address; nothing else rewritten
+    p2 = peers([{"name": "a", "tenant": "acme", "qr": True}, {"name": "c", "tenant": "acme", "qr": False}], i)
+    third = wg.plan(i, p2, NOW, wg.InProcessKeys, files, paths)
+    assert third.stale == ["/s/wg0/clients/b.conf"] and third.qr_jobs == []
+    assert {w[0] for w in third.writes} == {"/c/wg0.conf", "/s/wg0/state.json", "/s/wg0/clients/c.conf"}
+    assert third.state["peers"]["c"]["addresses"] == first.state["peers"]["b"]["addresses"]
+    assert third.counts == dict(total=2, live=2, added=1, removed=1)
+    assert wg.plan_action(third, i, p2, NOW, FakeLive(dump=_dump_of(again, i, p))) == "syncconf"
+    # an interface setting restarts; a site route missing on the live interface is a syncconf
+    files.apply(third)
+    i2 = iface(mtu=1380)
+    fourth = wg.plan(i2, p2, NOW, wg.InProcessKeys, files, paths)
+    assert wg.plan_action(fourth, i2, p2, NOW, FakeLive(dump=_dump_of(fourth, i2, p2))) == "restart"
+    p3 = peers([{"name": "a", "tenant": "acme", "qr": True, "allowed_ips": ["203.0.113.0/24"]},
+                {"name": "c", "tenant": "acme", "qr": False}], i)  # fmt: skip
+    fifth = wg.plan(i, p3, NOW, wg.InProcessKeys, files, paths)
+    assert fifth.routes == {"203.0.113.0/24"}
+    assert wg.plan_action(fifth, i, p3, NOW, FakeLive(dump=_dump_of(fifth, i, p3))) == "syncconf"
+    assert wg.plan_action(fifth, i, p3, NOW, FakeLive(dump=_dump_of(fifth, i, p3), routes=fifth.routes)) == "none"
+
+
+def test_plan_refuses_corrupt_state_and_server_key():
+    i = iface()
+    paths = wg.Paths("/s", "/c", "wg0")
+    with pytest.raises(wg.WireGuardError, match="not valid JSON"):
+        wg.plan(i, [], NOW, wg.InProcessKeys, DictFiles({"/s/wg0/state.json": "{"}), paths)
+    with pytest.raises(wg.WireGuardError, match="server key"):
+        wg.plan(i, [], NOW, wg.InProcessKeys, DictFiles({"/s/wg0/server.key": "nope\n"}), paths)
+
+
+def test_published_entry_is_the_one_shape_from_state():
+    i = iface()
+    p = peers([{"name": "a", "tenant": "acme", "expires": "2026-01-01T00:00:00Z"},
+               {"name": "b", "tenant": "acme", "public_key": key(), "enabled": False}], i)  # fmt: skip
+    st = wg.build_state(i, p, {}, wg.allocate(i, p, {}))
+    pub = wg.published(p, st, NOW)
+    assert pub == [wg.published_entry(n, st["peers"][n], NOW) for n in ("a", "b")]
+    assert pub[0] == {"name": "a", "tenant": "acme", "addresses": ["198.51.100.2", "fd00:b::2"], "enabled": True,
+                      "expired": True, "expires": "2026-01-01T00:00:00Z", "key_source": "generated"}
+    assert pub[1]["key_source"] == "client" and pub[1]["enabled"] is False and pub[1]["expires"] is None

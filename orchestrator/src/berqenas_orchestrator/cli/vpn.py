@@ -9,7 +9,6 @@ $BERQENAS_HOME/vpn/NAME/ with playbooks/vpn_peer_config.yml. No private key is e
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
@@ -38,12 +37,8 @@ def _fetch(app: App, name: str) -> dict:
 
 
 def _published(result) -> list[dict]:
-    """The peers vpn_apply.yml published: ``peers_json``, one JSON text (cheaper for Ansible than a list)."""
-    data = result.answer
-    if isinstance(data.get("peers_json"), str):
-        return json.loads(data["peers_json"])
-    facts = data.get("ansible_facts") or {}
-    return facts.get("wireguard_peers_published") or data.get("peers") or []
+    """The peers vpn_apply.yml published: ``peers``, the wireguard role's ``wireguard_peers_published``."""
+    return result.answer.get("peers", [])
 
 
 def _row(p: dict, keys=("name", "tenant", "addresses", "enabled", "expires")) -> dict:
