@@ -34,8 +34,8 @@ options:
   publish_facts:
     description:
       - Also return the host fact C(wireguard_peers_published), the peers in the one shape the wireguard role
-        publishes (see RV(berqenas.platform.wireguard_server#module:peers)), read from the persisted state: what
-        a consumer such as the gateway takes, without running the server module.
+        publishes (see RV(berqenas.platform.wireguard_server#module:peers)), read from the persisted state. This
+        is what a consumer such as the gateway takes, without running the server module.
     type: bool
     default: false
 attributes:
