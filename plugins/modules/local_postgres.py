@@ -39,6 +39,12 @@ options:
     description:
       - TCP port on 127.0.0.1; a free one is picked when omitted (and kept across restarts when still free).
     type: int
+  report:
+    description:
+      - Report the cluster (RV(initialized), RV(running), where it is) instead of bringing it to O(state).
+        Nothing changes, in check mode or not, and RV(changed) is V(false) (what C(berqenas local status) asks).
+    type: bool
+    default: false
 extends_documentation_fragment:
   - berqenas.platform.postgres.attributes
 notes:
@@ -81,8 +87,12 @@ base_dir:
   returned: when the cluster exists
   type: str
 running:
-  description: Whether the server runs after the task.
+  description: Whether the server runs after the task (with O(report), whether it runs).
   returned: always
+  type: bool
+initialized:
+  description: Whether the cluster's data directory is initialised.
+  returned: with O(report=true)
   type: bool
 """
 
@@ -101,12 +111,18 @@ def default_base(home):
     return os.path.join(home, "pg")
 
 
+def _where(cluster):
+    return dict(socket_dir=cluster.socket_dir, port=int(cluster.port) if cluster.port else None,
+                superuser=cluster.superuser, data_dir=cluster.data_dir, base_dir=cluster.base_dir)
+
+
 def main():
     module = AnsibleModule(argument_spec=dict(
         home=dict(type="path", required=True),
         state=dict(type="str", default="started", choices=["started", "stopped", "absent"]),
         base_dir=dict(type="path"),
         port=dict(type="int"),
+        report=dict(type="bool", default=False),
     ), supports_check_mode=True)
     p = module.params
     home = os.path.abspath(p["home"])
@@ -119,6 +135,9 @@ def main():
         else:
             cluster = Cluster(p["base_dir"] or default_base(home), port=p["port"])
         before = {"initialized": cluster.initialized, "running": cluster.running()}
+        if p["report"]:
+            module.exit_json(changed=False, initialized=before["initialized"], running=before["running"],
+                             **_where(cluster))
         changed = False
         if p["state"] == "started":
             changed = not (before["initialized"] and before["running"])
@@ -153,8 +172,7 @@ def main():
         module.fail_json(msg=str(exc))
     result = dict(changed=changed, running=running)
     if p["state"] != "absent":
-        result.update(socket_dir=cluster.socket_dir, port=int(cluster.port) if cluster.port else None,
-                      superuser=cluster.superuser, data_dir=cluster.data_dir, base_dir=cluster.base_dir)
+        result.update(_where(cluster))
     if module._diff:
         result["diff"] = dict(before="running: %s\n" % before["running"], after="running: %s\n" % running)
     module.exit_json(**result)

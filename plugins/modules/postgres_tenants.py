@@ -125,6 +125,14 @@ options:
       - Seconds to wait for another run's tenant lock before failing with RV(locked=true).
     type: float
     default: 30
+  report:
+    description:
+      - Report each tenant's live state instead of reconciling (the read-only question C(berqenas tenant list)
+        asks). Nothing changes, in check mode or not, and RV(changed) is V(false). Every listed tenant is
+        compared as O(tenants[].state=present); RV(tenants[].state) says V(ok), V(missing) or V(drifted).
+        O(create_database) is ignored (a missing database makes every tenant V(missing)).
+    type: bool
+    default: false
 seealso:
   - module: community.postgresql.postgresql_user
   - module: community.postgresql.postgresql_schema
@@ -175,6 +183,22 @@ tenants:
     credentials_file:
       description: Where the tenant's generated credentials are kept on the managed host.
       type: str
+    schema:
+      description: The tenant's schema.
+      type: str
+    owner_role:
+      description: The NOLOGIN role that owns the schema.
+      type: str
+    login_role:
+      description: The LOGIN role applications use.
+      type: str
+    readonly_role:
+      description: The read-only LOGIN role.
+      type: str
+    state:
+      description: V(ok), V(missing) or V(drifted) (what a reconcile would find to do).
+      type: str
+      returned: with O(report=true)
     backup_file:
       description: The dump taken before deletion.
       type: str
@@ -185,6 +209,14 @@ tenants:
       changed: true
       actions: [create role acme_owner, create role acme_app]
       credentials_file: /etc/berqenas/tenants/acme.json
+database:
+  description: The platform database (O(database)).
+  returned: always
+  type: str
+database_exists:
+  description: Whether O(database) exists.
+  returned: with O(report=true)
+  type: bool
 database_actions:
   description: Platform-wide steps (group role, CONNECT restriction, platform schema).
   returned: always
@@ -209,6 +241,7 @@ summary:
   sample: {created: 2, updated: 0, unchanged: 998, deleted: 0}
 """
 
+import copy
 import os
 import shutil
 import time
@@ -259,16 +292,52 @@ def _backup(module, conn, name):
     return path
 
 
-def _ensure_database(module, p):
-    """CREATE DATABASE (outside a transaction) when missing; True when it was (or would be) created."""
+def _ensure_database(module, p, create=True):
+    """CREATE DATABASE (outside a transaction) when missing and ``create``; True when it is missing (was or would
+    be created)."""
     from psycopg import sql
 
     with pgconn.connect(p, p["login_db"] or "postgres") as c:
         if c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (p["database"],)).fetchone():
             return False
-        if not module.check_mode:
+        if create and not module.check_mode:
             c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(p["database"])))
     return True
+
+
+def _describe(entry, report):
+    """What callers need of a tenant besides its status: schema, role names (and with report its state)."""
+    roles = tlib.role_names(entry["name"])
+    entry.update(schema=entry["name"], owner_role=roles["owner"], login_role=roles["app"], readonly_role=roles["ro"])
+    if report:
+        entry["state"] = {"unchanged": "ok", "created": "missing", "updated": "drifted"}[entry["status"]]
+        entry["changed"] = False
+    return entry
+
+
+def _report(module, p, specs, store):
+    """The report=true answer: each tenant compared with the database by a reconcile that changes nothing."""
+    specs = [copy.copy(s) for s in specs]
+    for s in specs:
+        s.state = "present"
+    try:
+        missing_db = _ensure_database(module, p, create=False)
+    except Exception as exc:
+        module.fail_json(msg="report tenants: %s" % str(exc).strip(), tenants=[])
+    if missing_db:
+        tenants = [{"name": s.name, "changed": True, "status": "created", "actions": ["create"],
+                    "credentials_file": store.path(s.name)} for s in specs]
+    else:
+        try:
+            with pgconn.connect(p, p["database"]) as conn:
+                tenants = tlib.reconcile(conn, specs, p["database"], store, check_mode=True,
+                                         host=p["login_unix_socket"] or p["login_host"] or None,
+                                         port=p["login_port"])["tenants"]
+        except Exception as exc:
+            module.fail_json(msg="report tenants in database %s: %s" % (p["database"], str(exc).strip()),
+                             tenants=[])
+    module.exit_json(changed=False, database=p["database"], database_exists=not missing_db,
+                     tenants=[_describe(t, True) for t in tenants])
 
 
 def main():
@@ -294,6 +363,7 @@ def main():
         backup_dir=dict(type="path", default="/var/backups/berqenas"),
         pg_dump=dict(type="path"),
         lock_timeout=dict(type="float", default=30),
+        report=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
@@ -307,6 +377,9 @@ def main():
         validation.no_template(p["database"], "database")
     except validation.ValidationError as exc:
         module.fail_json(msg="validate tenants: %s" % exc, tenants=[])
+    store = tlib.CredentialStore(p["credentials_dir"])
+    if p["report"]:
+        _report(module, p, specs, store)
     absent = [s for s in specs if s.state == "absent"]
     if absent and not p["confirm"]:
         module.fail_json(msg="delete tenant %s: refused without confirm=true" % ", ".join(s.name for s in absent),
@@ -318,7 +391,6 @@ def main():
             ", ".join(blocked), "; ".join("%s: %s" % (n, ", ".join(map(str, deps[n]))) for n in blocked)),
             tenants=[])
 
-    store = tlib.CredentialStore(p["credentials_dir"])
     host = p["login_unix_socket"] or p["login_host"] or None
     database_created = False
     if p["create_database"]:
@@ -329,15 +401,18 @@ def main():
         if database_created and module.check_mode:
             # nothing to inspect yet: every present tenant would be created
             module.exit_json(changed=True, database_created=True, database_actions=["create database"],
-                             tenants=[{"name": s.name, "changed": True, "status": "created", "actions": ["create"],
-                                       "credentials_file": store.path(s.name)} for s in specs if s.state == "present"],
+                             database=p["database"],
+                             tenants=[_describe({"name": s.name, "changed": True, "status": "created",
+                                                 "actions": ["create"], "credentials_file": store.path(s.name)},
+                                                False) for s in specs if s.state == "present"],
                              summary=dict(created=len(specs), updated=0, unchanged=0, deleted=0, absent=0))
     try:
         conn = pgconn.connect(p, p["database"])
     except Exception as exc:  # psycopg.OperationalError and friends: say where we tried to connect
         module.fail_json(msg="connect to database %s: %s" % (p["database"], str(exc).strip()), tenants=[])
 
-    result = dict(changed=database_created, tenants=[], database_actions=[], database_created=database_created)
+    result = dict(changed=database_created, tenants=[], database_actions=[], database_created=database_created,
+                  database=p["database"])
     try:
         with conn:
             result["hba_file"] = conn.execute("SHOW hba_file").fetchone()[0]
@@ -371,6 +446,7 @@ def main():
                          tenants=[])
 
     summary = dict(created=0, updated=0, unchanged=0, deleted=0, absent=0)
+    result["tenants"] = [_describe(t, False) for t in result["tenants"]]
     for t in result["tenants"]:
         summary[t["status"]] += 1
     result["summary"] = summary

@@ -18,9 +18,11 @@ DEPENDENT_FILES = (("berqenas_vpn_peers", "vpn.yml"), ("berqenas_exposures", "ga
                    ("berqenas_remotedbs", "remotedbs.yml"))
 
 
-def _describe(name: str, database: str, credentials_file: str | None) -> dict:
-    return {"name": name, "schema": name, "owner_role": f"{name}_owner", "login_role": f"{name}_app",
-            "readonly_role": f"{name}_ro", "database": database, "credentials_file": credentials_file}
+def _describe(entry: dict, database: str) -> dict:
+    """A tenant as the postgres_tenants module returned it (schema, role names, credentials path), never
+    re-derived here."""
+    keys = ("name", "schema", "owner_role", "login_role", "readonly_role")
+    return {**{k: entry.get(k) for k in keys}, "database": database, "credentials_file": entry.get("credentials_file")}
 
 
 def _listed(app: App) -> list[dict]:
@@ -51,7 +53,7 @@ def create(app: App, name: str, check: bool, diff: bool):
         result = app.run_or_fail("tenant_create.yml", extravars, check=check, diff=diff)
     res = result.answer
     entry = next((t for t in res.get("tenants", []) if t["name"] == name), {})
-    out = _describe(name, res.get("database", ""), entry.get("credentials_file"))
+    out = _describe(entry or {"name": name}, res.get("database", ""))
     out.update(status=entry.get("status"), changed=bool(entry.get("changed")), actions=entry.get("actions", []),
                check=check)
     text = f"tenant {name}: {entry.get('status')}" + (" (check mode)" if check else "")
@@ -113,9 +115,9 @@ def list_(app: App):
         res = result.answer
         live = {t["name"]: t for t in res.get("tenants", [])}
         for t in listed:
-            st = live.get(t["name"], {}).get("status")
-            row = _describe(t["name"], res.get("database", ""), live.get(t["name"], {}).get("credentials_file"))
-            row["state"] = {"unchanged": "ok", "created": "missing", "updated": "drifted"}.get(st, st or "unknown")
+            entry = live.get(t["name"], {"name": t["name"]})
+            row = _describe(entry, res.get("database", ""))
+            row["state"] = entry.get("state", "unknown")
             rows.append(row)
     app.output_rows(rows, ("name", "state", "login_role", "database"), empty="no tenants")
 
@@ -130,9 +132,9 @@ def show(app: App, name: str, credentials: bool):
     app.require_inventory()
     if name not in [t["name"] for t in _listed(app)]:
         raise CommandError(f"show tenant {name}: no such tenant in {app.inventory}")
-    platform = app.state.load("platform.yml")
-    out = _describe(name, platform.get("berqenas_db_name", "berqenas"),
-                    f"{platform.get('berqenas_credentials_dir', '/etc/berqenas/tenants')}/{name}.json")
+    res = app.run_or_fail("tenant_list.yml", quiet=True).answer  # the module's report names roles and paths
+    out = _describe(next((t for t in res.get("tenants", []) if t["name"] == name), {"name": name}),
+                    res.get("database", ""))
     if credentials:
         fetch_dir = tempfile.mkdtemp(prefix="berqenas-fetch-")
         try:
