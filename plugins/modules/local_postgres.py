@@ -42,7 +42,7 @@ options:
   report:
     description:
       - Report the cluster (RV(initialized), RV(running), where it is) instead of bringing it to O(state).
-        Nothing changes, in check mode or not, and RV(changed) is V(false) (what C(berqenas local status) asks).
+        Nothing changes, in check mode or not, and C(changed) is V(false) (what C(berqenas local status) asks).
     type: bool
     default: false
 extends_documentation_fragment:

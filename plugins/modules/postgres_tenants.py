@@ -128,7 +128,7 @@ options:
   report:
     description:
       - Report each tenant's live state instead of reconciling (the read-only question C(berqenas tenant list)
-        asks). Nothing changes, in check mode or not, and RV(changed) is V(false). Every listed tenant is
+        asks). Nothing changes, in check mode or not, and C(changed) is V(false). Every listed tenant is
         compared as O(tenants[].state=present); RV(tenants[].state) says V(ok), V(missing) or V(drifted).
         O(create_database) is ignored (a missing database makes every tenant V(missing)).
     type: bool
