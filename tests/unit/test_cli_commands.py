@@ -105,9 +105,15 @@ def with_tenants(cli, *names):
 
 # ---------------------------------------------------------------------------------------------- tenant
 
+def _roles(name):
+    """The names postgres_tenants returns with every tenant (the CLI shows them, never derives them)."""
+    return {"name": name, "schema": name, "owner_role": f"{name}_owner", "login_role": f"{name}_app",
+            "readonly_role": f"{name}_ro"}
+
+
 def test_tenant_create_json_and_state(cli):
     cli.fake.answers["tenant_create.yml"] = {"database": "berqenas", "tenants": [
-        {"name": "acme", "status": "created", "changed": True, "actions": ["create schema acme"],
+        {**_roles("acme"), "status": "created", "changed": True, "actions": ["create schema acme"],
          "credentials_file": "/etc/berqenas/tenants/acme.json"}]}
     res = cli("tenant", "create", "acme", "--json")
     assert res.code == 0, res
@@ -169,8 +175,8 @@ def test_tenant_list_and_show(cli):
     assert res.code == 0 and res.stdout == "no tenants\n" and cli.fake.calls == [], res
     with_tenants(cli, "acme", "globex")
     cli.fake.answers["tenant_list.yml"] = {"database": "berqenas", "tenants": [
-        {"name": "acme", "status": "unchanged", "credentials_file": "/c/acme.json"},
-        {"name": "globex", "status": "updated"}]}
+        {**_roles("acme"), "status": "unchanged", "state": "ok", "credentials_file": "/c/acme.json"},
+        {**_roles("globex"), "status": "updated", "state": "drifted"}]}
     rows = cli("tenant", "list", "--json").json
     assert [(r["name"], r["state"]) for r in rows] == [("acme", "ok"), ("globex", "drifted")]
     assert set(rows[0]) == {"name", "schema", "owner_role", "login_role", "readonly_role", "database",
@@ -189,8 +195,8 @@ def test_tenant_list_and_show(cli):
 # ---------------------------------------------------------------------------------------------- vpn
 
 def _vpn_answers(cli, name="laptop1"):
-    cli.fake.answers["vpn_apply.yml"] = {"peers_json": json.dumps([
-        {"name": name, "tenant": "acme", "addresses": ["198.51.100.2/32"], "key_source": "generated"}])}
+    cli.fake.answers["vpn_apply.yml"] = {"peers": [
+        {"name": name, "tenant": "acme", "addresses": ["198.51.100.2/32"], "key_source": "generated"}]}
     cli.fake.answers["vpn_peer_config.yml"] = {"files": [f"{name}.conf", f"{name}.png"]}
 
 
