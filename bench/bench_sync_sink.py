@@ -18,6 +18,9 @@ same transaction (crash-safe as the engine is). Only the apply is timed. Variant
   no RETURNING         the upsert without the (xmax = 0) count (info: the engine must report inserted and
                        updated apart)
   unnest               no staging table: the page as binary array parameters unnested into the upsert
+  merge                MERGE INTO t USING staging (PostgreSQL 15), guarded WHEN MATCHED AND t.rv < s.rv; the new
+                       keys counted first (no RETURNING before PostgreSQL 17)
+The staging table is a TEMP table, which is never WAL-logged: an UNLOGGED staging table is the same idea.
 
 Run through bench/bench_sync.py (it prints these beside the engine's own figures).
 """
@@ -112,6 +115,22 @@ def apply_update_from(c, tgt, pages, keep_staging=False, async_commit=False):
     return _staged(c, tgt, pages, keep_staging, async_commit, apply)
 
 
+def apply_merge(c, tgt, pages, keep_staging=False, async_commit=False):
+    """MERGE (PostgreSQL 15) with the rowversion guard. PostgreSQL 15's MERGE has no RETURNING, so the keys
+    that will be inserted are counted first (the engine reports inserted and updated apart)."""
+    def apply(cur, t, stg):
+        cur.execute(sql.SQL("SELECT count(*) FROM {s} s WHERE NOT EXISTS (SELECT 1 FROM {t} x WHERE x.id = s.id)")
+                    .format(t=t, s=stg))
+        new = cur.fetchone()[0]
+        cur.execute(sql.SQL("MERGE INTO {t} AS t USING {s} AS s ON t.id = s.id"
+                            " WHEN MATCHED AND t.rv < s.rv THEN UPDATE SET name = s.name, rv = s.rv"
+                            " WHEN NOT MATCHED THEN INSERT (id, name, rv) VALUES (s.id, s.name, s.rv)"
+                            ).format(t=t, s=stg))
+        return new, cur.rowcount - new
+
+    return _staged(c, tgt, pages, keep_staging, async_commit, apply)
+
+
 def paged(rows, size):
     return [rows[i:i + size] for i in range(0, len(rows), size)]
 
@@ -137,6 +156,8 @@ VARIANTS = [
     ("  +ff75 +keep, fillfactor 50", apply_on_conflict, 50, True, 1, False, {}),
     ("  +ff75 +keep, no RETURNING (info)", apply_on_conflict, 75, True, 1, False, {"returning": False}),
     ("update_from + insert new, ff75 +keep", apply_update_from, 75, True, 1, False, {}),
+    ("merge (PG 15), ff75 +keep", apply_merge, 75, True, 1, False, {}),
+    ("merge (PG 15), ff75 +keep +4x pages", apply_merge, 75, True, 4, False, {}),
     ("unnest(arrays), no staging, ff75", "apply_unnest", 75, False, 1, False, {}),
 ]
 
