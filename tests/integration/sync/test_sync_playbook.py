@@ -83,3 +83,24 @@ def test_sync_run_unknown_remotedb(pg_cluster, tenant, inventory):
     r = runner.run_playbook("sync_run.yml", inventory=inventory, extravars={
         "berqenas_remotedb": "nope", "berqenas_remotedbs": []})
     assert not r.ok and any("no such remote database" in f for f in r.failures), r.failures
+
+
+def test_sync_run_with_hasura_down_fails_that_step_and_keeps_the_data(mssql_db, pg_cluster, tenant, inventory,
+                                                                        tmp_path):
+    """A Hasura endpoint is configured but not answering: the mirror step fails clearly, the sync committed."""
+    import socket
+
+    from berqenas_orchestrator import runner
+
+    with socket.socket() as s:  # a free loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mssql_db.execute("CREATE TABLE dbo.Orders (id int NOT NULL PRIMARY KEY, amount money NULL, rv rowversion)")
+    mssql_db.execute("INSERT INTO dbo.Orders (id, amount) VALUES (1, 10.5)")
+    ev = extravars(mssql_db, pg_cluster, tenant, tmp_path, berqenas_hasura_url="http://127.0.0.1:%d" % port,
+                   berqenas_hasura_admin_secret="not-a-secret-the-engine-is-down")
+    r = runner.run_playbook("sync_run.yml", inventory=inventory, extravars=ev)
+    assert not r.ok
+    assert any("Hasura at http://127.0.0.1:%d did not answer" % port in f for f in r.failures), r.failures
+    assert r.data["berqenas_result"]["status"] == "ok"
+    assert target_rows(tenant, "Orders", "id") == [(1,)]
