@@ -21,10 +21,12 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import base64
+import datetime
 import ipaddress
 import json
 import os
 import re
+import time
 
 from ansible_collections.berqenas.platform.plugins.module_utils import validation
 
@@ -774,3 +776,39 @@ def peer_status(peers_published, dump_peers, now_ts, stale_after=180):
             "endpoint": d.get("endpoint"),
         })
     return out
+
+
+def interface_status(state_dir, name, run_command, stale_after=180):
+    """(running, dump interface or None, per-peer status) of interface NAME for the health check: the
+    allocations persisted in STATE_DIR/NAME/state.json and the live ``wg show NAME dump`` (through
+    ``run_command(argv)`` -> (rc, out, err)), through peer_status(). Each peer's status also carries enabled,
+    expires, expired and ``live`` (its key is on the running interface)."""
+    base = os.path.join(state_dir, name)
+    try:
+        with open(os.path.join(base, "state.json")) as f:
+            state = json.load(f)
+    except (IOError, OSError):
+        state = {"peers": {}}
+    except ValueError:
+        raise WireGuardError("%s/state.json is not valid JSON" % base)
+    running = os.path.exists("/sys/class/net/%s" % name)
+    dump_iface, dump_peers = None, {}
+    if running:
+        rc, out, err = run_command(["wg", "show", name, "dump"])
+        if rc == 0:
+            dump_iface, dump_peers = parse_dump(out)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    pubs = []
+    for pname in sorted(state.get("peers", {})):
+        e = state["peers"][pname]
+        exp = parse_expiry(e.get("expires")) if e.get("expires") else None
+        pubs.append({
+            "name": pname, "tenant": e.get("tenant"), "addresses": e.get("addresses", []),
+            "public_key": e.get("public_key"), "enabled": e.get("enabled", True),
+            "expires": e.get("expires"), "expired": bool(exp and exp <= now),
+        })
+    status = peer_status(pubs, dump_peers, int(time.time()), stale_after)
+    for pub, st in zip(pubs, status):
+        st.update(dict((k, pub[k]) for k in ("enabled", "expires", "expired")))
+        st["live"] = pub["public_key"] in dump_peers
+    return running, dump_iface, status
