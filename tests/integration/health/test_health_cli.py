@@ -1,0 +1,152 @@
+"""`berqenas health` against real components, each failure made for real: a platform database of its own
+(a throwaway cluster, stopped at the end), the TDS emulator refusing logins and answering too slowly."""
+
+import json
+import os
+import sys
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import pg as support_pg
+from tests.support.cli import Cli
+
+pytestmark = [pytest.mark.health, pytest.mark.cli]
+
+
+@pytest.fixture(scope="module")
+def erp_db(tds_emulator, pg_cluster):
+    """One emulator database for the module: the inventory's remote database `erp` points at it."""
+    from tests.support.fixtures_tds import _emulated_server
+
+    server = _emulated_server(tds_emulator, pg_cluster)
+    db = server.new_database()
+    yield db
+    server.drop_database(db)
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory, ansible_env, erp_db):
+    """An operator inventory on a cluster of this module's own (it is stopped by a test), tenant acme, and
+    remote database erp (the emulator) whose table dbo.Orders is synced once."""
+    cluster = support_pg.TestCluster()
+    root = tmp_path_factory.mktemp("health")
+    inv = root / "inventory"
+    (inv / "group_vars" / "all").mkdir(parents=True)
+    (inv / "hosts.yml").write_text(
+        "all:\n  hosts:\n    localhost:\n      ansible_connection: local\n      ansible_python_interpreter: %s\n"
+        "  children:\n    berqenas_db:\n      hosts:\n        localhost: {}\n" % sys.executable)
+    (inv / "group_vars" / "all" / "platform.yml").write_text(json.dumps({
+        "berqenas_db_socket": cluster.host, "berqenas_db_host": "", "berqenas_db_port": cluster.port,
+        "berqenas_db_user": cluster.superuser, "berqenas_db_name": "berqenas",
+        "berqenas_credentials_dir": str(root / "credentials"), "berqenas_backup_dir": str(root / "backups"),
+        "berqenas_health_state_dir": str(root / "health")}))
+    home = root / "home"
+    home.mkdir(mode=0o700)
+    cli = Cli(ansible_env, str(home))
+
+    def run(*a, **kw):
+        return cli("-i", str(inv), *a, **kw)
+
+    run("tenant", "create", "acme", "--json")
+    db = erp_db
+    db.execute("CREATE TABLE dbo.Orders (id int NOT NULL PRIMARY KEY, rv rowversion)")
+    db.execute("INSERT INTO dbo.Orders (id) VALUES (1), (2), (3)")
+    p = db.params()
+    pw = root / "pw"
+    pw.write_text(p["password"])
+    run("remotedb", "add", "erp", "--tenant", "acme", "--host", p["server"], "--port", str(p["port"]),
+        "--user", p["user"], "--password-file", str(pw), "--database", p["database"], "--table", "dbo.Orders",
+        "--json")
+    pw.unlink()
+    assert run("sync", "run", "erp", "--json").json["status"] == "ok"
+    yield run, cluster, root
+    cluster.stop()
+
+
+def health(run, *args):
+    r = run("health", "--json", *args, check=False)
+    assert r.rc in (0, 1), (r.rc, r.stdout, r.stderr)
+    data = r.json
+    assert data["healthy"] == (r.rc == 0)
+    return r.rc, {(c["kind"], c["name"]): c for c in data["checks"]}
+
+
+def test_healthy_platform_reports_every_check_healthy_and_metrics(platform, erp_db, tmp_path):
+    run, cluster, root = platform
+    p = erp_db.params()
+    prom = tmp_path / "metrics" / "berqenas.prom"
+    prom.parent.mkdir()
+    rc, checks = health(run, "--prometheus", str(prom))
+    assert rc == 0, checks
+    assert set(checks) == {("postgres", "server"), ("postgres", "pg_hba"), ("postgres", "tenant/acme"),
+                           ("remotedb", "erp"), ("sync", "erp/dbo.Orders")}
+    assert all(c["healthy"] and c["status"] == "ok" and c["since"] is None for c in checks.values())
+    assert "acme_app logs in, sees only acme" in checks[("postgres", "tenant/acme")]["detail"]
+    assert checks[("sync", "erp/dbo.Orders")]["metrics"]["rows_total"] == 3
+    assert p["password"] not in prom.read_text()
+
+    families = {f.name: f for f in text_string_to_metric_families(prom.read_text())}
+    healthy = {s.labels["check"]: s.value for s in families["berqenas_health_check_healthy"].samples}
+    assert healthy == {"server": 1.0, "pg_hba": 1.0, "tenant/acme": 1.0, "erp": 1.0, "erp/dbo.Orders": 1.0}
+    assert families["berqenas_health_checks_unhealthy"].samples[0].value == 0
+    lat = families["berqenas_remotedb_latency_seconds"].samples
+    assert lat[0].labels == {"host": "localhost", "remotedb": "erp", "tenant": "acme"} and lat[0].value > 0
+    assert families["berqenas_sync_rows"].type == "counter"
+    assert [s.value for s in families["berqenas_sync_rows"].samples if s.name == "berqenas_sync_rows_total"] == [3]
+
+    # the text report fits 80 columns and says what
+    r = run("health", check=False)
+    assert r.rc == 0 and max(len(ln) for ln in r.stdout.splitlines()) <= 80 and "tenant/acme" in r.stdout
+
+    # --only: just that kind
+    rc, only = health(run, "--only", "remotedb")
+    assert rc == 0 and set(only) == {("remotedb", "erp")}
+
+
+def test_refused_login_reports_the_sql_server_error_number(platform, erp_db):
+    run, cluster, root = platform
+    db = erp_db
+    db.faults.refuse_logins = True
+    try:
+        rc, checks = health(run, "--only", "remotedb")
+    finally:
+        db.faults.reset()
+    c = checks[("remotedb", "erp")]
+    assert rc == 1 and not c["healthy"] and c["status"] == "login_failed", c
+    assert c["metrics"]["error_number"] == 18456 and c["since"]
+    assert db.params()["password"] not in json.dumps(list(checks.values()))
+
+
+def test_slow_remote_database_times_out_without_stalling_the_report(platform, erp_db):
+    run, cluster, root = platform
+    db = erp_db
+    db.faults.packet_delay = 20  # every packet after the login
+    t0 = time.monotonic()
+    try:
+        rc, checks = health(run, "--check-timeout", "2")
+    finally:
+        db.faults.reset()
+    took = time.monotonic() - t0
+    c = checks[("remotedb", "erp")]
+    assert rc == 1 and c["status"] == "timeout" and not c["healthy"], c
+    assert checks[("postgres", "tenant/acme")]["healthy"] and checks[("postgres", "server")]["healthy"]
+    assert took < 20, took  # the 20 s answer was not waited for
+
+
+def test_zz_stopped_postgres_is_reported_down(platform):
+    run, cluster, root = platform
+    cluster.cluster.stop()
+    rc, checks = health(run, "--only", "postgres", "--only", "sync")
+    assert rc == 1
+    server = checks[("postgres", "server")]
+    assert not server["healthy"] and server["status"] == "error" and "connect" in server["detail"].lower(), server
+    assert checks[("postgres", "tenant/acme")]["status"] == "login_failed"
+    assert checks[("sync", "state")]["status"] == "error"
+    first = server["since"]
+    # the since of a check that cannot tell it is when it was first seen unhealthy, kept across runs
+    assert os.path.exists(root / "health" / "database.json")
+    time.sleep(1.1)
+    rc, again = health(run, "--only", "postgres")
+    assert rc == 1 and again[("postgres", "server")]["since"] == first
