@@ -12,10 +12,10 @@ module: platform_health
 short_description: Health checks of the platform's components on one host, run concurrently
 version_added: 0.1.0
 description:
-  - Runs the checks of the components given (WireGuard, gateway, PostgreSQL and its tenants, remote SQL Server
-    databases, sync state) on daemon threads, at most O(workers) at a time, each probe with O(timeout) seconds:
+  - "Runs the checks of the components given (WireGuard, gateway, PostgreSQL and its tenants, remote SQL Server
+    databases, sync state) on daemon threads, at most O(workers) at a time, each probe with O(timeout) seconds;
     a probe still running then is reported as V(timeout) and abandoned, so one dead remote database cannot
-    stall the report.
+    stall the report."
   - One module for every component rather than one per component, so that one task on a host runs all of its
     probes concurrently under one deadline; the checks themselves live in C(module_utils/health.py) and reuse
     the code of the modules that manage each component.
