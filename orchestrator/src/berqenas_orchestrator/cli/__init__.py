@@ -11,7 +11,7 @@ from .. import controller
 from ..app import App, handle_error  # noqa: F401
 from ..paths import default_home
 from ..runner import EXIT_CANCEL, EXIT_USAGE
-from . import gateway, hasura, local, remotedb, sync, tenant, token, vpn
+from . import gateway, hasura, health, local, remotedb, sync, tenant, token, vpn
 
 _CURRENT: dict = {}
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -48,7 +48,8 @@ def root(ctx, home, inventory, verbose, timeout, controller_url, controller_toke
 
 
 # Every command group, explicitly (a new group: add its module here and a section to the README).
-GROUPS = (local.group, tenant.group, vpn.group, gateway.group, remotedb.group, sync.group, hasura.group, token.group)
+GROUPS = (local.group, tenant.group, vpn.group, gateway.group, remotedb.group, sync.group, hasura.group, token.group,
+          health.group)
 for _group in GROUPS:
     root.add_command(_group)
 

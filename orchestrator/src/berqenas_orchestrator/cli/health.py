@@ -32,29 +32,11 @@ def gather(app: App, kinds=KINDS, timeout: float = 10.0) -> list[dict]:
     return checks
 
 
-def table(checks: list[dict], width: int = 80) -> str:
-    """What, where, since when: one line per check (unhealthy first), fitting ``width`` columns."""
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(box=None, pad_edge=False, show_edge=False)
-    for col, kw in (("KIND", {"no_wrap": True}), ("WHERE", {"overflow": "fold", "max_width": 28}),
-                    ("STATUS", {"no_wrap": True}), ("SINCE", {"no_wrap": True}), ("DETAIL", {"overflow": "fold"})):
-        t.add_column(col, **kw)
-    for c in sorted(checks, key=lambda c: (c["healthy"], c["kind"], c["host"], c["name"])):
-        t.add_row(c["kind"], f"{c['host']}:{c['name']}", c["status"], (c.get("since") or "-").replace("T", " "),
-                  c.get("detail") or "")
-    console = Console(width=width, record=True, file=_Null(), color_system=None)
-    console.print(t)
-    return console.export_text().rstrip("\n")
-
-
-class _Null:
-    def write(self, s):
-        return len(s)
-
-    def flush(self):
-        pass
+def rows(checks: list[dict]) -> list[dict]:
+    """What, where, since when: one row per check, unhealthy first."""
+    return [{"kind": c["kind"], "where": f"{c['host']}:{c['name']}", "status": c["status"],
+             "since": c.get("since"), "detail": c.get("detail") or ""}
+            for c in sorted(checks, key=lambda c: (c["healthy"], c["kind"], c["host"], c["name"]))]
 
 
 class HealthCollector:
@@ -150,7 +132,9 @@ def group(app: App, prometheus_file, only, check_timeout):
         except OSError as exc:
             raise CommandError(f"write {prometheus_file}: {exc.strerror or exc}") from None
     healthy = all(c["healthy"] for c in checks)
-    app.emit({"healthy": healthy, "checks": checks}, text=table(checks) if checks else "no checks ran")
+    app.output_rows(rows(checks), [("kind", "KIND"), ("where", "WHERE"), ("status", "STATUS"), ("since", "SINCE"),
+                                   ("detail", "DETAIL")], empty="no checks ran",
+                    obj={"healthy": healthy, "checks": checks})
     if not healthy:
         bad = [c for c in checks if not c["healthy"]]
         app.progress(f"unhealthy: {len(bad)} of {len(checks)} checks")
