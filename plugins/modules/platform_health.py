@@ -311,7 +311,7 @@ def _postgres_probes(module, pg, timeout):
 
 
 def _remotedb_probes(module, dbs, timeout):
-    from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S
+    from ansible_collections.berqenas.platform.plugins.module_utils import mssql as S
 
     probes = []
     for db in dbs:
@@ -326,7 +326,7 @@ def _remotedb_probes(module, dbs, timeout):
 
 
 def _sync_probes(module, pg, sync, timeout):
-    from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S
+    from ansible_collections.berqenas.platform.plugins.module_utils import sync_state as S
 
     def probe():
         with contextlib.closing(_pg_connect(pg, timeout)) as conn:
