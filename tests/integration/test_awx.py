@@ -97,7 +97,8 @@ def configured(awx, ansible_env):
     # the credentials' secrets, as an operator keeps them in Ansible Vault
     extra = {"berqenas_awx_project": "berqenas", "berqenas_awx_inventory": "berqenas",
              "berqenas_awx_credential_inputs": {"berqenas PostgreSQL admin": {"user": ADMIN, "password": password},
-                                                "berqenas SQL Server source": {"password": "unused-here"}},
+                                                "berqenas SQL Server source": {"password": "unused-here"},
+                                                "berqenas Hasura admin secret": {"admin_secret": "unused-here"}},
              "berqenas_awx_sync_schedules": [{"remotedb": "erp", "rrule": "DTSTART:20270101T000000Z "
                                               "RRULE:FREQ=MINUTELY;INTERVAL=15"}]}
     first = _configure(awx, ansible_env, extra)
