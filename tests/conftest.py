@@ -35,7 +35,10 @@ def test_home():
 
 @pytest.fixture(scope="session")
 def ansible_env(test_home):
-    return support_env.ansible_env(test_home)
+    """... with the session's admin API key (tests/support/cli.py session_key_env), so every CLI run is allowed."""
+    from tests.support.cli import session_key_env
+
+    return dict(support_env.ansible_env(test_home), **session_key_env(test_home))
 
 
 @pytest.fixture(scope="session")

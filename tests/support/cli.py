@@ -21,6 +21,20 @@ class CliResult:
         return json.loads(self.stdout)
 
 
+def session_key_env(test_home: str) -> dict:
+    """An admin key for the whole test session: one keystore and one audit log under TEST_HOME, whatever
+    $BERQENAS_HOME a test picks (what `berqenas apikey init --save` does, through the same module)."""
+    from berqenas_orchestrator import apikeys
+
+    keystore = os.path.join(test_home, "security", "apikeys.json")
+    key_file = os.path.join(test_home, "security", "admin.key")
+    if not os.path.exists(key_file):
+        _, text = apikeys.Keystore(keystore).init("test-session")
+        apikeys.write_key_file(key_file, text)
+    return {apikeys.ENV_KEYSTORE: keystore, apikeys.ENV_KEY_FILE: key_file,
+            "BERQENAS_AUDIT_LOG": os.path.join(test_home, "security", "audit.log")}
+
+
 class Cli:
     def __init__(self, env: dict, home: str):
         self.env = dict(env, BERQENAS_HOME=home)

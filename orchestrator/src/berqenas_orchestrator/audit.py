@@ -1,9 +1,9 @@
 """The audit log: one JSON line per command, allowed or denied, chained by SHA-256.
 
-- ``$BERQENAS_HOME/audit/audit.log`` (0600 in a 0700 directory). Each line: ``seq``, ``time``, ``key_id`` (never
-  the key), ``scope``, ``command``, ``args`` (secrets redacted), ``outcome`` (ok, failed, denied, usage,
-  cancelled, timeout), ``exit_code``, ``duration_s``, ``prev`` = SHA-256 (hex) of the previous line's bytes
-  (``"0" * 64`` for the first line).
+- ``$BERQENAS_AUDIT_LOG``, default ``$BERQENAS_HOME/audit/audit.log`` (0600 in a 0700 directory). Each line:
+  ``seq``, ``time``, ``key_id`` (never the key), ``scope``, ``command``, ``args`` (secrets redacted), ``outcome``
+  (ok, failed, denied, usage, cancelled, timeout), ``exit_code``, ``duration_s``, ``prev`` = SHA-256 (hex) of the
+  previous line's bytes without its newline (``"0" * 64`` for the first line).
 - Appended under an exclusive lock (the hash chain needs the previous line), with ONE ``write()`` of the whole
   line on an ``O_APPEND`` descriptor, then ``fsync``: concurrent commands never interleave a line.
 - ``audit.head`` beside it holds the last line's seq and hash (written after the line, atomically), so that
@@ -35,8 +35,13 @@ class AuditError(Exception):
     pass
 
 
+ENV_LOG = "BERQENAS_AUDIT_LOG"
+
+
 def log_path(home: Path) -> Path:
-    return Path(home) / "audit" / "audit.log"
+    """``$BERQENAS_AUDIT_LOG``, else ``HOME/audit/audit.log``."""
+    env = os.environ.get(ENV_LOG)
+    return Path(env).expanduser().resolve() if env else Path(home) / "audit" / "audit.log"
 
 
 def _digest(line: bytes) -> str:

@@ -69,6 +69,16 @@ TABLE: dict[tuple[str, ...], Rule] = {
     ("remotedb", "remove"): Rule("tenant", owner=_REMOTEDB),
     ("sync", "run"): Rule("tenant", owner=("remotedbs.yml", "berqenas_remotedbs", "remotedb")),
     ("sync", "status"): Rule("list"),
+    ("hasura", "configure"): Rule("admin"),
+    ("hasura", "status"): Rule("read"),
+    ("hasura", "track"): Rule("tenant", tenant="tenant"),
+    ("hasura", "untrack"): Rule("tenant", tenant="tenant"),
+    ("hasura", "mirror"): Rule("tenant", tenant="tenant"),
+    ("token", "config"): Rule("admin"),
+    ("token", "key", "add"): Rule("admin"),
+    ("token", "key", "list"): Rule("read"),
+    ("token", "key", "retire"): Rule("admin"),
+    ("token", "issue"): Rule("tenant", tenant="tenant"),
 }
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from .. import controller
+from .. import access, authz, controller
 from ..app import App, handle_error  # noqa: F401
 from ..paths import default_home
 from ..runner import EXIT_CANCEL, EXIT_USAGE
-from . import gateway, hasura, health, local, remotedb, sync, tenant, token, vpn
+from . import apikey, audit, gateway, hasura, health, local, remotedb, sync, tenant, token, vpn
 
 _CURRENT: dict = {}
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -29,13 +29,16 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
               help="Launch the matching job template on this AWX / Automation Controller instead of running locally.")
 @click.option("--controller-token-file", metavar="FILE", envvar="BERQENAS_CONTROLLER_TOKEN_FILE",
               help="File (0600) holding the controller's OAuth2 token.")
+@click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path), envvar="BERQENAS_API_KEY_FILE",
+              help="Read the API key from this file (mode 0600) [env BERQENAS_API_KEY_FILE; else BERQENAS_API_KEY].")
 @click.version_option(package_name="berqenas-orchestrator", prog_name="berqenas")
 @click.pass_context
-def root(ctx, home, inventory, verbose, timeout, controller_url, controller_token_file):
+def root(ctx, home, inventory, verbose, timeout, controller_url, controller_token_file, api_key_file):
     """berqenas: multi-tenant PostgreSQL, VPN, gateway and sync, reconciled by Ansible.
 
-    Data goes to stdout (JSON with --json), progress to stderr. Exit codes: 0 success,
-    1 failure, 2 usage, 124 timeout, 130 cancelled.
+    Every command needs an API key (BERQENAS_API_KEY, or --api-key-file); a new install starts
+    with `berqenas apikey init`. Data goes to stdout (JSON with --json), progress to stderr.
+    Exit codes: 0 success, 1 failure, 2 usage, 124 timeout, 130 cancelled.
     """
     home = (home.expanduser().resolve() if home else default_home())
     try:
@@ -44,25 +47,43 @@ def root(ctx, home, inventory, verbose, timeout, controller_url, controller_toke
         raise click.UsageError(str(exc)) from None
     ctx.obj = App(home=home, inventory=inventory.resolve() if inventory else None, verbose=verbose, timeout=timeout,
                   controller=ctrl)
+    ctx.obj.api_key_file = api_key_file
     _CURRENT["app"] = ctx.obj
+    if "inv" in _CURRENT:
+        access.start(_CURRENT["inv"], home)
 
 
-# Every command group, explicitly (a new group: add its module here and a section to the README).
+# Every command group, explicitly (a new group: add its module here, its commands to authz.TABLE and a section to
+# the README).
 GROUPS = (local.group, tenant.group, vpn.group, gateway.group, remotedb.group, sync.group, hasura.group, token.group,
-          health.group)
+          health.group, apikey.group, audit.group)
 for _group in GROUPS:
     root.add_command(_group)
+# every command is checked (key, then authz.TABLE) after its arguments parse and before its body runs
+authz.guard_tree(root, lambda path, rule, ctx: access.authorize(
+    _CURRENT.setdefault("inv", access.Invocation(argv=[])), path, rule, ctx))
 
 
-def main(argv=None):
+def _run(argv) -> int:
     try:
         root.main(args=argv, prog_name="berqenas", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Cancelled.", err=True)
-        sys.exit(EXIT_CANCEL)
+        return EXIT_CANCEL
     except click.UsageError as exc:
         exc.show()
-        sys.exit(EXIT_USAGE)
+        return EXIT_USAGE
     except click.ClickException as exc:
-        sys.exit(handle_error(_CURRENT.get("app"), exc))
-    sys.exit(0)
+        return handle_error(_CURRENT.get("app"), exc)
+    return 0
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _CURRENT["inv"] = inv = access.Invocation(argv=argv)
+    code = 1
+    try:
+        code = _run(argv)
+    finally:  # the audit line, whatever happened (a failure, Ctrl-C, a bug)
+        code = access.finish(inv, root, code)
+    sys.exit(code)
