@@ -56,8 +56,9 @@ def _read_password(path: str) -> str:
         try:
             with open(path, encoding="utf-8") as f:
                 pw = f.read()
-        except OSError as exc:
-            raise click.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint="--password-file") from None
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+            raise click.BadParameter(f"cannot read {path!r}: {getattr(exc, 'strerror', None) or exc}",
+                                     param_hint="--password-file") from None
     pw = pw.rstrip("\r\n")
     if not pw or "\n" in pw or "\x00" in pw:
         raise click.BadParameter("the file must hold the password on one line", param_hint="--password-file")
