@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 
@@ -137,11 +138,13 @@ def show(app: App, name: str, credentials: bool):
                     res.get("database", ""))
     if credentials:
         fetch_dir = tempfile.mkdtemp(prefix="berqenas-fetch-")
+        old_umask = os.umask(0o077)  # the fetched copy is born 0600 (fetch writes with the controller's umask)
         try:
             app.run_or_fail("tenant_show.yml", {"berqenas_tenant": name, "berqenas_fetch_dir": fetch_dir}, quiet=True)
             with open(f"{fetch_dir}/{name}.json") as f:
                 doc = json.load(f)
         finally:
+            os.umask(old_umask)
             shutil.rmtree(fetch_dir, ignore_errors=True)
         out["credentials"] = {k: {"user": doc[k]["user"], "password": doc[k]["password"]} for k in ("app", "ro")}
         for key in ("host", "port"):
