@@ -108,18 +108,14 @@ def key_name(value: str) -> str:
 
 
 def parse_expires(value: str | None, *, at: dt.datetime | None = None) -> dt.datetime | None:
-    """ISO-8601 with a timezone, in the future (the collection's expiry rule, module_utils.wireguard)."""
+    """ISO-8601 with a timezone, in the future (the collection's expiry rule, module_utils.validation)."""
     if value is None:
         return None
-    import importlib
-
-    from .validate import validation  # importing it puts the collection on sys.path
-
-    wireguard = importlib.import_module("ansible_collections.berqenas.platform.plugins.module_utils.wireguard")
+    from .validate import validation
 
     try:
-        when = wireguard.parse_expiry(value, "expires")
-    except (wireguard.WireGuardError, validation.ValidationError) as exc:
+        when = validation.expiry(value, "expires")
+    except validation.ValidationError as exc:
         raise ApiKeyError(str(exc)) from None
     if when is None:
         raise ApiKeyError("invalid expires '': expected an ISO-8601 timestamp like 2026-12-31T00:00:00Z")
