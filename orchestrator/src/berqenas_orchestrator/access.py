@@ -99,7 +99,7 @@ def _check(inv: Invocation, app, rule: authz.Rule, ctx: click.Context) -> None:
         raise authz.Denied() from None
     inv.key_id, inv.scope = key.id, key.scope
     app.key_id, app.scope = key.id, key.scope_obj
-    why = authz.decide(rule, app.scope, ctx.params, app.state)
+    why = authz.decide(rule, app.scope, ctx.params, lambda: app.state)
     if why:
         inv.denied = why
         raise authz.Denied(why)

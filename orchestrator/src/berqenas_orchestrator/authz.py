@@ -96,7 +96,8 @@ def owner_of(state, owner: tuple[str, str, str], params: dict) -> str | None:
     """The tenant of the existing entry the command names (None when there is none)."""
     fname, variable, param = owner
     name = params.get(param)
-    for entry in state.load(fname).get(variable, []) or []:
+    store = state() if callable(state) else state  # read only when a rule needs it (not on a controller)
+    for entry in store.load(fname).get(variable, []) or []:
         if isinstance(entry, dict) and entry.get("name") == name:
             return entry.get("tenant")
     return None
