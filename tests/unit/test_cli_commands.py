@@ -63,6 +63,11 @@ def cli(tmp_path, monkeypatch):
     (inv / "hosts.yml").write_text("all:\n  hosts:\n    localhost:\n      ansible_connection: local\n")
     fake = FakeRunner(inv)
     monkeypatch.setattr(runner, "run_playbook", fake)
+    from berqenas_orchestrator import apikeys  # every command needs a key: an admin key of this home
+
+    for var in (apikeys.ENV_KEYSTORE, apikeys.ENV_KEY_FILE, "BERQENAS_AUDIT_LOG"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv(apikeys.ENV_KEY, apikeys.Keystore(tmp_path / "home" / "apikeys.json").init()[1])
 
     def invoke(*args, stdin=None):
         argv = ["--home", str(tmp_path / "home"), "-i", str(inv), *args]

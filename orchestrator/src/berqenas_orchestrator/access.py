@@ -54,10 +54,7 @@ def _key_text(app) -> str:
             return apikeys.read_key_file(str(path))
         except apikeys.ApiKeyError as exc:
             raise authz.Denied(str(exc)) from None
-    text = os.environ.pop(apikeys.ENV_KEY, None)  # read once; never inherited by anything we start
-    if text is None:
-        text = getattr(app, "_api_key_env", None)
-    app._api_key_env = text
+    text = os.environ.get(apikeys.ENV_KEY)  # runner.py hands children an allow-listed environment without it
     if not text:
         raise authz.Denied(NO_KEY)
     return text.strip()

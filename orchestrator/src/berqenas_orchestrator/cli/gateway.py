@@ -12,6 +12,7 @@ from __future__ import annotations
 import click
 
 from ..app import App, CommandError, json_option, pass_app
+from ..authz import visible
 from ..validate import module_utils, rule, validation
 
 STATE_FILE = "gateway.yml"
@@ -112,7 +113,7 @@ def _status(app: App) -> dict:
 @pass_app
 def list_(app: App):
     """The exposures: tenant, name, public port, target and the sources admitted (VPN peers + allow-list)."""
-    rows = [_row(e) for e in _status(app).get("exposures", [])]
+    rows = [_row(e) for e in visible(app, _status(app).get("exposures", []))]
     app.output_rows(rows, ("tenant", "name", "port", "target", "sources"), empty="no exposures")
 
 

@@ -8,6 +8,7 @@ import click
 
 from .. import vault
 from ..app import App, CommandError, json_option, pass_app
+from ..authz import visible
 from ..validate import module_utils, rule, validation
 
 STATE_FILE = "remotedbs.yml"
@@ -111,7 +112,7 @@ def add(app: App, name, tenant, host, port, user, password_file, database, table
 @pass_app
 def list_(app: App):
     """The remote databases (passwords are never shown)."""
-    rows = [_public(d) for d in listed(app)]
+    rows = [_public(d) for d in visible(app, listed(app))]
     app.output_rows(rows, ("name", "tenant", "user", "host", "port", "database", "tables"),
                     empty="no remote databases")
 

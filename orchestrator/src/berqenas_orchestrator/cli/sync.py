@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from ..app import App, CommandError, json_option, pass_app
+from ..authz import visible
 from ..validate import rule, validation
-from .remotedb import find, table_names
+from .remotedb import find, listed, table_names
 
 
 @click.group(name="sync")
@@ -64,5 +65,7 @@ def status(app: App):
     rows = [{"remotedb": t["job"], "source": t["source"], "target": t["target"], "watermark": t["watermark"],
              "last_run_at": t["last_run_at"], "last_result": t["last_result"], "rows_total": t["rows_total"],
              "lag_s": t["lag_s"]} for t in result.answer.get("tables", [])]
+    owners = {d.get("name"): d.get("tenant") for d in listed(app)}
+    rows = visible(app, rows, lambda r: owners.get(r["remotedb"]))
     app.output_rows(rows, ("remotedb", "source", "target", "watermark", "last_result", "rows_total", "lag_s"),
                     empty="no synced tables")

@@ -10,6 +10,7 @@ import tempfile
 import click
 
 from ..app import App, CommandError, json_option, pass_app
+from ..authz import visible
 from ..validate import rule, validation
 from .remotedb import forget_password
 
@@ -109,7 +110,7 @@ def delete(app: App, name: str, yes: bool, no_backup: bool, cascade: bool):
 def list_(app: App):
     """The tenants of the platform with their live state (ok, missing, drifted)."""
     app.require_inventory()
-    listed = _listed(app)
+    listed = visible(app, _listed(app), "name")
     rows = []
     if listed:
         result = app.run_or_fail("tenant_list.yml", quiet=True)

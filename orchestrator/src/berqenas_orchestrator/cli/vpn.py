@@ -15,6 +15,7 @@ import shutil
 import click
 
 from ..app import App, CommandError, json_option, pass_app
+from ..authz import visible
 from ..validate import rule, validation
 
 STATE_FILE = "vpn.yml"
@@ -144,7 +145,7 @@ def _status(app: App) -> dict:
 def list_(app: App):
     """The peers on the WireGuard host: name, tenant, addresses, enabled, expires, config and QR file there."""
     rows = [_row(p, ("name", "tenant", "addresses", "enabled", "expires", "config_file", "qr_file"))
-            for p in _status(app).get("peers", [])]  # fmt: skip
+            for p in visible(app, _status(app).get("peers", []))]  # fmt: skip
     app.output_rows(rows, ("name", "tenant", "addresses", "enabled", "expires"), empty="no peers")
 
 
@@ -154,6 +155,6 @@ def list_(app: App):
 def status(app: App):
     """Live state per peer: active | stale | never | disabled | expired, latest handshake age, bytes."""
     keys = ("name", "addresses", "latest_handshake_age_s", "rx_bytes", "tx_bytes", "state")
-    rows = [_row(p, keys) for p in _status(app).get("peers", [])]
+    rows = [_row(p, keys) for p in visible(app, _status(app).get("peers", []))]
     app.output_rows(rows, ("name", "state", ("latest_handshake_age_s", "handshake_s"), "rx_bytes", "tx_bytes"),
                     empty="no peers")
