@@ -43,6 +43,7 @@ SAMPLES = {
     ("sync", "status"): [],
     ("hasura", "configure"): ["--url", "http://127.0.0.1:8080", "--admin-secret-file", "/dev/null"],
     ("hasura", "status"): [],
+    ("health",): [],
     ("hasura", "track"): ["{t}", "--table", "orders"],
     ("hasura", "untrack"): ["{t}", "--table", "orders"],
     ("hasura", "mirror"): ["{t}"],

@@ -69,6 +69,7 @@ TABLE: dict[tuple[str, ...], Rule] = {
     ("remotedb", "remove"): Rule("tenant", owner=_REMOTEDB),
     ("sync", "run"): Rule("tenant", owner=("remotedbs.yml", "berqenas_remotedbs", "remotedb")),
     ("sync", "status"): Rule("list"),
+    ("health",): Rule("read"),
     ("hasura", "configure"): Rule("admin"),
     ("hasura", "status"): Rule("read"),
     ("hasura", "track"): Rule("tenant", tenant="tenant"),
