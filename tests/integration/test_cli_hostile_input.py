@@ -324,6 +324,9 @@ def test_every_value_slot_refuses_hostile_input(platform, monkeypatch, capsys):
     for var in (apikeys.ENV_KEYSTORE, apikeys.ENV_KEY_FILE, "BERQENAS_AUDIT_LOG"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("BERQENAS_HOME", str(home))
+    # relative paths resolve inside the test's own directory: from the checkout, '../../etc/passwd' could be the
+    # host's real /etc/passwd (a checkout two levels below /), and the verdict would depend on where CI clones
+    monkeypatch.chdir(home)
 
     def no_playbook(*a, **kw):
         raise Reached(a[0] if a else kw.get("playbook"))
