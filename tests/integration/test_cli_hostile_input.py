@@ -91,7 +91,7 @@ HOSTILE = [
     "host..example",
     "http://x",
     "a_b!.example",
-    "10.0.0.1:99999",
+    "192.0.2.1:99999",
     # keys, dates, scopes
     "2026-13-01T00:00:00Z",
     "2026-12-01",
@@ -208,7 +208,7 @@ GAPS: dict[tuple, set] = {
         "192.0.2.1/33",
         "192.0.2.0/24/8",
         "host..example",
-        "10.0.0.1:99999",
+        "192.0.2.1:99999",
     },
     (("remotedb", "add"), "user"): set(HOSTILE)
     - {
@@ -237,7 +237,7 @@ GAPS: dict[tuple, set] = {
         "192.0.2.1/33",
         "192.0.2.0/24/8",
         "host..example",
-        "10.0.0.1:99999",
+        "192.0.2.1:99999",
     },
     (("vpn", "peer", "add"), "expires"): {""},
     (("vpn", "peer", "add"), "name"): {"null"},
