@@ -136,7 +136,7 @@ def _first_reply(proc, timeout=30):
 
 
 def _stop_and_check_pings(proc, head=""):
-    """SIGINT a running `ping -i 0.05`; every echo sent before its last 0.5 s must have been answered."""
+    """SIGINT a running `ping -i 0.05`; returns (sent, seqs missing among those sent before its last 0.5 s)."""
     os.killpg(proc.pid, signal.SIGINT)
     out, _ = proc.communicate(timeout=30)
     out = head + out
@@ -157,7 +157,11 @@ def test_adding_a_peer_drops_nothing(vpn):
     results = [_stop_and_check_pings(p, head) for p, head in zip(pings, heads, strict=True)]
     assert rc["changed"] >= 1
     for sent, missing in results:
-        assert sent > 40 and missing == [], results
+        # A reload that broke the session loses every echo until a new handshake (>= 5 s: 100 in a row; a restart
+        # ~15 s). On a loaded 2-core CI box the kernel can still drop a single echo anywhere in the run (CI once
+        # lost seq 27 of 119, during ansible's start-up, long before syncconf), so: no two in a row, at most 2 in all.
+        assert sent > 40 and len(missing) <= 2, results
+        assert not any(b - a == 1 for a, b in zip(missing, missing[1:])), results
     # no interface restart, no handshake reset, the third peer is live
     assert vpn.wg_pid() == pid and vpn.ifindex() == ifindex
     dump = vpn.dump()
