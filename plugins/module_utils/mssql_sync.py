@@ -31,6 +31,7 @@ import uuid
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_tsql as tsql
 from ansible_collections.berqenas.platform.plugins.module_utils.mssql import SourceError
 from ansible_collections.berqenas.platform.plugins.module_utils.pgconn import psycopg, sql
+from ansible_collections.berqenas.platform.plugins.module_utils.sync_capture import mark_sync_session
 # the engine's building blocks, re-exported: modules and tests use them as mssql_sync.<name>
 from ansible_collections.berqenas.platform.plugins.module_utils.sync_state import (
     JOB_TABLE, LOCK_CLASS, STATE_COLUMNS, STATE_SCHEMA, STATE_TABLE, _ident, _type, ensure_state_table, job_lock_id,
@@ -146,6 +147,7 @@ class SyncEngine(object):
         """Sync every table; returns {"changed", "tables": [...], "server_version"?}."""
         if not self.check_mode:
             ensure_state_table(self.conn)
+        mark_sync_session(self.conn)  # this connection's writes are the sync's own: never captured back
         self.acquire_lock()
         try:
             self._with_retry(self.source.connect, "connect")
