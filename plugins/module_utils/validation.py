@@ -175,6 +175,16 @@ def integer(value, what, low, high):
     return n
 
 
+def mtu(value, what="mtu"):
+    """An interface MTU 1280 (IPv6's minimum link MTU) to 9000 (a jumbo frame)."""
+    return integer(value, what, 1280, 9000)
+
+
+def keepalive(value, what="persistent_keepalive"):
+    """A WireGuard PersistentKeepalive in seconds: 0 (off) to 65535."""
+    return integer(value, what, 0, 65535)
+
+
 def connection_limit(value):
     try:
         n = int(value)

@@ -178,12 +178,7 @@ def validate_interface(name, addresses, listen_port, mtu=None, post_up=(), post_
             raise WireGuardError("interface address %s: the VPN network is too small for peers" % a)
     port = check_port(listen_port)
     if mtu is not None:
-        try:
-            mtu = int(mtu)
-        except (TypeError, ValueError):
-            raise WireGuardError("invalid mtu %r: expected an integer 1280-9000" % (mtu,))
-        if not 1280 <= mtu <= 9000:
-            raise WireGuardError("invalid mtu %r: expected an integer 1280-9000" % (mtu,))
+        mtu = _v(validation.mtu, mtu)
     for cmd in list(post_up or []) + list(post_down or []):
         _text(cmd, "post_up/post_down command")
     if endpoint:
@@ -194,12 +189,7 @@ def validate_interface(name, addresses, listen_port, mtu=None, post_up=(), post_
     allowed = None
     if client_allowed_ips:
         allowed = [_network(n, "client_allowed_ips") for n in client_allowed_ips]
-    try:
-        keepalive = int(client_keepalive or 0)
-    except (TypeError, ValueError):
-        raise WireGuardError("invalid persistent_keepalive %r: expected seconds 0-65535" % (client_keepalive,))
-    if not 0 <= keepalive <= 65535:
-        raise WireGuardError("invalid persistent_keepalive %r: expected seconds 0-65535" % (client_keepalive,))
+    keepalive = _v(validation.keepalive, client_keepalive or 0)
     ranges = {}
     for tenant, nets in (tenant_ranges or {}).items():
         _tenant(tenant)
@@ -295,12 +285,7 @@ def validate_peers(peers, iface, default_qr=True):
             addrs.append(ip)
         keepalive = p.get("persistent_keepalive")
         if keepalive is not None:
-            try:
-                keepalive = int(keepalive)
-            except (TypeError, ValueError):
-                keepalive = -1
-            if not 0 <= keepalive <= 65535:
-                raise WireGuardError("%s: persistent_keepalive must be seconds 0-65535" % what)
+            keepalive = _v(validation.keepalive, keepalive, what + " persistent_keepalive")
         qr = p.get("qr", default_qr)
         if not isinstance(qr, bool):
             raise WireGuardError("%s: qr must be true or false" % what)
@@ -778,19 +763,27 @@ def peer_status(peers_published, dump_peers, now_ts, stale_after=180):
     return out
 
 
-def interface_status(state_dir, name, run_command, stale_after=180):
-    """(running, dump interface or None, per-peer status) of interface NAME for the health check: the
-    allocations persisted in STATE_DIR/NAME/state.json and the live ``wg show NAME dump`` (through
-    ``run_command(argv)`` -> (rc, out, err)), through peer_status(). Each peer's status also carries enabled,
-    expires, expired and ``live`` (its key is on the running interface)."""
+def read_state(state_dir, name):
+    """The state persisted for interface NAME (STATE_DIR/NAME/state.json), ``{"peers": {}}`` when there is none;
+    WireGuardError when it is not valid JSON."""
     base = os.path.join(state_dir, name)
     try:
         with open(os.path.join(base, "state.json")) as f:
-            state = json.load(f)
+            return json.load(f)
     except (IOError, OSError):
-        state = {"peers": {}}
+        return {"peers": {}}
     except ValueError:
         raise WireGuardError("%s/state.json is not valid JSON" % base)
+
+
+def interface_status(state_dir, name, run_command, stale_after=180, state=None):
+    """(running, dump interface or None, per-peer status) of interface NAME, for wireguard_status and the health
+    check: the allocations persisted in STATE_DIR/NAME/state.json (or ``state``, as read_state returned it) and
+    the live ``wg show NAME dump`` (through ``run_command(argv)`` -> (rc, out, err)), through peer_status().
+    Each peer's status also carries enabled, expires, expired, config_file, qr_file (None when there is no PNG)
+    and ``live`` (its key is on the running interface)."""
+    if state is None:
+        state = read_state(state_dir, name)
     running = os.path.exists("/sys/class/net/%s" % name)
     dump_iface, dump_peers = None, {}
     if running:
@@ -798,17 +791,21 @@ def interface_status(state_dir, name, run_command, stale_after=180):
         if rc == 0:
             dump_iface, dump_peers = parse_dump(out)
     now = datetime.datetime.now(datetime.timezone.utc)
+    client_dir = os.path.join(state_dir, name, "clients")
     pubs = []
     for pname in sorted(state.get("peers", {})):
         e = state["peers"][pname]
         exp = parse_expiry(e.get("expires")) if e.get("expires") else None
+        png = os.path.join(client_dir, pname + ".png")
         pubs.append({
             "name": pname, "tenant": e.get("tenant"), "addresses": e.get("addresses", []),
             "public_key": e.get("public_key"), "enabled": e.get("enabled", True),
             "expires": e.get("expires"), "expired": bool(exp and exp <= now),
+            "config_file": os.path.join(client_dir, pname + ".conf"),
+            "qr_file": png if os.path.exists(png) else None,
         })
     status = peer_status(pubs, dump_peers, int(time.time()), stale_after)
     for pub, st in zip(pubs, status):
-        st.update(dict((k, pub[k]) for k in ("enabled", "expires", "expired")))
+        st.update(dict((k, pub[k]) for k in ("enabled", "expires", "expired", "config_file", "qr_file")))
         st["live"] = pub["public_key"] in dump_peers
     return running, dump_iface, status

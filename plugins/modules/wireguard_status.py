@@ -110,6 +110,9 @@ peers:
     endpoint:
       description: The peer's current endpoint, or null.
       type: str
+    live:
+      description: Whether the peer's key is on the running interface.
+      type: bool
 ansible_facts:
   description:
     - With O(publish_facts), C(wireguard_peers_published) (name, tenant, addresses, enabled, expired, expires,
@@ -118,9 +121,6 @@ ansible_facts:
   type: dict
 """
 
-import json
-import os
-import time
 import datetime
 
 from ansible.module_utils.basic import AnsibleModule
@@ -143,37 +143,13 @@ def main():
         validation.interface_name(name, "interface")
     except validation.ValidationError as exc:
         module.fail_json(msg="wireguard_status: %s" % exc)
-    base = os.path.join(module.params["state_dir"], name)
     try:
-        with open(os.path.join(base, "state.json")) as f:
-            state = json.load(f)
-    except (IOError, OSError):
-        state = {"peers": {}}
-    except ValueError:
-        module.fail_json(msg="wireguard_status: %s/state.json is not valid JSON" % base)
-    running = os.path.exists("/sys/class/net/%s" % name)
-    dump_peers = {}
-    if running:
-        rc, out, err = module.run_command(["wg", "show", name, "dump"])
-        if rc == 0:
-            dump_peers = wgu.parse_dump(out)[1]
+        state = wgu.read_state(module.params["state_dir"], name)
+        running, _, status = wgu.interface_status(module.params["state_dir"], name, module.run_command,
+                                                  module.params["stale_after"], state=state)
+    except wgu.WireGuardError as exc:
+        module.fail_json(msg="wireguard_status: %s" % exc)
     now = datetime.datetime.now(datetime.timezone.utc)
-    client_dir = os.path.join(base, "clients")
-    published = []
-    for pname in sorted(state.get("peers", {})):
-        e = state["peers"][pname]
-        exp = wgu.parse_expiry(e.get("expires")) if e.get("expires") else None
-        png = os.path.join(client_dir, pname + ".png")
-        published.append({
-            "name": pname, "tenant": e.get("tenant"), "addresses": e.get("addresses", []),
-            "public_key": e.get("public_key"), "enabled": e.get("enabled", True),
-            "expires": e.get("expires"), "expired": bool(exp and exp <= now),
-            "config_file": os.path.join(client_dir, pname + ".conf"),
-            "qr_file": png if os.path.exists(png) else None,
-        })
-    status = wgu.peer_status(published, dump_peers, int(time.time()), module.params["stale_after"])
-    for pub, st in zip(published, status):
-        st.update(dict((k, pub[k]) for k in ("enabled", "expires", "expired", "config_file", "qr_file")))
     result = dict(changed=False, running=running, peers=status)
     if module.params["publish_facts"]:
         result["ansible_facts"] = dict(wireguard_peers_published=[

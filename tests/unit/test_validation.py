@@ -35,6 +35,17 @@ def test_bad_ports(bad):
         v.port(bad)
 
 
+@pytest.mark.parametrize("rule,good,bad", [
+    (v.mtu, [1280, "1420", 9000], [1279, 9001, "1420.0", True, None, "{{ x }}"]),
+    (v.keepalive, [0, "25", 65535], [-1, 65536, "25s", False, None]),
+])
+def test_mtu_and_keepalive_ranges(rule, good, bad):
+    assert [rule(g) for g in good] == [int(g) for g in good]
+    for b in bad:
+        with pytest.raises(v.ValidationError):
+            rule(b)
+
+
 @pytest.mark.parametrize("bad", ["{{ x }}", "a{% if %}", "{# c #}", "x}}"])
 def test_template_syntax_rejected(bad):
     with pytest.raises(v.ValidationError, match="template"):

@@ -45,6 +45,8 @@ TABLE = {
     "wireguard key": ([KEY], ["", "A" * 43 + "=", "not-a-key", KEY[:-2], KEY + "AA", TEMPLATE]),
     "expiry": (["2026-12-31T00:00:00Z", "2026-12-31T02:00:00+02:00", "2026-12-31 00:00:00+00:00"],
                ["soon", "2026-12-31T00:00:00", "2026-13-01T00:00:00Z", "2026-12-31", TEMPLATE]),
+    "mtu": (["1280", "1420", "9000"], ["1279", "9001", "-1", "1420.0", "14x", "", TEMPLATE]),
+    "keepalive": (["0", "25", "65535"], ["-1", "65536", "25s", "2.5", TEMPLATE]),
 }
 
 
@@ -121,6 +123,16 @@ DOORS = {
         "wireguard.parse_expiry": wg.parse_expiry,
         "wireguard_server (expires)": lambda x: wg.validate_peers([{"name": "p1", "tenant": "acme", "expires": x}],
                                                                   _iface()),
+    },
+    "mtu": {
+        "validation": v.mtu,
+        "wireguard_server (mtu)": lambda x: _iface(mtu=x),
+    },
+    "keepalive": {
+        "validation": v.keepalive,
+        "wireguard_server (persistent_keepalive)": lambda x: _iface(client_keepalive=x),
+        "wireguard_server (peer persistent_keepalive)": lambda x: wg.validate_peers(
+            [{"name": "p1", "tenant": "acme", "persistent_keepalive": x}], _iface()),
     },
 }
 

@@ -112,6 +112,9 @@ def test_same_public_key_twice():
         ({"addresses": ["198.51.100.1/24", "192.0.2.1/24"]}, "at most one IPv4"),
         ({"addresses": ["198.51.100.1/31"]}, "too small"),
         ({"mtu": 100}, "mtu"),
+        ({"mtu": 9001}, "mtu"),
+        ({"client_keepalive": 65536}, "persistent_keepalive"),
+        ({"client_keepalive": "25s"}, "persistent_keepalive"),
         ({"endpoint": "bad host!"}, "endpoint"),
         ({"endpoint": "vpn.example.org:99999"}, "endpoint port"),
         ({"post_up": ["echo {{ x }}"]}, "template syntax"),
@@ -226,6 +229,31 @@ def test_live_matches_and_dump_parsing():
     status = wg.peer_status(pub, wg.parse_dump(dump)[1], 1700000100)
     assert status[0]["state"] == "active" and status[0]["latest_handshake_age_s"] == 100
     assert wg.peer_status(pub, {}, 1700000100)[0]["state"] == "never"
+
+
+def test_interface_status_reads_the_persisted_state(tmp_path):
+    """wireguard_status and the health check share interface_status: the persisted allocations, through
+    peer_status, with the client files; an interface that is not up is never asked for a dump."""
+    i = iface(name="wgnotup9")
+    p = peers([{"name": "a", "tenant": "acme"}, {"name": "old", "tenant": "acme", "expires": "2026-01-01T00:00:00Z"}],
+              i)
+    st = wg.build_state(i, p, {}, wg.allocate(i, p, {}))
+    base = tmp_path / "wgnotup9"
+    (base / "clients").mkdir(parents=True)
+    (base / "state.json").write_text(wg.dump_state(st))
+    (base / "clients" / "a.png").write_bytes(b"png")
+    calls = []
+    running, dump_iface, status = wg.interface_status(str(tmp_path), "wgnotup9",
+                                                      lambda argv: calls.append(argv) or (1, "", ""))
+    assert (running, dump_iface, calls) == (False, None, [])
+    assert [(s["name"], s["state"], s["live"]) for s in status] == [("a", "never", False), ("old", "expired", False)]
+    assert status[0]["qr_file"] == str(base / "clients" / "a.png") and status[1]["qr_file"] is None
+    assert status[1]["config_file"] == str(base / "clients" / "old.conf")
+    assert all("private_key" not in s and "preshared_key" not in s and "public_key" not in s for s in status)
+    assert wg.read_state(str(tmp_path), "absent") == {"peers": {}}
+    (base / "state.json").write_text("{broken")
+    with pytest.raises(wg.WireGuardError, match="not valid JSON"):
+        wg.interface_status(str(tmp_path), "wgnotup9", lambda argv: (1, "", ""))
 
 
 def test_site_routes_are_boot_postup_lines_that_never_restart():
