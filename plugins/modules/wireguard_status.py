@@ -145,8 +145,8 @@ def main():
         module.fail_json(msg="wireguard_status: %s" % exc)
     try:
         state = wgu.read_state(module.params["state_dir"], name)
-        running, _, status = wgu.interface_status(module.params["state_dir"], name, module.run_command,
-                                                  module.params["stale_after"], state=state)
+        running, _dump, status = wgu.interface_status(module.params["state_dir"], name, module.run_command,
+                                                      module.params["stale_after"], state=state)
     except wgu.WireGuardError as exc:
         module.fail_json(msg="wireguard_status: %s" % exc)
     now = datetime.datetime.now(datetime.timezone.utc)
