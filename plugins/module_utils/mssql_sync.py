@@ -32,6 +32,7 @@ from ansible_collections.berqenas.platform.plugins.module_utils import mssql_tsq
 from ansible_collections.berqenas.platform.plugins.module_utils.mssql import SourceError
 from ansible_collections.berqenas.platform.plugins.module_utils.pgconn import psycopg, sql
 from ansible_collections.berqenas.platform.plugins.module_utils.sync_capture import mark_sync_session
+from ansible_collections.berqenas.platform.plugins.module_utils.sync_reverse import reverse_table
 # the engine's building blocks, re-exported: modules and tests use them as mssql_sync.<name>
 from ansible_collections.berqenas.platform.plugins.module_utils.sync_state import (
     JOB_TABLE, LOCK_CLASS, STATE_COLUMNS, STATE_SCHEMA, STATE_TABLE, _ident, _type, ensure_state_table, job_lock_id,
@@ -159,6 +160,8 @@ class SyncEngine(object):
             return {"changed": changed, "tables": results}
         finally:
             self.source.close()
+            if getattr(self, "_reverse_writer", None) is not None:
+                self._reverse_writer.close()
             self.release_lock()
 
     def _with_retry(self, fn, what):
@@ -277,6 +280,11 @@ class SyncEngine(object):
         with conn.cursor() as cur:
             existed, added = self._ensure_target(cur, plan)
             plan.target_oid = target_oid(cur, spec.target_schema, spec.target_table)
+            if spec.direction == "both" and (existed or not self.check_mode):
+                conn.commit()  # PostgreSQL -> SQL Server first: its conflict check needs the rows as they were
+                res["reverse"] = reverse_table(self, plan, check_mode=self.check_mode)
+                res["changed"] = res["changed"] or bool(res["reverse"]["applied"] or res["reverse"]["resumed"] or any(
+                    res["reverse"]["conflicts"].values()))
             state = self._load_state(cur, spec) if not self.check_mode or self._state_exists(cur) else None
             res["added_columns"] = added
             reset = None
@@ -309,7 +317,8 @@ class SyncEngine(object):
                 res["pending"] = self.source.count(spec.source_schema, spec.source_table, plan.rv, lo, hi)
                 if plan.rv is not None and lo is not None and lo >= hi:
                     res["pending"] = 0
-                res["changed"] = bool(res["pending"]) or (not existed) or bool(added) or bool(reset)
+                res["changed"] = bool(res["pending"]) or (not existed) or bool(added) or bool(reset) or bool(
+                    res.get("reverse", {}).get("pending"))
                 conn.rollback()
                 res["duration_s"] = round(time.monotonic() - t0, 3)
                 return res

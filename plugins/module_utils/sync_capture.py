@@ -207,13 +207,13 @@ def window_bound(cur):
 
 def pending(cur, schema, table, after, bound, limit):
     """Up to ``limit`` change-log entries of a table after position ``after`` = (xid, id) and below the
-    transaction id ``bound``, in (xid, id) order: [(xid, id, op, key dict, old_rv bytes or None)]."""
+    transaction id ``bound``, in (xid, id) order: [(xid, id, op, key dict, old_rv bytes or None, at)]."""
     cur.execute(sql.SQL(
-        "SELECT xid::text, id, op, key, old_rv FROM {} WHERE table_schema = %s AND table_name = %s"
+        "SELECT xid::text, id, op, key, old_rv, at FROM {} WHERE table_schema = %s AND table_name = %s"
         " AND (xid, id) > (%s::text::xid8, %s) AND xid < %s::text::xid8 ORDER BY xid, id LIMIT %s").format(
             _ident(STATE_SCHEMA, CHANGE_TABLE)),
         (schema, table, str(after[0]), int(after[1]), str(bound), int(limit)))
-    return [(int(x), i, op, k, bytes(rv) if rv is not None else None) for x, i, op, k, rv in cur.fetchall()]
+    return [(int(x), i, op, k, bytes(rv) if rv is not None else None, at) for x, i, op, k, rv, at in cur.fetchall()]
 
 
 def count_pending(cur, schema, table, after):
@@ -232,18 +232,12 @@ def purge(cur, schema, table, upto):
     return cur.rowcount
 
 
-def coalesce(entries):
-    """One action per key from entries in commit order: {key tuple: (first old_rv, last op, key dict)}.
+def coalesce(entries, keys):
+    """One action per key from entries in commit order: {key tuple: (last op, key dict, last old_rv, last at)}.
 
-    The first entry's old_rv is the version the PostgreSQL side started from (the conflict base); the last
-    op says what to do now: I/U -> write the current row, D -> delete. An I after a D of the same key is a
-    write; a D after an I of a key SQL Server never had is still a delete (a no-op there)."""
+    The last op says what to do now (I/U: write the row's current values, D: delete); a tombstone's old_rv
+    is the version PostgreSQL last knew of the deleted row (the conflict base of a delete)."""
     out = {}
-    for _x, _i, op, key, old_rv in entries:
-        k = tuple(sorted(key.items()))
-        if k in out:
-            first_rv, _op, _key = out[k]
-            out[k] = (first_rv, op, key)
-        else:
-            out[k] = (old_rv, op, key)
+    for _x, _i, op, key, old_rv, at in entries:
+        out[tuple(key.get(k) for k in keys)] = (op, key, old_rv, at)
     return out

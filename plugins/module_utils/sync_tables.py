@@ -24,7 +24,7 @@ class TableSpec(object):
 
     def __init__(self, source, target_schema, target_table=None, key_columns=None, rowversion_column=None,
                  include=None, exclude=None, mode="delta", delete_detection="none", soft_delete_column=None,
-                 soft_delete_value=None):
+                 soft_delete_value=None, direction="forward", conflict_policy=None, conflict_timestamp_column=None):
         try:
             self.source_schema, self.source_table = tsql.parse_two_part_name(source)
         except tsql.TsqlError as e:
@@ -45,6 +45,11 @@ class TableSpec(object):
         self.delete_detection = delete_detection
         self.soft_delete_column = soft_delete_column
         self.soft_delete_value = True if soft_delete_value is None else soft_delete_value
+        self.direction, self.conflict_policy, self.conflict_timestamp_column = validation.checked(
+            SyncError, validation.sync_direction_options, direction, conflict_policy, conflict_timestamp_column,
+            delete_detection, "table %s" % source)
+        if self.direction == "both" and mode != "delta":
+            raise SyncError("table %s: direction both needs mode delta (a rowversion column)" % source)
         for c in (self.key_columns or []) + self.exclude + (self.include or []):
             try:
                 tsql.quote_ident(c)
@@ -61,7 +66,8 @@ class TableSpec(object):
 
 
 TABLE_KEYS = frozenset(["target_schema", "target_table", "key_columns", "rowversion_column", "include", "exclude",
-                        "mode", "delete_detection", "soft_delete_column", "soft_delete_value"])
+                        "mode", "delete_detection", "soft_delete_column", "soft_delete_value", "direction",
+                        "conflict_policy", "conflict_timestamp_column"])
 
 
 def table_specs(tables, default_schema):

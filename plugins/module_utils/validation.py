@@ -343,3 +343,38 @@ def expiry(value, what="expires"):
 def format_expiry(dt):
     """The one spelling of an expiry the platform writes: ``2026-12-31T00:00:00Z``."""
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ") if dt else None
+
+
+# ---- two-way sync (mssql_sync tables[]) -----------------------------------------------------------
+
+SYNC_DIRECTIONS = ("forward", "both")
+CONFLICT_POLICIES = ("source_wins", "target_wins", "latest_wins")
+
+
+def one_of(value, choices, what):
+    """``value`` if it is one of ``choices`` (strings), else a ValidationError naming them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValidationError("%s must be one of %s, got %r" % (what, ", ".join(choices), value))
+    return value
+
+
+def sync_direction_options(direction, conflict_policy, timestamp_column, delete_detection, what="table"):
+    """The two-way options of one synced table, checked together; returns (direction, policy, column)."""
+    direction = one_of(direction, SYNC_DIRECTIONS, "%s: direction" % what)
+    if direction == "forward":
+        if conflict_policy is not None or timestamp_column is not None:
+            raise ValidationError("%s: conflict_policy and conflict_timestamp_column apply only to direction both"
+                                  % what)
+        return direction, None, None
+    policy = one_of("source_wins" if conflict_policy is None else conflict_policy, CONFLICT_POLICIES,
+                    "%s: conflict_policy" % what)
+    if policy == "latest_wins":
+        if not isinstance(timestamp_column, str) or not timestamp_column.strip():
+            raise ValidationError("%s: conflict_policy latest_wins needs conflict_timestamp_column (the column "
+                                  "holding each row's last change time)" % what)
+    elif timestamp_column is not None:
+        raise ValidationError("%s: conflict_timestamp_column is used only by conflict_policy latest_wins" % what)
+    if delete_detection == "soft_delete":
+        raise ValidationError("%s: direction both does not support delete_detection soft_delete (deletes flow both "
+                              "ways as deletes)" % what)
+    return direction, policy, timestamp_column

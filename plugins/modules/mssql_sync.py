@@ -126,7 +126,29 @@ notes:
     V(full) for a table without rowversion: every row re-read, changed ones written, vanished keys
     deleted), C(delete_detection) (V(none), V(soft_delete) with C(soft_delete_column) and
     C(soft_delete_value) (default V(true)): rows whose column equals the value are deleted from the
-    target, or V(pk_diff): keys missing from the source are deleted after each run)."
+    target, or V(pk_diff): keys missing from the source are deleted after each run), C(direction) (V(forward),
+    the default, or V(both)), C(conflict_policy) (direction both: V(source_wins) (SQL Server's version wins,
+    the default), V(target_wins) (PostgreSQL's wins) or V(latest_wins) with C(conflict_timestamp_column), the
+    column holding each row's last change time; a tie goes to SQL Server)."
+  - "C(direction=both): a trigger on the PostgreSQL table captures every change a user makes (a change log in
+    the platform schema C(berqenas), deletes as tombstones); each run first applies them to SQL Server in
+    batches of up to 1000 keys, each batch one SQL Server transaction that also records the applied
+    change-log position in C([dbo].[berqenas_sync_applied]) (created on first use), then commits its
+    PostgreSQL half (the position, the new rowversions, the conflict log) in one PostgreSQL transaction. A
+    crash between the two is resumed from SQL Server's record: nothing lost, nothing applied twice. Then the
+    table's forward load runs as for V(forward)."
+  - "A conflict is a key changed on both sides since the last run (SQL Server's rowversion is no longer the
+    one PostgreSQL last saw). Each one is counted in RV(tables[].reverse.conflicts) by winner, listed in
+    RV(tables[].reverse.conflict_rows) (first 100) and kept in C(berqenas.sync_conflict) with the loser's and
+    the winner's values."
+  - "Echo prevention: the sync's own PostgreSQL writes are made with the session setting
+    C(berqenas.sync_origin), which the capture trigger skips; its SQL Server writes' new rowversions are
+    written into the PostgreSQL rows in the same transaction as the position, so the forward load finds
+    nothing newer to apply. Idle runs write nothing on either side."
+  - "Limits of C(direction=both): mode delta only (a rowversion column); every synced column must map to one
+    PostgreSQL column of the same name (a C(datetimeoffset) column, which maps to two, must be excluded);
+    C(datetime)/C(datetime2) values travel to SQL Server with millisecond precision (pymssql); deletes made on
+    SQL Server reach PostgreSQL through C(delete_detection=pk_diff)."
   - A view can be a source (give C(key_columns), unique in the view). Its rowversion column may repeat (a join);
     pages never end inside a run of equal rowversions, so resuming at the last committed value + 1 loses none.
     Columns the view takes from other tables than the one its rowversion comes from are synced only when that
@@ -162,6 +184,19 @@ EXAMPLES = r"""
         delete_detection: pk_diff
         exclude: [Notes]
   register: sync
+
+- name: Two-way sync of a table, PostgreSQL's edits win conflicts
+  berqenas.platform.mssql_sync:
+    job: erp
+    tenant: acme
+    source: "{{ erp_source }}"
+    login_db: berqenas
+    tables:
+      - source: "[dbo].[Stock]"
+        direction: both
+        conflict_policy: latest_wins
+        conflict_timestamp_column: ChangedAt
+        delete_detection: pk_diff
 
 - name: Pending rows only (no writes)
   berqenas.platform.mssql_sync:
@@ -234,6 +269,42 @@ tables:
     changed:
       description: Whether this table's target changed (or would change in check mode).
       type: bool
+    reverse:
+      description: C(direction=both) only, the PostgreSQL -> SQL Server direction of the table.
+      type: dict
+      contains:
+        applied:
+          description: Keys written to SQL Server (inserted + updated + deleted).
+          type: int
+        inserted:
+          description: Rows inserted on SQL Server.
+          type: int
+        updated:
+          description: Rows updated on SQL Server.
+          type: int
+        deleted:
+          description: Rows deleted on SQL Server.
+          type: int
+        conflicts:
+          description: Conflicts by winner.
+          type: dict
+          sample: {"sqlserver": 1, "postgresql": 0}
+        conflict_rows:
+          description: The first 100 conflicts (table, key, winner); all are in C(berqenas.sync_conflict).
+          type: list
+          elements: dict
+        position_from:
+          description: Change-log position (transaction id:entry id) before the run.
+          type: str
+        position_to:
+          description: Change-log position after the run.
+          type: str
+        resumed:
+          description: Whether the run found a batch SQL Server had committed but PostgreSQL had not recorded.
+          type: bool
+        pending:
+          description: In check mode, captured changes a run would apply; otherwise null.
+          type: int
 """
 
 import traceback

@@ -51,6 +51,15 @@ def run(app: App, remotedb, tables, full, force, check, lock_timeout):
         else:
             lines.append(f"{t['source']} -> {t['target']}: +{t['inserted']} ~{t['updated']} -{t['deleted']} "
                          f"({t.get('rows_per_s')} rows/s, watermark {t.get('watermark_to')})")
+        rev = t.get("reverse")  # direction both: PostgreSQL -> SQL Server, applied before the forward load
+        if rev and check:
+            lines.append(f"{t['target']} -> {t['source']}: {rev.get('pending')} pending")
+        elif rev:
+            c = rev.get("conflicts") or {}
+            lines.append(f"{t['target']} -> {t['source']}: +{rev['inserted']} ~{rev['updated']} -{rev['deleted']}, "
+                         f"conflicts {sum(c.values())} (sqlserver won {c.get('sqlserver', 0)}, postgresql won "
+                         f"{c.get('postgresql', 0)}), position {rev.get('position_to')}")
+            lines.extend(f"  conflict: {x['key']} -> {x['winner']}" for x in rev.get("conflict_rows") or [])
         lines.extend(f"  note: {n}" for n in t.get("precision_notes") or [])
     app.emit(out, text="\n".join(lines))
 

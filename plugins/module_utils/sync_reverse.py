@@ -1,0 +1,489 @@
+# -*- coding: utf-8 -*-
+# Copyright: berqenas.platform contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The reverse direction of a ``direction: both`` table: PostgreSQL changes applied to SQL Server.
+
+One run, per table (before the forward load of the same table):
+
+1. the capture trigger is in place (``sync_capture``); the position already applied is the larger of the
+   one stored in PostgreSQL (``berqenas.sync_reverse_state``) and the one stored on SQL Server
+   (``[dbo].[berqenas_sync_applied]``), so a crash after SQL Server committed and before PostgreSQL did
+   neither loses a change nor applies one twice: SQL Server's record is written in the same SQL Server
+   transaction as the batch, and a run that finds it ahead of PostgreSQL's skips those entries;
+2. change-log entries below the window bound are read in batches, one action per key (the last
+   operation; the row's current PostgreSQL values);
+3. per batch, ONE SQL Server transaction (``SET XACT_ABORT ON``): the current rows are read WITH
+   (UPDLOCK, HOLDLOCK); a key whose rowversion differs from the one PostgreSQL last knew (the target
+   row's rowversion column, or a tombstone's ``old_rv``) changed on both sides: a conflict, resolved by
+   the table's ``conflict_policy``; deletes, updates and multi-row inserts; the new rowversions read
+   back; the applied position recorded; COMMIT;
+4. then ONE PostgreSQL transaction: the new rowversions written into the target rows (echo prevention:
+   the forward sync's version guard then finds nothing newer to load, so the sync's own SQL Server writes
+   never come back as changes), the rows SQL Server won written to PostgreSQL, the conflicts logged
+   (``berqenas.sync_conflict``: key, winner, the loser's values), applied entries purged, the position
+   stored. All writes run on the marked connection, so none of them is captured again.
+
+Why a recorded position and not only repeatable upserts: replaying an upsert on SQL Server would bump
+the rowversion again, and the conflict check would then take the sync's own earlier write for a change
+made on SQL Server.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import json
+import uuid
+
+from ansible_collections.berqenas.platform.plugins.module_utils import mssql_tsql as tsql
+from ansible_collections.berqenas.platform.plugins.module_utils import sync_capture as cap
+from ansible_collections.berqenas.platform.plugins.module_utils.mssql import SourceError, classify
+from ansible_collections.berqenas.platform.plugins.module_utils.pgconn import sql
+from ansible_collections.berqenas.platform.plugins.module_utils.sync_state import STATE_SCHEMA
+from ansible_collections.berqenas.platform.plugins.module_utils.sync_types import SyncError, make_transform
+
+try:
+    import pymssql
+    HAS_PYMSSQL = True
+except ImportError:  # pragma: no cover
+    HAS_PYMSSQL = False
+
+APPLIED_SCHEMA = "dbo"
+APPLIED_TABLE = "berqenas_sync_applied"
+REVERSE_BATCH = 1000   # keys per SQL Server transaction (also SQL Server's limit of rows per VALUES list)
+CONFLICT_REPORT_LIMIT = 100  # conflicts listed in the result per table (all are counted and logged)
+WINNERS = ("sqlserver", "postgresql")
+
+
+SLOT = "\x00"  # a value's place in a statement built here (quote_ident refuses NUL, so no name holds one)
+
+
+def _q(name):
+    return tsql.quote_ident(name)
+
+
+def _pid(*parts):
+    """A PostgreSQL identifier for a statement that takes parameters: psycopg reads every ``%`` of the
+    composed text as a placeholder, so a ``%`` in a name is doubled."""
+    return sql.SQL(sql.Identifier(*parts).as_string(None).replace("%", "%%"))
+
+
+def _tsql(template, *parts):
+    """A T-SQL statement: ``template``'s %s places filled with names quoted by quote_ident (values are SLOTs)."""
+    return template % parts
+
+
+def _qt(schema, table):
+    return _q(schema) + "." + _q(table)
+
+
+def _ms_value(v):
+    """A PostgreSQL value as a pymssql parameter (binary as bytearray: see the reference, section 4.4)."""
+    if isinstance(v, (bytes, memoryview)):
+        return bytearray(v)
+    if isinstance(v, uuid.UUID):
+        return str(v)
+    return v
+
+
+def _quote_value(v):
+    q = pymssql._mssql.quote_simple_value(v)
+    return q.decode("utf-8") if isinstance(q, bytes) else q
+
+
+def _norm(v):
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).hex()
+    if isinstance(v, bool) or v is None:
+        return v
+    if isinstance(v, (int, str)):
+        return v
+    return str(v).lower()
+
+
+def _jsonable(v):
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(v).hex()
+    if isinstance(v, (datetime.datetime, datetime.date, datetime.time, uuid.UUID)):
+        return v.isoformat() if hasattr(v, "isoformat") else str(v)
+    if isinstance(v, (int, float, str, bool)) or v is None:
+        return v
+    return str(v)
+
+
+def _dump(d):
+    return None if d is None else json.dumps(dict((c, _jsonable(v)) for c, v in d.items()))
+
+
+def _utc_naive(v):
+    if isinstance(v, datetime.datetime) and v.tzinfo is not None:
+        return v.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return v
+
+
+class MssqlWriter(object):
+    """The reverse direction's own pymssql connection (autocommit; transactions are explicit ``BEGIN TRAN``
+    / ``COMMIT TRAN`` so nothing stays open to pin MIN_ACTIVE_ROWVERSION between batches)."""
+
+    def __init__(self, params, where):
+        self.params = dict(params)
+        self.params["autocommit"] = True
+        self.where = where
+        self.conn = None
+
+    def connect(self):
+        if not HAS_PYMSSQL:
+            raise SourceError("pymssql is required (pip install pymssql)")
+        self.close()
+        try:
+            self.conn = pymssql.connect(**self.params)
+        except Exception as e:
+            raise classify(e, "connect to SQL Server %s" % self.where) from e
+
+    def close(self):
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:
+                pass
+            self.conn = None
+
+    def execute(self, text, params=None, fetch=False, action="write"):
+        """Run ``text``, whose value places are SLOT, with ``params`` rendered by pymssql's own quoting.
+
+        Not pymssql's ``execute(text, params)``: it takes every ``%s``/``%d`` in the text for a placeholder,
+        also inside a bracket-quoted name, and has no escape for them."""
+        if self.conn is None:
+            self.connect()
+        try:
+            if params is not None:
+                pieces = text.split(SLOT)
+                if len(pieces) != len(params) + 1:
+                    raise SyncError("statement has %d value places for %d values" % (len(pieces) - 1, len(params)))
+                out = [pieces[0]]
+                for v, piece in zip(params, pieces[1:]):
+                    out.append(_quote_value(v))
+                    out.append(piece)
+                text = "".join(out)
+            cur = self.conn.cursor()
+            cur.execute(text)
+            rows = cur.fetchall() if fetch else None
+            cur.close()
+            return rows
+        except Exception as e:
+            raise classify(e, "%s on %s" % (action, self.where)) from e
+
+    def rollback(self):
+        if self.conn is not None:
+            try:
+                self.execute("ROLLBACK TRAN", action="rollback")
+            except SourceError:
+                self.close()
+
+
+def writer_for(source):
+    """A MssqlWriter with the forward source's connection parameters (same login, same database)."""
+    return MssqlWriter(source.params, source.where)
+
+
+# ---- reverse state ----------------------------------------------------------------------------
+
+def _load_position(cur, job, spec):
+    cur.execute(sql.SQL("SELECT last_xid::text, last_id FROM {} WHERE job = %s AND table_schema = %s"
+                        " AND table_name = %s FOR UPDATE").format(
+                            sql.Identifier(STATE_SCHEMA, cap.REVERSE_STATE_TABLE)),
+                (job, spec.target_schema, spec.target_table))
+    r = cur.fetchone()
+    return (int(r[0]), int(r[1])) if r else None
+
+
+def _save_position(cur, job, spec, pos, applied, conflicts):
+    cur.execute(sql.SQL(
+        "INSERT INTO {} AS s (job, table_schema, table_name, last_xid, last_id, applied_total, conflicts_total,"
+        " last_run_at) VALUES (%s, %s, %s, %s::text::xid8, %s, %s, %s, now())"
+        " ON CONFLICT (job, table_schema, table_name) DO UPDATE SET last_xid = EXCLUDED.last_xid,"
+        " last_id = EXCLUDED.last_id, applied_total = s.applied_total + EXCLUDED.applied_total,"
+        " conflicts_total = s.conflicts_total + EXCLUDED.conflicts_total, last_run_at = now()").format(
+            sql.Identifier(STATE_SCHEMA, cap.REVERSE_STATE_TABLE)),
+        (job, spec.target_schema, spec.target_table, str(pos[0]), pos[1], applied, conflicts))
+
+
+def _ensure_applied_table(w):
+    r = w.execute("SELECT OBJECT_ID(N'%s')" % tsql.quote_table(APPLIED_SCHEMA, APPLIED_TABLE), fetch=True,
+                  action="find the applied-position table")
+    if r and r[0][0] is not None:
+        return
+    w.execute("CREATE TABLE %s (job nvarchar(128) NOT NULL, tbl nvarchar(300) NOT NULL, last_xid bigint NOT NULL,"
+              " last_id bigint NOT NULL, PRIMARY KEY (job, tbl))" % _qt(APPLIED_SCHEMA, APPLIED_TABLE),
+              action="create the applied-position table")
+
+
+def _applied_position(w, job, spec):
+    r = w.execute(_tsql("SELECT last_xid, last_id FROM %s WHERE job = \x00 AND tbl = \x00", _qt(
+        APPLIED_SCHEMA, APPLIED_TABLE)), (job, spec.source_name), fetch=True, action="read the applied position")
+    return (int(r[0][0]), int(r[0][1])) if r else None
+
+
+# ---- one table --------------------------------------------------------------------------------
+
+class ReversePlan(object):
+    """What the reverse direction writes: the 1:1 columns of the forward plan (the rowversion excluded)."""
+
+    def __init__(self, plan):
+        spec = plan.spec
+        for c in plan.colmaps:
+            if len(c.target_columns()) != 1 or c.target_columns()[0][0] != c.name:
+                raise SyncError("table %s: direction both cannot write column %r back (it maps to %s in "
+                                "PostgreSQL); exclude it or sync this table one way" % (
+                                    spec.source_name, c.name, ", ".join(n for n, _t, _c in c.target_columns())))
+        self.plan = plan
+        self.rv = plan.rv
+        if self.rv is None:
+            raise SyncError("table %s: direction both needs a rowversion column (mode delta)" % spec.source_name)
+        self.keys = list(plan.keys)
+        self.cols = [n for n, _t, _c in plan.target_cols]          # PostgreSQL = SQL Server names
+        self.write_cols = [n for n in self.cols if n != self.rv]
+        self.nonkey = [n for n in self.write_cols if n not in self.keys]
+        ts = spec.conflict_timestamp_column
+        if spec.conflict_policy == "latest_wins" and ts not in self.cols:
+            raise SyncError("table %s: conflict_timestamp_column %r is not a synced column" % (spec.source_name, ts))
+
+
+def _key_of(d, keys):
+    return tuple(_norm(d.get(k)) for k in keys)
+
+
+def _where_keys(rp, n):
+    if len(rp.keys) == 1:
+        return "%s IN (%s)" % (_q(rp.keys[0]), ", ".join([SLOT] * n))
+    one = "(" + " AND ".join("%s = %s" % (_q(k), SLOT) for k in rp.keys) + ")"
+    return " OR ".join([one] * n)
+
+
+def _key_params(rp, keyrows):
+    out = []
+    for kr in keyrows:
+        out.extend(_ms_value(kr[k]) for k in rp.keys)
+    return tuple(out)
+
+
+def _pg_rows(cur, spec, rp, keydicts):
+    """Current PostgreSQL rows of the keys: {key: {col: value}}."""
+    tgt = _pid(spec.target_schema, spec.target_table)
+    sel = sql.SQL(", ").join(sql.SQL("t.{}").format(_pid(c)) for c in rp.cols)
+    match = sql.SQL(" AND ").join(sql.SQL("t.{c} = (jsonb_populate_record(NULL::{tgt}, e.k)).{c}").format(
+        c=_pid(k), tgt=tgt) for k in rp.keys)
+    cur.execute(sql.SQL("SELECT {} FROM jsonb_array_elements(%s::jsonb) AS e(k) JOIN {} t ON {}").format(
+        sel, tgt, match), (json.dumps(keydicts),))
+    out = {}
+    for r in cur.fetchall():
+        d = dict(zip(rp.cols, r))
+        out[_key_of(d, rp.keys)] = d
+    return out
+
+
+def _ms_rows(w, spec, rp, keydicts, lock):
+    """Current SQL Server rows of the keys: {key: {col: value}} (inside the batch's transaction)."""
+    out = {}
+    for k in range(0, len(keydicts), 500):
+        part = keydicts[k:k + 500]
+        text = _tsql("SELECT %s FROM %s%s WHERE %s", ", ".join(_q(c) for c in rp.cols), _qt(
+            spec.source_schema, spec.source_table), " WITH (UPDLOCK, HOLDLOCK)" if lock else "",
+            _where_keys(rp, len(part)))
+        for r in w.execute(text, _key_params(rp, part), fetch=True, action="read current rows"):
+            d = dict(zip(rp.cols, r))
+            out[_key_of(d, rp.keys)] = d
+    return out
+
+
+def _decide(spec, rp, op, pg, ms, tomb_rv, at):
+    """(conflict?, winner) for one key: pg = PostgreSQL's current row or None, ms = SQL Server's or None."""
+    base = pg.get(rp.rv) if pg is not None else tomb_rv
+    ms_rv = ms.get(rp.rv) if ms is not None else None
+    if _norm(base) == _norm(ms_rv):
+        return False, "postgresql"
+    if op == "D" and ms is None:
+        return False, "postgresql"  # deleted on both sides: nothing to decide
+    policy = spec.conflict_policy
+    if policy == "source_wins":
+        return True, "sqlserver"
+    if policy == "target_wins":
+        return True, "postgresql"
+    ts = spec.conflict_timestamp_column
+    t_pg = _utc_naive(pg.get(ts)) if pg is not None else _utc_naive(at)
+    t_ms = _utc_naive(ms.get(ts)) if ms is not None else None
+    if t_ms is None:
+        return True, ("postgresql" if t_pg is not None else "sqlserver")
+    if t_pg is None:
+        return True, "sqlserver"
+    try:
+        return True, ("postgresql" if t_pg > t_ms else "sqlserver")  # a tie goes to SQL Server (the source)
+    except TypeError:
+        raise SyncError("table %s: conflict_timestamp_column %r values cannot be compared (%r, %r)" % (
+            spec.source_name, ts, t_pg, t_ms))
+
+
+def reverse_table(engine, plan, check_mode=False):
+    """Apply a table's pending PostgreSQL changes to SQL Server; returns the direction's report."""
+    spec = plan.spec
+    conn = engine.conn
+    rp = ReversePlan(plan)
+    rep = {"direction": "postgresql->sqlserver", "applied": 0, "inserted": 0, "updated": 0, "deleted": 0,
+           "conflicts": {"sqlserver": 0, "postgresql": 0}, "conflict_rows": [], "position_from": None,
+           "position_to": None, "resumed": False, "pending": None}
+    with conn.cursor() as cur:
+        if check_mode:
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", ("%s.%s" % (STATE_SCHEMA, cap.REVERSE_STATE_TABLE),))
+            pos = _load_position(cur, engine.job, spec) if cur.fetchone()[0] else None
+            pos = pos or (0, 0)
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", ("%s.%s" % (STATE_SCHEMA, cap.CHANGE_TABLE),))
+            rep["pending"] = cap.count_pending(cur, spec.target_schema, spec.target_table, pos) \
+                if cur.fetchone()[0] else 0
+            rep["position_from"] = rep["position_to"] = "%d:%d" % pos
+            conn.rollback()
+            return rep
+        cap.install_capture(conn, spec.target_schema, spec.target_table, rp.keys, rp.rv)
+        w = getattr(engine, "_reverse_writer", None)
+        if w is None:
+            w = engine._reverse_writer = writer_for(engine.source)
+        _ensure_applied_table(w)
+        pos = _load_position(cur, engine.job, spec) or (0, 0)
+        ms_pos = _applied_position(w, engine.job, spec)
+        rep["position_from"] = "%d:%d" % pos
+        if ms_pos is not None and ms_pos > pos:
+            # SQL Server committed a batch whose PostgreSQL half was lost: those entries are applied
+            cap.purge(cur, spec.target_schema, spec.target_table, ms_pos)
+            _save_position(cur, engine.job, spec, ms_pos, 0, 0)
+            pos = ms_pos
+            rep["resumed"] = True
+        elif ms_pos is None:
+            w.execute(_tsql("INSERT INTO %s (job, tbl, last_xid, last_id) VALUES (\x00, \x00, \x00, \x00)", _qt(
+                APPLIED_SCHEMA, APPLIED_TABLE)), (engine.job, spec.source_name, pos[0], pos[1]),
+                action="record the applied position")
+        conn.commit()
+        bound = cap.window_bound(cur)
+        conn.commit()
+        batch = int(getattr(engine, "reverse_batch", REVERSE_BATCH))
+        while True:
+            entries = cap.pending(cur, spec.target_schema, spec.target_table, pos, bound, batch)
+            conn.rollback()
+            if not entries:
+                break
+            last = entries[-1][:2]
+            _apply_batch(engine, w, cur, spec, rp, entries, last, rep)
+            pos = last
+        rep["position_to"] = "%d:%d" % pos
+    return rep
+
+
+def _apply_batch(engine, w, cur, spec, rp, entries, last, rep):
+    conn = engine.conn
+    actions = {}
+    for k, a in cap.coalesce(entries, rp.keys).items():
+        actions[tuple(_norm(v) for v in k)] = a
+    keydicts = [a[1] for a in actions.values()]
+    pg_rows = _pg_rows(cur, spec, rp, keydicts)
+    conn.rollback()
+    tbl = _qt(spec.source_schema, spec.source_table)
+    deletes, updates, inserts, ms_wins, conflicts = [], [], [], [], []
+    w.execute("SET XACT_ABORT ON; BEGIN TRAN", action="begin the batch")
+    try:
+        ms = _ms_rows(w, spec, rp, keydicts, lock=True)
+        for k, (op, key, old_rv, at) in actions.items():
+            pg = pg_rows.get(k)
+            if op != "D" and pg is None:
+                continue  # deleted again by a transaction after the window: its tombstone comes next run
+            conflict, winner = _decide(spec, rp, op, pg, ms.get(k), old_rv, at)
+            if conflict:
+                conflicts.append((k, key, winner, pg, ms.get(k)))
+            if winner == "sqlserver":
+                ms_wins.append((k, key, ms.get(k)))
+                continue
+            if op == "D" or pg is None:
+                if k in ms:
+                    deletes.append(key)
+            elif k in ms:
+                updates.append(pg)
+            else:
+                inserts.append(pg)
+        for k in range(0, len(deletes), 500):  # one statement per 500 keys
+            part = deletes[k:k + 500]
+            w.execute(_tsql("DELETE FROM %s WHERE %s", tbl, _where_keys(rp, len(part))), _key_params(rp, part),
+                      action="delete")
+        if updates and rp.nonkey:  # one round trip per 100 UPDATE statements
+            one = _tsql("UPDATE %s SET %s WHERE %s", tbl, ", ".join("%s = %s" % (_q(c), SLOT) for c in rp.nonkey),
+                        _where_keys(rp, 1))
+            for k in range(0, len(updates), 100):
+                part = updates[k:k + 100]
+                w.execute(";\n".join([one] * len(part)), tuple(
+                    v for row in part for v in tuple(_ms_value(row[c]) for c in rp.nonkey) + _key_params(rp, [row])),
+                    action="update")
+        for k in range(0, len(inserts), REVERSE_BATCH):
+            part = inserts[k:k + REVERSE_BATCH]
+            one = "(" + ", ".join([SLOT] * len(rp.write_cols)) + ")"
+            w.execute(_tsql("INSERT INTO %s (%s) VALUES %s", tbl, ", ".join(_q(c) for c in rp.write_cols),
+                            ", ".join([one] * len(part))),
+                      tuple(_ms_value(r[c]) for r in part for c in rp.write_cols), action="insert")
+        written = updates + inserts
+        new_rv = _ms_rows(w, spec, rp, written, lock=False) if written else {}
+        w.execute(_tsql("UPDATE %s SET last_xid = \x00, last_id = \x00 WHERE job = \x00 AND tbl = \x00", _qt(
+            APPLIED_SCHEMA, APPLIED_TABLE)), (last[0], last[1], engine.job, spec.source_name),
+            action="record the applied position")
+        w.execute("COMMIT TRAN", action="commit the batch")
+    except Exception:
+        w.rollback()
+        raise
+    fault = getattr(engine, "reverse_fault", None)
+    if fault is not None:
+        fault("after_sqlserver_commit")
+    # ---- the PostgreSQL half: one transaction
+    tgt = _pid(spec.target_schema, spec.target_table)
+    match = sql.SQL(" AND ").join(sql.SQL("t.{c} = (jsonb_populate_record(NULL::{tgt}, %s::jsonb)).{c}").format(
+        c=_pid(k), tgt=tgt) for k in rp.keys)
+    nmatch = len(rp.keys)
+    back = []
+    for row in written:
+        k = _key_of(row, rp.keys)
+        if k in new_rv:
+            kd = json.dumps(dict((c, _jsonable(row[c])) for c in rp.keys))
+            back.append((bytes(new_rv[k][rp.rv]),) + (kd,) * nmatch)
+    if back:
+        cur.executemany(sql.SQL("UPDATE {} t SET {} = %s WHERE {}").format(tgt, _pid(rp.rv), match), back)
+    # rows SQL Server won: its values into PostgreSQL (through the forward type mapping)
+    plan = rp.plan
+    transform = make_transform(plan.colmaps, engine.nul_character, {})
+    gone = [(json.dumps(key),) * nmatch for _k, key, m in ms_wins if m is None]
+    if gone:
+        cur.executemany(sql.SQL("DELETE FROM {} t WHERE {}").format(tgt, match), gone)
+    keep = [m for _k, _key, m in ms_wins if m is not None]
+    if keep:
+        names = [c.name for c in plan.colmaps]
+        rows = [tuple(m[n] for n in names) for m in keep]
+        if transform is not None:
+            rows = [transform(r) for r in rows]
+        cols = sql.SQL(", ").join(_pid(n) for n in rp.cols)
+        sets = sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=_pid(n))
+                                  for n in rp.cols if n not in rp.keys)
+        cur.executemany(sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}").format(
+            tgt, cols, sql.SQL(", ").join(sql.Placeholder() * len(rp.cols)),
+            sql.SQL(", ").join(_pid(k) for k in rp.keys), sets), rows)
+    for _k, key, winner, pg, m in conflicts:
+        loser, win = (pg, m) if winner == "sqlserver" else (m, pg)
+        cur.execute(sql.SQL("INSERT INTO {} (job, table_schema, table_name, key, winner, policy, loser_values,"
+                            " winner_values) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)").format(
+            sql.Identifier(STATE_SCHEMA, cap.CONFLICT_TABLE)),
+            (engine.job, spec.target_schema, spec.target_table, json.dumps(key), winner, spec.conflict_policy,
+             _dump(loser), _dump(win)))
+    cap.purge(cur, spec.target_schema, spec.target_table, last)
+    applied = len(deletes) + len(updates) + len(inserts)
+    _save_position(cur, engine.job, spec, last, applied, len(conflicts))
+    conn.commit()
+    rep["applied"] += applied
+    rep["inserted"] += len(inserts)
+    rep["updated"] += len(updates)
+    rep["deleted"] += len(deletes)
+    for _k, key, winner, _pg, _m in conflicts:
+        rep["conflicts"][winner] += 1
+        if len(rep["conflict_rows"]) < CONFLICT_REPORT_LIMIT:
+            rep["conflict_rows"].append({"table": spec.target_name, "key": key, "winner": winner})
