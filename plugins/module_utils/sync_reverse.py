@@ -38,16 +38,15 @@ import uuid
 
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_tsql as tsql
 from ansible_collections.berqenas.platform.plugins.module_utils import sync_capture as cap
-from ansible_collections.berqenas.platform.plugins.module_utils.mssql import SourceError, classify
+from ansible_collections.berqenas.platform.plugins.module_utils.mssql import PymssqlSource, SourceError, classify
 from ansible_collections.berqenas.platform.plugins.module_utils.pgconn import sql
 from ansible_collections.berqenas.platform.plugins.module_utils.sync_state import STATE_SCHEMA
 from ansible_collections.berqenas.platform.plugins.module_utils.sync_types import SyncError, make_transform
 
 try:
-    import pymssql
-    HAS_PYMSSQL = True
-except ImportError:  # pragma: no cover
-    HAS_PYMSSQL = False
+    import pymssql._mssql  # quote_simple_value
+except ImportError:  # pragma: no cover  (PymssqlSource.connect reports pymssql missing)
+    pass
 
 APPLIED_SCHEMA = "dbo"
 APPLIED_TABLE = "berqenas_sync_applied"
@@ -122,32 +121,16 @@ def _utc_naive(v):
     return v
 
 
-class MssqlWriter(object):
-    """The reverse direction's own pymssql connection (autocommit; transactions are explicit ``BEGIN TRAN``
-    / ``COMMIT TRAN`` so nothing stays open to pin MIN_ACTIVE_ROWVERSION between batches)."""
+class MssqlWriter(PymssqlSource):
+    """The reverse direction's own pymssql connection (autocommit, as the reader's; transactions are explicit
+    ``BEGIN TRAN`` / ``COMMIT TRAN`` so nothing stays open to pin MIN_ACTIVE_ROWVERSION between batches)."""
 
-    def __init__(self, params, where):
+    def __init__(self, params, where):  # pylint: disable=super-init-not-called
         self.params = dict(params)
         self.params["autocommit"] = True
         self.where = where
+        self.batch_size = 5000
         self.conn = None
-
-    def connect(self):
-        if not HAS_PYMSSQL:
-            raise SourceError("pymssql is required (pip install pymssql)")
-        self.close()
-        try:
-            self.conn = pymssql.connect(**self.params)
-        except Exception as e:
-            raise classify(e, "connect to SQL Server %s" % self.where) from e
-
-    def close(self):
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except Exception:
-                pass
-            self.conn = None
 
     def execute(self, text, params=None, fetch=False, action="write"):
         """Run ``text``, whose value places are SLOT, with ``params`` rendered by pymssql's own quoting.
