@@ -5,8 +5,9 @@
 - ``hasura_tenants`` (session): two tenants (``hx_acme``, ``hx_globex``) made by the tenant reconciler in a
   platform database of ``pg_cluster``; each has ``dsn`` (its own ``<tenant>_app`` login over TCP) and ``env``
   (the variable the engine reads it from, set in the double's environment; never in metadata).
-- ``hasura_real`` (session): ``BERQENAS_TEST_HASURA_URL`` (+ ``BERQENAS_TEST_HASURA_ADMIN_SECRET``) of a real
-  engine, skipped naming the variable when unset.
+
+A real engine (``BERQENAS_TEST_HASURA_URL`` and friends) is reached through ``hasura_target`` in
+tests/integration/hasura/conftest.py.
 """
 
 import os
@@ -71,11 +72,3 @@ def hasura_tenants(pg_cluster, hasura_server):
             for r in T.role_names(n).values():
                 c.execute(psycopg.sql.SQL("DROP ROLE IF EXISTS {}").format(psycopg.sql.Identifier(r)))
     shutil.rmtree(store_dir, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def hasura_real():
-    url = os.environ.get(URL_VAR)
-    if not url:
-        pytest.skip("real Hasura not configured: set %s (and %s)" % (URL_VAR, SECRET_VAR))
-    return {"url": url.rstrip("/"), "admin_secret": os.environ.get(SECRET_VAR, "")}

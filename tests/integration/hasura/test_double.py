@@ -149,6 +149,11 @@ def test_resource_version_and_conflict(acme, hasura):
     assert st == 200 and export(hasura)["resource_version"] == v + 2
     # reads ignore a stale version
     assert call(hasura, {"type": "get_inconsistent_metadata", "resource_version": 1, "args": {}})[0] == 200
+    # a resource_version that is not an integer fails the envelope's decoding (§1.2), before any operation
+    st, body = call(hasura, {"type": "pg_track_table", "resource_version": str(v + 2),
+                             "args": {"source": "hx_acme", "table": {"schema": "hx_acme", "name": "invoices"}}})
+    assert (st, body["code"], body["path"]) == (400, "parse-failed", "$.resource_version")
+    assert export(hasura)["resource_version"] == v + 2
 
 
 def test_dropped_table_is_inconsistent_and_cannot_be_untracked(acme, hasura):
@@ -243,6 +248,12 @@ def test_permissions(acme, hasura):
     t = export(hasura)["metadata"]["sources"][0]["tables"][0]
     assert t == {"table": {"name": "orders", "schema": "hx_acme"}, "select_permissions": [
         {"role": "hx_acme_user", "permission": perm["permission"]}]}
+    assert call(hasura, {"type": "pg_drop_select_permission", "args": dict(drop, role="hx_acme_user")})[0] == 200
+    # §7: exported with columns sorted and defaults (allow_aggregations false, null limit) left out
+    assert call(hasura, {"type": "pg_create_select_permission", "args": dict(perm, permission={
+        "columns": ["total", "id"], "filter": {}, "allow_aggregations": False, "limit": None})})[0] == 200
+    assert export(hasura)["metadata"]["sources"][0]["tables"][0]["select_permissions"] == [
+        {"role": "hx_acme_user", "permission": {"columns": ["id", "total"], "filter": {}}}]
     assert call(hasura, {"type": "pg_drop_select_permission", "args": dict(drop, role="hx_acme_user")})[0] == 200
     assert export(hasura)["metadata"]["sources"][0]["tables"][0] == {"table": {"name": "orders",
                                                                                "schema": "hx_acme"}}

@@ -245,6 +245,9 @@ class HasuraDouble:
         if not isinstance(body, dict) or "type" not in body or "args" not in body:
             raise parse_failed("key \"%s\" not found" % ("type" if not isinstance(body, dict) or "type" not in body
                                                          else "args"))
+        rv = body.get("resource_version")
+        if rv is not None and (not isinstance(rv, int) or isinstance(rv, bool)):
+            raise parse_failed("parsing Int failed, expected Number", "$.resource_version")  # envelope (§1.2)
         role = headers.get("x-hasura-role", "admin")
         if role != "admin":
             raise err400("access-denied", "restricted access : admin only")
@@ -259,7 +262,7 @@ class HasuraDouble:
             if modified:
                 want = body.get("resource_version")
                 if want is not None:
-                    if not isinstance(want, int) or want != self.resource_version:
+                    if want != self.resource_version:
                         raise QErr(409, "conflict", "metadata resource version referenced (%s) did not match "
                                    "current version" % want, "$")
                 self.metadata = work
@@ -641,6 +644,17 @@ def op_set_customization(d, args, md, ver, before, path):
 
 
 # --- permissions
+def _exported_select(perm):
+    """A select permission as export_metadata serializes it (§7): columns sorted, ``limit`` only when set,
+    ``computed_fields`` when non-empty, ``allow_aggregations`` only when true, root fields only when restricted."""
+    out = {}
+    for k, v in copy.deepcopy(perm).items():
+        if v is None or (k == "allow_aggregations" and v is False) or (k == "computed_fields" and not v):
+            continue
+        out[k] = sorted(v) if k == "columns" and isinstance(v, list) else v
+    return out
+
+
 def _perm_op(kind, create):
     def op(d, args, md, ver, before, path):
         args = _need_obj(args, path)
@@ -667,7 +681,7 @@ def _perm_op(kind, create):
                 raise parse_failed('key "columns" not found', path + ".permission")
             if kind in ("select", "update", "delete") and "filter" not in perm:
                 raise parse_failed('key "filter" not found', path + ".permission")
-            entry = {"role": role, "permission": copy.deepcopy(perm)}
+            entry = {"role": role, "permission": _exported_select(perm) if kind == "select" else copy.deepcopy(perm)}
             if args.get("comment") is not None:
                 entry["comment"] = args["comment"]
             perms.append(entry)
