@@ -28,6 +28,9 @@ Describe a topology, boot it, use it, tear it down::
 * `Topology.machine(name, groups=, hostvars=, mask=)`: name `^[a-z][a-z0-9]{0,11}$`; it becomes the
   machine's hostname and its inventory_hostname.  `mask` lists units masked at boot (`systemd.mask=`), e.g.
   `postgresql.service` on machines that do not need the database (saves CPU and RAM).
+* `binds=[(host_path, read_only[, machine_path]), ...]` mounts host directories into the machine (at the same
+  path unless given): e.g. the checkout read-only, so the machine runs the repository's .venv and CLI, or the
+  harness PostgreSQL's socket directory.
 * `Topology.namespace(name)`: a network namespace without a machine (a controller, a traffic endpoint);
   commands run there with `ip netns exec` on the host's filesystem.
 * `Topology.link(name, members, gateway=)`: one L2 segment. Each member gets an interface named after the
@@ -99,6 +102,7 @@ class _Node:
     groups: list = field(default_factory=list)
     hostvars: dict = field(default_factory=dict)
     mask: list = field(default_factory=list)
+    binds: list = field(default_factory=list)  # [(host path, read_only, machine path)]
 
 
 @dataclass
@@ -123,8 +127,15 @@ class Topology:
         self.nodes[node.name] = node
         return self
 
-    def machine(self, name, groups=(), hostvars=None, mask=()):
-        return self._add(_Node(name, "machine", list(groups), dict(hostvars or {}), list(mask)))
+    def machine(self, name, groups=(), hostvars=None, mask=(), binds=()):
+        norm = []
+        for b in binds:
+            src, ro, dst = (tuple(b) + (b[0],))[:3]
+            for path in (src, dst):
+                if not os.path.isabs(path) or ":" in path:
+                    raise HarnessError(f"bind {path!r}: an absolute path without ':'")
+            norm.append((src, bool(ro), dst))
+        return self._add(_Node(name, "machine", list(groups), dict(hostvars or {}), list(mask), norm))
 
     def namespace(self, name):
         return self._add(_Node(name, "namespace"))
@@ -306,6 +317,7 @@ class Cluster:
             "--keep-unit", "--register=no", f"--network-namespace-path=/run/netns/{node.ns}",
             "--capability=CAP_NET_ADMIN", "--bind=/dev/net/tun", "--console=passive",
         ]  # fmt: skip
+        argv += [f"--bind-ro={s}:{d}" if ro else f"--bind={s}:{d}" for s, ro, d in node.spec.binds]
         argv += ["--"] + [f"systemd.mask={u}" for u in node.spec.mask]
         # /proc/sys/net writable inside the machine (it is the machine's own network namespace, never the
         # host's): ip_forward and the other per-netns sysctls that ufw and the roles set

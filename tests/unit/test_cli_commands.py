@@ -442,6 +442,23 @@ def test_sync_run_and_status(cli):
          "last_run_at": "2026-12-02T10:00:00Z", "last_result": "ok", "rows_total": 2, "lag_s": 5}]
 
 
+def test_sync_run_scheduled(cli):
+    """--scheduled (the sync_schedule role's service): one line with the counts; a locked job exits 0."""
+    _with_remotedb(cli)
+    tables = [{"source": "[dbo].[A]", "target": "acme.a", "inserted": 2, "updated": 1, "deleted": 0},
+              {"source": "[dbo].[B]", "target": "acme.b", "inserted": 3, "updated": 0, "deleted": 4}]
+    cli.fake.answers["sync_run.yml"] = {"status": "ok", "changed": True, "tables": tables}
+    res = cli("sync", "run", "erp", "--scheduled")
+    assert res.code == 0 and res.stdout == "sync erp: ok tables=2 inserted=5 updated=1 deleted=4 changed=true\n", res
+    cli.fake.status["sync_run.yml"] = "failed"
+    cli.fake.answers["sync_run.yml"] = {"status": "locked", "msg": "sync erp: locked by another run"}
+    res = cli("sync", "run", "erp", "--scheduled")
+    assert res.code == 0 and res.stdout.startswith("sync erp: locked"), res
+    cli.fake.answers["sync_run.yml"] = {"status": "failed", "msg": "sync erp: login failed"}
+    res = cli("sync", "run", "erp", "--scheduled")
+    assert res.code == 1 and "login failed" in res.stdout + res.stderr, res
+
+
 # ---------------------------------------------------------------------------------------------- local
 
 def test_local_up_status_down(cli):

@@ -23,9 +23,11 @@ def group():
 @click.option("--check", is_flag=True, help="Report pending row counts; change nothing.")
 @click.option("--lock-timeout", type=click.FloatRange(0, 3600), default=30, show_default=True,
               help="Seconds to wait for another run of the same remote database, then report locked.")
+@click.option("--scheduled", is_flag=True,
+              help="As a scheduled job: one summary line with the counts; a run that finds the job locked exits 0.")
 @json_option
 @pass_app
-def run(app: App, remotedb, tables, full, force, check, lock_timeout):
+def run(app: App, remotedb, tables, full, force, check, lock_timeout, scheduled):
     """Sync REMOTEDB now (its configured tables, or --table ones)."""
     tables = table_names(tables)
     app.require_inventory()
@@ -39,11 +41,19 @@ def run(app: App, remotedb, tables, full, force, check, lock_timeout):
     res = result.answer
     if not result.ok:
         status = res.get("status") or "failed"
+        if scheduled and status == "locked":
+            # another run of this job holds its lock: that run does the work, this one has nothing to do
+            app.emit({"remotedb": remotedb, "status": "locked", "changed": False, "check": check, "tables": []},
+                     text=f"sync {remotedb}: locked (another run holds the job's lock; nothing done)")
+            return
         msg = res.get("msg") or (result.failures[-1] if result.failures else f"sync {remotedb}: {result.status}")
         raise CommandError(msg, code=1 if status == "locked" else result.exit_code,
                            details={"status": status, "remotedb": remotedb, "tables": res.get("tables", [])})
     out = {"remotedb": remotedb, "status": res.get("status", "ok"), "changed": bool(res.get("changed")),
            "check": check, "tables": res.get("tables", [])}
+    if scheduled:
+        app.emit(out, text=summary_line(remotedb, out))
+        return
     lines = []
     for t in out["tables"]:
         if check:
@@ -62,6 +72,17 @@ def run(app: App, remotedb, tables, full, force, check, lock_timeout):
             lines.extend(f"  conflict: {x['key']} -> {x['winner']}" for x in rev.get("conflict_rows") or [])
         lines.extend(f"  note: {n}" for n in t.get("precision_notes") or [])
     app.emit(out, text="\n".join(lines))
+
+
+def summary_line(remotedb: str, out: dict) -> str:
+    """One line per scheduled run (the journal's record of it): status and the run's counts."""
+    tables = out["tables"]
+    if out["check"]:
+        return f"sync {remotedb}: {out['status']} (check) tables={len(tables)} " \
+               f"pending={sum(int(t.get('pending') or 0) for t in tables)}"
+    total = {k: sum(int(t.get(k) or 0) for t in tables) for k in ("inserted", "updated", "deleted")}
+    return (f"sync {remotedb}: {out['status']} tables={len(tables)} inserted={total['inserted']} "
+            f"updated={total['updated']} deleted={total['deleted']} changed={str(out['changed']).lower()}")
 
 
 @group.command("status")
