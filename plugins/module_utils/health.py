@@ -143,7 +143,7 @@ def wireguard_results(interface, running, listen_port, dump_iface, status, now_t
         name = "%s/peer/%s" % (interface, p["name"])
         age = p.get("latest_handshake_age_s")
         m = {"latest_handshake_age_seconds": age, "rx_bytes": p.get("rx_bytes", 0),
-             "tx_bytes": p.get("tx_bytes", 0), "tenant": p.get("tenant")}
+             "tx_bytes": p.get("tx_bytes", 0), "tenant": p.get("tenant"), "addresses": p.get("addresses") or []}
         if p["state"] == "expired":
             if p.get("live"):
                 out.append(result("wireguard", name, False, "expired",
@@ -322,7 +322,7 @@ def sync_results(states, max_lag):
         lag = s.get("lag_s")
         m = {"remotedb": s["job"], "source": "%s.%s" % (s["source_schema"], s["source_table"]),
              "target": "%s.%s" % (s["target_schema"], s["target_table"]), "lag_seconds": lag,
-             "rows_total": s.get("rows_total") or 0}
+             "rows_total": s.get("rows_total") or 0, "last_run_at": s.get("last_run_at")}
         if "pending" in s:
             m["pending_rows"] = s["pending"]
         if s.get("last_result") not in (None, "ok"):

@@ -44,6 +44,7 @@ SAMPLES = {
     ("hasura", "configure"): ["--url", "http://127.0.0.1:8080", "--admin-secret-file", "/dev/null"],
     ("hasura", "status"): [],
     ("health",): [],
+    ("status",): [],
     ("hasura", "track"): ["{t}", "--table", "orders"],
     ("hasura", "untrack"): ["{t}", "--table", "orders"],
     ("hasura", "mirror"): ["{t}"],

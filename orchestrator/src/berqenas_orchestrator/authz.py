@@ -70,6 +70,7 @@ TABLE: dict[tuple[str, ...], Rule] = {
     ("sync", "run"): Rule("tenant", owner=("remotedbs.yml", "berqenas_remotedbs", "remotedb")),
     ("sync", "status"): Rule("list"),
     ("health",): Rule("read"),
+    ("status",): Rule("list"),  # a tenant key sees its tenant's rows only (status.only_visible)
     ("hasura", "configure"): Rule("admin"),
     ("hasura", "status"): Rule("read"),
     ("hasura", "track"): Rule("tenant", tenant="tenant"),

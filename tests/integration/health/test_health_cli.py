@@ -136,6 +136,44 @@ def test_slow_remote_database_times_out_without_stalling_the_report(platform, er
     assert took < 20, took  # the 20 s answer was not waited for
 
 
+def test_status_shows_the_platform_on_one_80_column_screen(platform, erp_db):
+    """`berqenas status` reads the local platform directly (no playbook): tenants, remote databases, sync rows
+    and lag, the verdicts; the text fits 80 columns, --json carries the same data."""
+    run, cluster, root = platform
+    r = run("status", "--json")
+    data = r.json
+    assert data["read_from"] == {"database": "local", "wireguard": "none"}
+    assert data["tenants"] == [{"name": "acme", "state": "present", "peers": 0, "peers_active": 0, "exposures": 0,
+                                "remotedbs": 1, "hasura_tables": 0}]
+    assert [(d["name"], d["tenant"]) for d in data["remotedbs"]] == [("erp", "acme")]
+    (s,) = data["sync"]
+    assert (s["remotedb"], s["source"], s["last_result"], s["rows_total"]) == ("erp", "dbo.Orders", "ok", 3)
+    assert s["lag_s"] is not None and s["lag_s"] >= 0 and s["last_run_at"]
+    verdicts = {(c["kind"], c["name"]): c for c in data["health"]}
+    assert verdicts[("postgres", "server")]["healthy"] and verdicts[("sync", "erp/dbo.Orders")]["healthy"]
+    assert data["healthy"] is True
+    assert erp_db.params()["password"] not in r.stdout
+    text = run("status").stdout
+    assert text.startswith("berqenas status ") and "healthy" in text.splitlines()[0]
+    for section in ("TENANTS (1)", "REMOTE DATABASES (1)", "SYNC (1)", "HEALTH: all 2 checks ok"):
+        assert section in text, text
+    assert "acme" in text and "dbo.Orders" in text
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+
+
+def test_status_reports_a_missing_tenant_schema(platform):
+    """A tenant whose schema is gone from the database shows as missing (desired state against the catalog)."""
+    run, cluster, root = platform
+    superuser = cluster.connect("berqenas")
+    try:
+        superuser.execute("ALTER SCHEMA acme RENAME TO acme_moved")
+        data = run("status", "--json").json
+        assert data["tenants"][0]["state"] == "missing", data["tenants"]
+    finally:
+        superuser.execute("ALTER SCHEMA acme_moved RENAME TO acme")
+        superuser.close()
+
+
 def test_zz_stopped_postgres_is_reported_down(platform):
     run, cluster, root = platform
     cluster.cluster.stop()
@@ -151,3 +189,9 @@ def test_zz_stopped_postgres_is_reported_down(platform):
     time.sleep(1.1)
     rc, again = health(run, "--only", "postgres")
     assert rc == 1 and again[("postgres", "server")]["since"] == first
+    # status stays a report: the database's verdict says it is down, the desired state still shows
+    r = run("status", "--json")
+    data = r.json
+    server = next(c for c in data["health"] if (c["kind"], c["name"]) == ("postgres", "server"))
+    assert r.rc == 0 and not data["healthy"] and server["status"] == "error", data["health"]
+    assert [t["name"] for t in data["tenants"]] == ["acme"] and data["sync"] == []

@@ -11,7 +11,7 @@ from .. import access, authz, controller
 from ..app import App, handle_error  # noqa: F401
 from ..paths import default_home
 from ..runner import EXIT_CANCEL, EXIT_USAGE
-from . import apikey, audit, gateway, hasura, health, local, remotedb, sync, tenant, token, vpn
+from . import apikey, audit, gateway, hasura, health, local, remotedb, status, sync, tenant, token, vpn
 
 _CURRENT: dict = {}
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -56,7 +56,7 @@ def root(ctx, home, inventory, verbose, timeout, controller_url, controller_toke
 # Every command group, explicitly (a new group: add its module here, its commands to authz.TABLE and a section to
 # the README).
 GROUPS = (local.group, tenant.group, vpn.group, gateway.group, remotedb.group, sync.group, hasura.group, token.group,
-          health.group, apikey.group, audit.group)
+          health.group, status.group, apikey.group, audit.group)
 for _group in GROUPS:
     root.add_command(_group)
 # every command is checked (key, then authz.TABLE) after its arguments parse and before its body runs
