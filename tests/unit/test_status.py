@@ -113,3 +113,17 @@ def test_a_tenant_key_sees_its_own_rows_only():
     assert not any(c["kind"] in ("postgres", "hasura") or c["name"] == "wg0" for c in mine["health"])
     admin = S.only_visible(types.SimpleNamespace(scope=parse_scope("admin")), data)
     assert admin is data
+
+
+def test_yaml_inventory_hosts_without_ansible_inventory_manager(tmp_path):
+    (tmp_path / "hosts.yml").write_text(
+        "all:\n  hosts:\n    localhost:\n      ansible_connection: local\n    hub: {}\n"
+        "  children:\n    berqenas_db:\n      hosts:\n        localhost: {}\n"
+        "    wireguard:\n      vars: {ansible_connection: community.docker.nsenter}\n      hosts:\n        hub: {}\n"
+        "    edge:\n      vars: {ansible_connection: local}\n      children:\n        wireguard: {}\n")
+    assert S._yaml_inventory_hosts(tmp_path, "berqenas_db") == [("localhost", True)]
+    assert S._yaml_inventory_hosts(tmp_path, "wireguard") == [("hub", False)]
+    assert S._yaml_inventory_hosts(tmp_path, "berqenas_gateway") == []
+    ini = tmp_path / "inventory.ini"
+    ini.write_text("[berqenas_db]\nlocalhost ansible_connection=local\n")
+    assert S._yaml_inventory_hosts(ini, "berqenas_db") is None  # another kind: InventoryManager's

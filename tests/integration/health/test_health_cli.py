@@ -3,6 +3,8 @@
 
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 
@@ -11,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import pg as support_pg
 from tests.support.cli import Cli
+from tests.support.env import VENV_BIN
 
 pytestmark = [pytest.mark.health, pytest.mark.cli]
 
@@ -49,6 +52,7 @@ def platform(tmp_path_factory, ansible_env, erp_db):
     def run(*a, **kw):
         return cli("-i", str(inv), *a, **kw)
 
+    run.cli, run.inventory = cli, inv
     run("tenant", "create", "acme", "--json")
     db = erp_db
     db.execute("CREATE TABLE dbo.Orders (id int NOT NULL PRIMARY KEY, rv rowversion)")
@@ -159,6 +163,21 @@ def test_status_shows_the_platform_on_one_80_column_screen(platform, erp_db):
         assert section in text, text
     assert "acme" in text and "dbo.Orders" in text
     assert max(len(line) for line in text.splitlines()) <= 80, text
+
+
+def test_status_watch_redraws_until_interrupted(platform):
+    """--watch with --json: one document per line each interval; Ctrl-C (SIGINT) ends it with exit code 130."""
+    run, cluster, root = platform
+    p = subprocess.Popen([os.path.join(VENV_BIN, "berqenas"), "-i", str(run.inventory), "status", "--json",
+                          "--watch", "0.5"], env=run.cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, cwd="/")
+    try:
+        docs = [json.loads(p.stdout.readline()) for _ in range(2)]
+    finally:
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+    assert [d["tenants"][0]["name"] for d in docs] == ["acme", "acme"] and docs[0]["at"] <= docs[1]["at"]
+    assert p.returncode == 130, err
 
 
 def test_status_reports_a_missing_tenant_schema(platform):

@@ -25,8 +25,10 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import click
+import yaml
 
 from .. import authz, vault
 from ..app import App, CommandError, json_option, pass_app, render_table
@@ -36,8 +38,54 @@ ROWS_SHOWN = 5  # per section on the screen; --all (or --json) shows every row
 
 
 # ------------------------------------------------------------------------------------------------- reading
+def _yaml_inventory_hosts(inventory: Path, group: str) -> list[tuple[str, bool]] | None:
+    """(host, is_local) of GROUP in a YAML inventory (hosts.yml, the shape `berqenas local up` writes), read with
+    libyaml: ansible's InventoryManager costs about a second of imports. None when the inventory is another kind."""
+    path = inventory / "hosts.yml" if inventory.is_dir() else inventory
+    if path.suffix not in (".yml", ".yaml") or not path.is_file() or (inventory.is_dir() and any(
+            p.name not in ("hosts.yml", "group_vars", "host_vars") and not p.name.startswith(".")
+            for p in inventory.iterdir())):
+        return None
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = yaml.load(f, Loader=loader)  # noqa: S506 - a safe loader
+        except yaml.YAMLError:
+            return None
+    if not isinstance(data, dict) or set(data) - {"all"}:
+        return None
+    conn: dict[str, str | None] = {}
+    members: dict[str, set] = {}
+
+    def walk(name, node, inherited):
+        node = node or {}
+        if not isinstance(node, dict):
+            raise ValueError(name)
+        c = (node.get("vars") or {}).get("ansible_connection", inherited)
+        hosts = set()
+        for h, hv in (node.get("hosts") or {}).items():
+            hosts.add(h)
+            own = (hv or {}).get("ansible_connection")
+            if own is not None or h not in conn or conn[h] is None:
+                conn[h] = own if own is not None else (c if conn.get(h) is None else conn[h])
+        for child, cnode in (node.get("children") or {}).items():
+            hosts |= walk(child, cnode, c)
+        members[name] = members.get(name, set()) | hosts
+        return hosts
+
+    try:
+        walk("all", data.get("all"), None)
+    except (ValueError, AttributeError):
+        return None
+    return [(h, conn.get(h) == "local") for h in sorted(members.get(group, ()))]
+
+
 def _inventory_hosts(app: App, pattern: str) -> list[tuple[str, bool]]:
-    """(host, is_local) of the inventory's hosts matching PATTERN."""
+    """(host, is_local) of the inventory's hosts in group PATTERN (host_vars/ and group_vars/ connection
+    settings count through InventoryManager only, so an inventory with host_vars takes that path)."""
+    quick = None if (app.inventory / "host_vars").exists() else _yaml_inventory_hosts(app.inventory, pattern)
+    if quick is not None:
+        return quick
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
 
