@@ -1,0 +1,129 @@
+"""Benchmark of the reverse direction (direction: both): changed PostgreSQL rows applied to SQL Server through the
+TDS emulator and the real pymssql.
+
+Figures, each beside the baseline measured in the same run:
+
+- baseline: the emulator's own write ceiling, a plain batched insert of the same N rows (multi-row INSERT of
+  1000 rows per statement, one transaction per statement) into an empty table of the same shape;
+- reverse apply of N changed rows (every row of the table updated in PostgreSQL, captured by the trigger):
+  the engine's run of the table (reverse batches: conflict check read, updates, new rowversions read back,
+  applied position, then the PostgreSQL half), rows/s and the ratio to the baseline (issue target >= 0.5x);
+- reverse apply of N new rows (inserted in PostgreSQL): the multi-row insert path;
+- capture cost: the PostgreSQL UPDATE of N rows with the trigger beside the same UPDATE without it.
+
+Run: .venv/bin/python bench/bench_sync_reverse.py [--rows 100000]
+Starts its own throwaway PostgreSQL (tests/support/pg.py) and the emulator. Not part of CI.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tests.support.env import setup_import_path  # noqa: E402
+
+setup_import_path()
+
+import psycopg  # noqa: E402
+import pymssql  # noqa: E402
+from ansible_collections.berqenas.platform.plugins.module_utils import mssql as M  # noqa: E402
+from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S  # noqa: E402
+
+from bench.bench_sync_e2e import seed  # noqa: E402
+from tests.support.tds_emulator import TdsEmulator  # noqa: E402
+
+TABLES = [{"source": "[dbo].[T]", "direction": "both", "conflict_policy": "target_wins"}]
+
+
+def run(cluster, db, emu):
+    p = emu.connect_params("Src")
+    src = M.PymssqlSource(host=p["server"], port=p["port"], user=p["user"], password=p["password"],
+                          database=p["database"], batch_size=5000)
+    conn = psycopg.connect(**cluster.conninfo(db))
+    try:
+        eng = S.SyncEngine(src, conn, job="bench-reverse", owner_role="bench_owner", commit_rows=100000)
+        t0 = time.perf_counter()
+        res = eng.run(S.table_specs(TABLES, "bench"))
+        return res["tables"][0], time.perf_counter() - t0
+    finally:
+        conn.close()
+
+
+def insert_ceiling(cur, n):
+    cur.execute("CREATE TABLE dbo.B (id int NOT NULL PRIMARY KEY, name nvarchar(50) NULL, rv rowversion NOT NULL)")
+    t0 = time.perf_counter()
+    for k in range(0, n, 1000):
+        ids = range(k, min(n, k + 1000))
+        cur.execute("BEGIN TRAN")
+        cur.execute("INSERT INTO dbo.B (id, name) VALUES " + ", ".join(["(%s, %s)"] * len(ids)),
+                    tuple(v for i in ids for v in (i, "pg name %08d" % i)))
+        cur.execute("COMMIT TRAN")
+    return n / (time.perf_counter() - t0)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=100000)
+    args = ap.parse_args()
+    n = args.rows
+    from tests.support.pg import TestCluster
+
+    cluster = TestCluster()
+    emu = TdsEmulator(user="sa", password="Bench-pw-1")
+    emu.start()
+    try:
+        db = cluster.create_database("bench_rev")
+        with cluster.connect(db) as c:
+            c.execute("CREATE ROLE bench_owner NOLOGIN")
+            c.execute("CREATE SCHEMA bench AUTHORIZATION bench_owner")
+        cluster.create_database("bench_rev_src")
+        emu.add_database("Src", cluster.conninfo("bench_rev_src"))
+        mc = pymssql.connect(**emu.connect_params("Src"))
+        cur = mc.cursor()
+        seed(cur, n)
+        t, dt = run(cluster, db, emu)  # initial forward load, installs the capture trigger
+        assert t["inserted"] == n, t
+        ceiling = insert_ceiling(cur, n)
+
+        with cluster.connect(db) as c:
+            c.execute('CREATE TABLE bench.plain AS SELECT * FROM bench."T"')
+            t0 = time.perf_counter()
+            c.execute("UPDATE bench.plain SET name = 'pg name ' || id")
+            plain_upd = n / (time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            c.execute('UPDATE bench."T" SET name = \'pg name \' || id')
+            trig_upd = n / (time.perf_counter() - t0)
+        t, dt = run(cluster, db, emu)
+        rev = t["reverse"]
+        assert rev["updated"] == n and rev["applied"] == n, rev
+        upd_rate = n / dt
+
+        with cluster.connect(db) as c:
+            c.execute('INSERT INTO bench."T" (id, name) SELECT g, \'new \' || g FROM generate_series(%s::int, %s::int) g',
+                      (n, 2 * n - 1))
+        t, dt = run(cluster, db, emu)
+        assert t["reverse"]["inserted"] == n, t["reverse"]
+        ins_rate = n / dt
+
+        # an idle run afterwards: nothing written on either side
+        t, dt = run(cluster, db, emu)
+        idle = (t["reverse"]["applied"], t["updated"], t["inserted"])
+
+        print("reverse sync (PostgreSQL -> SQL Server) through the TDS emulator, %d rows" % n)
+        print("  emulator write ceiling: batched INSERT (baseline) %9.0f rows/s  1.00x" % ceiling)
+        print("  reverse apply, %d updated rows              %9.0f rows/s  %.2fx  (target >= 0.50x)"
+              % (n, upd_rate, upd_rate / ceiling))
+        print("  reverse apply, %d inserted rows             %9.0f rows/s  %.2fx" % (n, ins_rate, ins_rate / ceiling))
+        print("  capture: UPDATE of %d rows with the trigger %9.0f rows/s  %.2fx of the same UPDATE without it "
+              "(%.0f rows/s)" % (n, trig_upd, trig_upd / plain_upd, plain_upd))
+        print("  idle run afterwards: reverse applied %d, forward updated %d, inserted %d" % idle)
+        mc.close()
+    finally:
+        emu.stop()
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
