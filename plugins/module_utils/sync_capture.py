@@ -48,8 +48,10 @@ CREATE TABLE IF NOT EXISTS {change} (
     op "char" NOT NULL CHECK (op IN ('I', 'U', 'D')),
     key jsonb NOT NULL,
     old_rv bytea,
+    old jsonb,
     at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+ALTER TABLE {change} ADD COLUMN IF NOT EXISTS old jsonb;
 CREATE INDEX IF NOT EXISTS sync_change_window ON {change} (table_schema, table_name, xid, id);
 CREATE TABLE IF NOT EXISTS {rstate} (
     job text NOT NULL,
@@ -108,14 +110,14 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO {change} (table_schema, table_name, op, key) VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, 'I', kn);
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO {change} (table_schema, table_name, op, key, old_rv)
-        VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, 'D', ko, rv);
+        INSERT INTO {change} (table_schema, table_name, op, key, old_rv, old)
+        VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, 'D', ko, rv, o);
     ELSIF ko IS DISTINCT FROM kn THEN
-        INSERT INTO {change} (table_schema, table_name, op, key, old_rv)
-        VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, 'D', ko, rv), (TG_TABLE_SCHEMA, TG_TABLE_NAME, 'I', kn, NULL);
+        INSERT INTO {change} (table_schema, table_name, op, key, old_rv, old)
+        VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, 'D', ko, rv, o), (TG_TABLE_SCHEMA, TG_TABLE_NAME, 'I', kn, NULL, NULL);
     ELSE
-        INSERT INTO {change} (table_schema, table_name, op, key, old_rv)
-        VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, 'U', kn, rv);
+        INSERT INTO {change} (table_schema, table_name, op, key, old_rv, old)
+        VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, 'U', kn, rv, o);
     END IF;
     RETURN NULL;
 END
@@ -132,9 +134,10 @@ def ensure_capture_schema(conn):
     rights on any of them); commits."""
     change = _ident(STATE_SCHEMA, CHANGE_TABLE)
     with conn.cursor() as cur:
-        cur.execute("SELECT to_regclass(%s), to_regclass(%s), to_regprocedure(%s)", (
-            "%s.%s" % (STATE_SCHEMA, CHANGE_TABLE), "%s.%s" % (STATE_SCHEMA, CONFLICT_TABLE),
-            "%s.%s()" % (STATE_SCHEMA, CAPTURE_FUNCTION)))
+        cur.execute("SELECT to_regclass(%s), to_regclass(%s), to_regprocedure(%s), (SELECT 1 FROM pg_attribute"
+                    " WHERE attrelid = to_regclass(%s) AND attname = 'old')", (
+                        "%s.%s" % (STATE_SCHEMA, CHANGE_TABLE), "%s.%s" % (STATE_SCHEMA, CONFLICT_TABLE),
+                        "%s.%s()" % (STATE_SCHEMA, CAPTURE_FUNCTION), "%s.%s" % (STATE_SCHEMA, CHANGE_TABLE)))
         if None not in cur.fetchone():
             conn.commit()
             return
@@ -207,13 +210,15 @@ def window_bound(cur):
 
 def pending(cur, schema, table, after, bound, limit):
     """Up to ``limit`` change-log entries of a table after position ``after`` = (xid, id) and below the
-    transaction id ``bound``, in (xid, id) order: [(xid, id, op, key dict, old_rv bytes or None, at)]."""
+    transaction id ``bound``, in (xid, id) order: [(xid, id, op, key dict, old_rv bytes or None, at, old row
+    dict or None)]."""
     cur.execute(sql.SQL(
-        "SELECT xid::text, id, op, key, old_rv, at FROM {} WHERE table_schema = %s AND table_name = %s"
+        "SELECT xid::text, id, op, key, old_rv, at, old FROM {} WHERE table_schema = %s AND table_name = %s"
         " AND (xid, id) > (%s::text::xid8, %s) AND xid < %s::text::xid8 ORDER BY xid, id LIMIT %s").format(
             _ident(STATE_SCHEMA, CHANGE_TABLE)),
         (schema, table, str(after[0]), int(after[1]), str(bound), int(limit)))
-    return [(int(x), i, op, k, bytes(rv) if rv is not None else None, at) for x, i, op, k, rv, at in cur.fetchall()]
+    return [(int(x), i, op, k, bytes(rv) if rv is not None else None, at, old)
+            for x, i, op, k, rv, at, old in cur.fetchall()]
 
 
 def count_pending(cur, schema, table, after):
@@ -233,11 +238,16 @@ def purge(cur, schema, table, upto):
 
 
 def coalesce(entries, keys):
-    """One action per key from entries in commit order: {key tuple: (last op, key dict, last old_rv, last at)}.
+    """One action per key from entries in commit order: {key tuple: (last op, key dict, last old_rv, last at,
+    first old row)}.
 
     The last op says what to do now (I/U: write the row's current values, D: delete); a tombstone's old_rv
-    is the version PostgreSQL last knew of the deleted row (the conflict base of a delete)."""
+    is the version PostgreSQL last knew of the deleted row (the conflict base of a delete); the first entry's
+    old row holds the values PostgreSQL started from in this window (None when it began with an insert)."""
     out = {}
-    for _x, _i, op, key, old_rv, at in entries:
-        out[tuple(key.get(k) for k in keys)] = (op, key, old_rv, at)
+    for e in entries:
+        _x, _i, op, key, old_rv, at = e[:6]
+        k = tuple(key.get(c) for c in keys)
+        first_old = out[k][4] if k in out else (e[6] if len(e) > 6 else None)
+        out[k] = (op, key, old_rv, at, first_old)
     return out

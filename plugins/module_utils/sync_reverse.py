@@ -233,6 +233,36 @@ class ReversePlan(object):
             raise SyncError("table %s: conflict_timestamp_column %r is not a synced column" % (spec.source_name, ts))
 
 
+def _resume_writeback(w, cur, spec, rp, after, upto):
+    """The PostgreSQL half of batches SQL Server committed (entries in (after, upto]) was lost: put SQL Server's
+    new rowversions into the PostgreSQL rows that still hold the values the batch wrote (a row changed on SQL
+    Server since then keeps its older rowversion, so the forward load brings that change; a row without one gets
+    the lowest, which the forward guard passes). Without this, the next edit of such a row in PostgreSQL would
+    be taken for a conflict with the sync's own write."""
+    cur.execute(sql.SQL("SELECT DISTINCT key FROM {} WHERE table_schema = %s AND table_name = %s"
+                        " AND (xid, id) > (%s::text::xid8, %s) AND (xid, id) <= (%s::text::xid8, %s)").format(
+        sql.Identifier(STATE_SCHEMA, cap.CHANGE_TABLE)),
+        (spec.target_schema, spec.target_table, str(after[0]), after[1], str(upto[0]), upto[1]))
+    keys = [r[0] for r in cur.fetchall()]
+    if not keys:
+        return
+    pg = _pg_rows(cur, spec, rp, keys)
+    ms = _ms_rows(w, spec, rp, keys, lock=False)
+    tgt = _pid(spec.target_schema, spec.target_table)
+    match = sql.SQL(" AND ").join(sql.SQL("t.{c} = (jsonb_populate_record(NULL::{tgt}, %s::jsonb)).{c}").format(
+        c=_pid(k), tgt=tgt) for k in rp.keys)
+    back = []
+    for k, row in pg.items():
+        m = ms.get(k)
+        same = m is not None and all(_norm(row[c]) == _norm(m[c]) for c in rp.write_cols)
+        rv = bytes(m[rp.rv]) if same else (bytes(8) if row[rp.rv] is None else None)
+        if rv is not None:
+            kd = json.dumps(dict((c, _jsonable(row[c])) for c in rp.keys))
+            back.append((rv,) + (kd,) * len(rp.keys))
+    if back:
+        cur.executemany(sql.SQL("UPDATE {} t SET {} = %s WHERE {}").format(tgt, _pid(rp.rv), match), back)
+
+
 def _key_of(d, keys):
     return tuple(_norm(d.get(k)) for k in keys)
 
@@ -280,14 +310,21 @@ def _ms_rows(w, spec, rp, keydicts, lock):
     return out
 
 
-def _decide(spec, rp, op, pg, ms, tomb_rv, at):
-    """(conflict?, winner) for one key: pg = PostgreSQL's current row or None, ms = SQL Server's or None."""
+def _decide(spec, rp, op, pg, ms, tomb_rv, at, first_old=None):
+    """(conflict?, winner) for one key: pg = PostgreSQL's current row or None, ms = SQL Server's or None.
+
+    Changed on SQL Server = its rowversion is not the one PostgreSQL last knew AND its values are not the ones
+    PostgreSQL started from (``first_old``): a rowversion that moved without a change of content (the sync's
+    own write whose write-back a crash lost, a no-op update) is no conflict."""
     base = pg.get(rp.rv) if pg is not None else tomb_rv
     ms_rv = ms.get(rp.rv) if ms is not None else None
     if _norm(base) == _norm(ms_rv):
         return False, "postgresql"
     if op == "D" and ms is None:
         return False, "postgresql"  # deleted on both sides: nothing to decide
+    if ms is not None and first_old is not None and all(
+            _jsonable(ms.get(c)) == first_old.get(c) for c in rp.write_cols):
+        return False, "postgresql"
     policy = spec.conflict_policy
     if policy == "source_wins":
         return True, "sqlserver"
@@ -336,6 +373,7 @@ def reverse_table(engine, plan, check_mode=False):
         rep["position_from"] = "%d:%d" % pos
         if ms_pos is not None and ms_pos > pos:
             # SQL Server committed a batch whose PostgreSQL half was lost: those entries are applied
+            _resume_writeback(w, cur, spec, rp, pos, ms_pos)
             cap.purge(cur, spec.target_schema, spec.target_table, ms_pos)
             _save_position(cur, engine.job, spec, ms_pos, 0, 0)
             pos = ms_pos
@@ -373,11 +411,11 @@ def _apply_batch(engine, w, cur, spec, rp, entries, last, rep):
     w.execute("SET XACT_ABORT ON; BEGIN TRAN", action="begin the batch")
     try:
         ms = _ms_rows(w, spec, rp, keydicts, lock=True)
-        for k, (op, key, old_rv, at) in actions.items():
+        for k, (op, key, old_rv, at, first_old) in actions.items():
             pg = pg_rows.get(k)
             if op != "D" and pg is None:
                 continue  # deleted again by a transaction after the window: its tombstone comes next run
-            conflict, winner = _decide(spec, rp, op, pg, ms.get(k), old_rv, at)
+            conflict, winner = _decide(spec, rp, op, pg, ms.get(k), old_rv, at, first_old)
             if conflict:
                 conflicts.append((k, key, winner, pg, ms.get(k)))
             if winner == "sqlserver":

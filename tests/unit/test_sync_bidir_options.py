@@ -47,6 +47,9 @@ def test_the_rule_lives_in_validation():
 
 
 def test_coalesce_keeps_the_last_action_per_key():
-    e = [(5, 1, "I", {"id": 1}, None, None), (5, 2, "U", {"id": 1}, None, None),
-         (6, 3, "D", {"id": 1}, b"\x01", None), (6, 4, "U", {"id": 2}, b"\x02", None)]
-    assert C.coalesce(e, ["id"]) == {(1,): ("D", {"id": 1}, b"\x01", None), (2,): ("U", {"id": 2}, b"\x02", None)}
+    e = [(5, 1, "I", {"id": 1}, None, None, None), (5, 2, "U", {"id": 1}, None, None, {"id": 1, "v": "a"}),
+         (6, 3, "D", {"id": 1}, b"\x01", None, {"id": 1, "v": "b"}),
+         (6, 4, "U", {"id": 2}, b"\x02", None, {"id": 2, "v": "c"}), (7, 5, "U", {"id": 2}, b"\x02", None, {})]
+    # the last op and old_rv; the FIRST entry's old row (what PostgreSQL started from in the window)
+    assert C.coalesce(e, ["id"]) == {(1,): ("D", {"id": 1}, b"\x01", None, None),
+                                     (2,): ("U", {"id": 2}, b"\x02", None, {"id": 2, "v": "c"})}

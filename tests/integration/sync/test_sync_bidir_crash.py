@@ -1,0 +1,102 @@
+"""direction both under SIGKILL: the whole process group of a run killed at >= 20 seeded points (the N-th
+PostgreSQL statement of the run) over mixed two-way traffic, then resumed: both sides equal, every change of
+either side present once."""
+
+import random
+import signal
+import time
+
+import pytest
+from psycopg import sql
+
+from .emu import child_config, spawn
+
+pytestmark = pytest.mark.sync
+
+SEED = 16_2026_12
+KILLS = 20
+N = 2000  # ids < N/2 are edited on SQL Server, the others in PostgreSQL (no conflicts: the model is exact)
+
+
+def test_kill_at_seeded_points_over_two_way_traffic_then_resume(emulated_mssql_db, pg_cluster, tenant):
+    db = emulated_mssql_db
+    rng = random.Random(SEED)
+    db.execute("CREATE TABLE dbo.B (id int NOT NULL PRIMARY KEY, name nvarchar(60) NULL, qty int NULL, "
+               "rv rowversion NOT NULL)")
+    for k in range(0, N, 1000):
+        db.execute("INSERT INTO dbo.B (id, name, qty) VALUES " + ", ".join(
+            "(%d, N'n%d', 0)" % (i, i) for i in range(k, k + 1000)))
+    model = {i: ("n%d" % i, 0) for i in range(N)}
+    tables = [{"source": "[dbo].[B]", "direction": "both", "delete_detection": "pk_diff"}]
+    cfg = child_config(db, pg_cluster, tenant, tables, commit_rows=300, lock_timeout=30)
+    first = spawn(cfg)
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, (out, err)
+    t = sql.Identifier(tenant.name, "B")
+    kills = completed = resumed = 0
+    points = []
+    next_pg, next_ms = 10 * N, 20 * N
+    t_start = time.monotonic()
+    for attempt in range(1, 3 * KILLS):
+        if kills >= KILLS:
+            break
+        # SQL Server side: update a range, insert one, delete one (ids < N/2 and its own inserts)
+        lo = rng.randrange(0, N // 2 - 40)
+        db.execute("UPDATE dbo.B SET qty = qty + 1, name = N'ms%d' WHERE id >= %d AND id < %d" % (attempt, lo, lo + 30))
+        for i in range(lo, lo + 30):
+            if i in model:
+                model[i] = ("ms%d" % attempt, model[i][1] + 1)
+        db.execute("INSERT INTO dbo.B (id, name, qty) VALUES (%d, N'msnew', 1)" % next_ms)
+        model[next_ms] = ("msnew", 1)
+        next_ms += 1
+        d = rng.randrange(0, N // 2)
+        if d in model:
+            db.execute("DELETE FROM dbo.B WHERE id = %d" % d)
+            del model[d]
+        # PostgreSQL side: the same on ids >= N/2 and its own inserts
+        lo = rng.randrange(N // 2, N - 40)
+        with tenant.connect() as c:
+            c.execute(sql.SQL("UPDATE {} SET qty = qty + 1, name = %s WHERE id >= %s AND id < %s").format(t),
+                      ("pg%d" % attempt, lo, lo + 30))
+            c.execute(sql.SQL("INSERT INTO {} (id, name, qty) VALUES (%s, 'pgnew', 1)").format(t), (next_pg,))
+            d = rng.randrange(N // 2, N)
+            if d in model:
+                c.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(t), (d,))
+        for i in range(lo, lo + 30):
+            if i in model:
+                model[i] = ("pg%d" % attempt, model[i][1] + 1)
+        model[next_pg] = ("pgnew", 1)
+        next_pg += 1
+        if d in model:
+            del model[d]
+        # killed just before its N-th PostgreSQL statement: inside the reverse batch's PostgreSQL half (after
+        # SQL Server committed), between forward pages, in pk_diff, at the lock ...
+        kill_at = rng.randrange(3, 45)
+        p = spawn(dict(cfg, kill_at=kill_at))
+        out, err = p.communicate(timeout=120)
+        if p.returncode == -signal.SIGKILL:
+            kills += 1
+            points.append((attempt, kill_at))
+        else:
+            assert p.returncode == 0, (kill_at, out, err)
+            completed += 1
+            resumed += '"resumed": true' in out  # found a batch SQL Server committed and PostgreSQL had not
+    assert kills >= KILLS, (kills, completed)
+    for _ in range(2):  # resume; the second run must find nothing left to do on either side
+        final = spawn(cfg)
+        out, err = final.communicate(timeout=120)
+        assert final.returncode == 0, (out, err)
+        resumed += '"resumed": true' in out
+    assert '"applied": 0' in out and '"updated": 0' in out and '"inserted": 0' in out, out
+    ms = sorted((r[0], r[1], r[2], bytes(r[3])) for r in db.execute("SELECT id, name, qty, rv FROM dbo.B"))
+    with tenant.connect() as c:
+        pg = sorted((r[0], r[1], r[2], bytes(r[3])) for r in c.execute(sql.SQL(
+            "SELECT id, name, qty, rv FROM {}").format(t)).fetchall())
+        conflicts = c.execute("SELECT key, winner, loser_values, winner_values FROM berqenas.sync_conflict"
+                              " WHERE table_schema = %s", (tenant.name,)).fetchall()
+    assert ms == pg  # same keys, values and rowversions on both sides
+    assert conflicts == []  # a change applied twice would have looked like a change made on the other side
+    assert [r[:3] for r in ms] == sorted((k, v[0], v[1]) for k, v in model.items())  # nothing lost or doubled
+    print("two-way crash test (seed %d): %d kills, %d runs completed (%d resumed a batch SQL Server had committed), "
+          "%.1fs; kill points (attempt, statement) %s" % (SEED, kills, completed, resumed, time.monotonic() - t_start,
+                                                         points))
