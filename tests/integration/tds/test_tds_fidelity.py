@@ -1,6 +1,6 @@
-"""The TDS emulator through real drivers: every test runs with pymssql (FreeTDS) and python-tds (pytds), and
-also against a real SQL Server when BERQENAS_TEST_MSSQL_DSN is set (fixture ``client_db``: server emulator/real x
-driver pymssql/pytds)."""
+"""The TDS emulator through real drivers: the wire-level tests run with pymssql (FreeTDS) and python-tds (pytds),
+the server-semantics tests with pymssql (ONE_DRIVER below); each also against a real SQL Server when
+BERQENAS_TEST_MSSQL_DSN is set (fixture ``client_db``: server emulator/real x driver pymssql/pytds)."""
 
 import contextlib
 import datetime
@@ -17,6 +17,13 @@ setup_import_path()
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_tsql  # noqa: E402
 
 pytestmark = pytest.mark.tds
+
+# Tests of what the server does (rowversion, transactions, catalog, collation, casts, DDL) run with the product's
+# driver, pymssql (plugins/module_utils/mssql.py) only: the statements and their results do not depend on the
+# client library, and each second-driver run cost as much as the first. What does depend on it (type encoding,
+# parameters, login, errors, kill, timeout, attention, rowcounts/TDS 7.3, names, the sync's statements) keeps
+# both drivers.
+ONE_DRIVER = pytest.mark.parametrize("tds_client", ["pymssql"], indirect=True)
 
 D = decimal.Decimal
 TZ530 = datetime.timezone(datetime.timedelta(hours=5, minutes=30))
@@ -114,6 +121,7 @@ def test_parameters_round_trip(client_db):
     assert row == (7, vals[1], vals[2], bytes(vals[3]), vals[4], vals[5])
 
 
+@ONE_DRIVER
 def test_rowversion_order_and_dbts(client_db):
     with contextlib.closing(client_db.connect()) as conn:
         cur = conn.cursor()
@@ -141,6 +149,7 @@ def test_rowversion_order_and_dbts(client_db):
         assert [r[0] for r in cur.fetchall()] == [2, 1]
 
 
+@ONE_DRIVER
 def test_min_active_rowversion_held_by_open_transaction(client_db):
     client_db.execute("CREATE TABLE dbo.t (id int PRIMARY KEY, rv rowversion)")
     writer = client_db.connect(autocommit=False)
@@ -165,6 +174,7 @@ def test_min_active_rowversion_held_by_open_transaction(client_db):
         reader.close()
 
 
+@ONE_DRIVER
 def test_rollback_keeps_nothing_and_transaction_statements(client_db):
     client_db.execute("CREATE TABLE dbo.t (id int PRIMARY KEY, rv rowversion)")
     with contextlib.closing(client_db.connect()) as conn:
@@ -335,6 +345,7 @@ def test_long_and_hostile_names_keep_their_spelling(client_db):
         assert [d[0] for d in cur.description] == [col, "Value"]
 
 
+@ONE_DRIVER
 def test_alter_table_add_column_and_rowversion(client_db):
     client_db.execute("CREATE TABLE dbo.t (id int PRIMARY KEY)")
     client_db.execute("INSERT INTO dbo.t (id) VALUES (1), (2)")
@@ -344,6 +355,7 @@ def test_alter_table_add_column_and_rowversion(client_db):
     assert all(isinstance(r[2], bytes) and len(r[2]) == 8 for r in rows) and rows[0][2] != rows[1][2]
 
 
+@ONE_DRIVER
 def test_several_clients_at_once(client_db):
     client_db.execute("CREATE TABLE dbo.t (id int PRIMARY KEY, rv rowversion)")
     errors = []
@@ -386,6 +398,7 @@ def test_rowcounts_nocount_use_and_tds_73(client_db):
         assert cur.fetchone() == (datetime.datetime(2001, 2, 3, 4, 5, 6, 765432), datetime.time(4, 5, 6, 765432))
 
 
+@ONE_DRIVER
 def test_snapshot_transaction_sees_a_stable_view(client_db):
     client_db.execute("CREATE TABLE dbo.t (id int PRIMARY KEY)")
     client_db.execute("INSERT INTO dbo.t (id) VALUES (1)")
@@ -405,6 +418,7 @@ def test_snapshot_transaction_sees_a_stable_view(client_db):
         assert cur.fetchone()[0] == 2
 
 
+@ONE_DRIVER
 def test_sys_catalog_discovery(client_db):
     client_db.execute("CREATE TABLE dbo.[Mixed Case] (id bigint NOT NULL PRIMARY KEY, amount decimal(12,3) NULL,"
                      " rv rowversion)")
@@ -418,6 +432,7 @@ def test_sys_catalog_discovery(client_db):
     assert rows == [("dbo", "Mixed Case")]
 
 
+@ONE_DRIVER
 def test_strings_compare_case_insensitively(client_db):
     client_db.execute("CREATE TABLE dbo.t (k nvarchar(10) NOT NULL PRIMARY KEY, c char(4) NULL)")
     client_db.execute("INSERT INTO dbo.t (k, c) VALUES (N'Abc', 'xY')")
@@ -427,6 +442,7 @@ def test_strings_compare_case_insensitively(client_db):
     assert client_db.client.errnum(e.value) == 2627
 
 
+@ONE_DRIVER
 def test_nothing_commits_below_a_min_active_rowversion_already_read(client_db):
     """The sync's premise: once MIN_ACTIVE_ROWVERSION() returned hi, the set of rows with rv < hi is final."""
     client_db.execute("CREATE TABLE dbo.t (id int PRIMARY KEY, w int, rv rowversion)")
@@ -472,6 +488,7 @@ def test_nothing_commits_below_a_min_active_rowversion_already_read(client_db):
         assert {i for i, rv in final if rv < hi} == seen
 
 
+@ONE_DRIVER
 def test_nulls_sort_first_and_xor(client_db):
     client_db.execute("CREATE TABLE dbo.t (id int PRIMARY KEY, v int NULL)")
     client_db.execute("INSERT INTO dbo.t (id, v) VALUES (1, 5), (2, NULL), (3, 1)")
@@ -481,6 +498,7 @@ def test_nulls_sort_first_and_xor(client_db):
     assert client_db.execute("SELECT 6 ^ 3, 6 & 3, 6 | 3") == [(5, 2, 7)]
 
 
+@ONE_DRIVER
 def test_casts_truncate_like_sql_server(client_db):
     assert client_db.execute(
         "SELECT CAST(2.7 AS int), CAST(-2.7 AS bigint), CAST(N'12' AS int), CAST(1.9e0 AS smallint),"
@@ -491,6 +509,7 @@ def test_casts_truncate_like_sql_server(client_db):
     assert client_db.client.errnum(e.value) == 220
 
 
+@ONE_DRIVER
 def test_identity_columns_and_identity_insert(client_db):
     client_db.execute("CREATE TABLE dbo.t (id int IDENTITY(5,5) NOT NULL PRIMARY KEY, v nvarchar(5) NULL)")
     client_db.execute("INSERT INTO dbo.t (v) VALUES (N'a'), (N'b')")
@@ -501,6 +520,7 @@ def test_identity_columns_and_identity_insert(client_db):
     assert client_db.execute("SELECT id, v FROM dbo.t ORDER BY id") == [(5, "a"), (10, "b"), (100, "x")]
 
 
+@ONE_DRIVER
 def test_ddl_used_by_tests(client_db):
     db = client_db
     db.execute("CREATE SCHEMA [Sales]")
