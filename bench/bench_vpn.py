@@ -5,7 +5,8 @@ and two live clients pinging the hub through the tunnel every 0.05 s for the who
 (playbooks/vpn_apply.yml, the whole role, ansible-playbook over nsenter), addresses from fd00::/8:
 
   first apply      2 -> N+2 peers (N keys generated on the host, N allocations, one syncconf)
-  no-change re-run N+2 -> N+2 (must report changed=0)
+  no-change re-run N+2 -> N+2 (must report changed=0); then 3 x (the same re-run, and again with
+                   wireguard_expiry_timer=false as the baseline): the expiry timer tasks' cost as a ratio of medians
   add one          N+2 -> N+3 (syncconf)
   baseline         the same change (N+3 -> N+4) applied by restarting the interface: files written by the module
                    with service_manager=none, then `systemctl restart wg-quick@wg0` (what a restart-based role does)
@@ -146,6 +147,11 @@ def bench_size(n, home, log_dir=None):
 
         step("first apply (2 -> N+2)", live + bulk)
         step("no-change re-run", live + bulk)
+        # the expiry timer's tasks (find + systemd when current) beside the same re-run without them, alternated
+        # three times each in this run: their cost is the ratio of the medians
+        for _ in range(3):
+            step("no-change re-run, timer tasks", live + bulk, settle=0)
+            step("no-change re-run, timer off (baseline)", live + bulk, settle=0, wireguard_expiry_timer=False)
         step("add one (syncconf)", live + bulk + [{"name": "extra1", "tenant": "bench"}])
         # baseline: the same change applied by a restart
         bed.start_pings()
@@ -187,8 +193,15 @@ def main():
             rows += bench_size(n, home, a.log_dir)
     finally:
         subprocess.run(["rm", "-rf", home])
+    ratios = []
+    for n in sorted(set(r["peers"] for r in rows)):
+        def median(label, n=n):
+            xs = sorted(r["seconds"] for r in rows if r["peers"] == n and r["step"] == label)
+            return xs[len(xs) // 2] if xs else float("nan")
+        on, off = median("no-change re-run, timer tasks"), median("no-change re-run, timer off (baseline)")
+        ratios.append({"peers": n, "timer_tasks_s": on, "timer_off_s": off, "ratio": round(on / off, 2)})
     if a.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"rows": rows, "expiry_timer_ratio": ratios}, indent=2))
         return
     print("load average at the start: %s" % load_start)
     print("load average at the end: %s" % " ".join(open("/proc/loadavg").read().split()[:3]))
@@ -198,6 +211,9 @@ def main():
         mod = "%.2f" % r["module_seconds"] if "module_seconds" in r else "restart %.2f" % r["restart_seconds"]
         print("| %d | %s | %.2f | %s | %d / %d | %d |" % (r["peers"], r["step"], r["seconds"], mod, r["lost_c1"],
               r["lost_c2"], r["changed"]))  # fmt: skip
+    for r in ratios:
+        print("N=%d no-change re-run, median of 3: with the expiry timer's tasks %.2f s, without (baseline) %.2f s: "
+              "ratio %.2fx" % (r["peers"], r["timer_tasks_s"], r["timer_off_s"], r["ratio"]))
 
 
 if __name__ == "__main__":
