@@ -219,7 +219,8 @@ def _launch(awx, template, extra, **fields):
 
 
 @pytest.mark.sync
-def test_sync_templates_run_with_the_sql_server_credential_only(awx, configured, emulated_mssql_db):
+def test_sync_templates_run_with_the_sql_server_credential_only(awx, configured, emulated_mssql_db, ansible_env,
+                                                                 tmp_path):
     """The remote database's password reaches sync_run only through the credential's 0600 file."""
     root = awx[4]
     emulated_mssql_db.execute("CREATE TABLE dbo.Orders (id int NOT NULL PRIMARY KEY, amount money NULL, rv rowversion)")
@@ -249,5 +250,23 @@ def test_sync_templates_run_with_the_sql_server_credential_only(awx, configured,
     assert job["status"] == "successful", failures
     (st,) = [t for t in job["artifacts"]["berqenas_result"]["tables"] if t["job"] == "erp"]
     assert st["rows_total"] == 2 and st["last_result"] == "ok"
+    # `berqenas --controller ... sync run|status`: the controller inventory's remote database, nothing local
+    emulated_mssql_db.execute("INSERT INTO dbo.Orders (id, amount) VALUES (3, 30)")
+    token_file = tmp_path / "token"
+    token_file.write_text(awx[1] + "\n")
+    os.chmod(token_file, 0o600)
+    cli = Cli(ansible_env, str(tmp_path / "home"))
+    ctl = ("--controller", awx[0].url, "--controller-token-file", str(token_file))
+    n_jobs = len(awx[0].events)
+    res = cli(*ctl, "sync", "run", "erp", "--json")
+    assert res.json["status"] == "ok" and res.json["tables"][0]["inserted"] == 1, (res.stdout, res.stderr)
+    assert "AWX job" in res.stderr and len(awx[0].events) == n_jobs + 1
+    st = [r for r in cli(*ctl, "sync", "status", "--json").json if r["remotedb"] == "erp"]
+    assert st[0]["rows_total"] == 3 and st[0]["last_result"] == "ok", st
+    n = len(awx[0].requests)
+    forced = cli(*ctl, "sync", "run", "erp", "--force", check=False)
+    assert forced.rc == 2 and "--force" in forced.stderr and len(awx[0].requests) == n
+    unknown = cli(*ctl, "sync", "run", "nosuchdb", "--json", check=False)
+    assert unknown.rc == 1 and "nosuchdb" in unknown.json["error"], (unknown.stdout, unknown.stderr)
     events = json.dumps([awx[0].events[j] for j in awx[0].events])
     assert p["password"] not in events

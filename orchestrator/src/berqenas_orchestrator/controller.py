@@ -118,7 +118,10 @@ def run_job_template(controller: Controller, playbook: str, *, extravars: dict |
     """Launch the job template of ``playbook``, follow its events, return its outcome as a RunResult."""
     jt = template_for(playbook)
     survey = {q["variable"]: q for q in (jt.get("survey_spec") or {}).get("spec", [])}
-    extra = {k: _answer(survey[k], v) for k, v in (extravars or {}).items() if k in survey}
+    # an empty list is "none given": left to the survey's default (an empty answer would reach the playbook as
+    # null, which its argument spec refuses for a list)
+    extra = {k: _answer(survey[k], v) for k, v in (extravars or {}).items()
+             if k in survey and not (isinstance(v, list | tuple) and not v)}
     remote = controller.find_template(jt["name"])
     launch: dict = {"extra_vars": extra}
     if check:

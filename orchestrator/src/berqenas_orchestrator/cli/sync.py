@@ -31,9 +31,15 @@ def run(app: App, remotedb, tables, full, force, check, lock_timeout, scheduled)
     """Sync REMOTEDB now (its configured tables, or --table ones)."""
     tables = table_names(tables)
     app.require_inventory()
-    entry = find(app, remotedb, "sync")
-    if not tables and not entry.get("tables"):
-        raise CommandError(f"sync {remotedb}: no tables configured (pass --table)", code=2)
+    if app.controller is None:
+        entry = find(app, remotedb, "sync")
+        if not tables and not entry.get("tables"):
+            raise CommandError(f"sync {remotedb}: no tables configured (pass --table)", code=2)
+    elif force:
+        # the job template's survey has no force question (AWX would drop the answer): say so instead
+        raise CommandError(f"sync {remotedb}: --force is not offered by the AWX job template; run it locally "
+                           "against the inventory (-i) to apply deletions the safety checks refuse", code=2)
+    # under --controller the remote database is the controller inventory's: sync_run.yml refuses an unknown one
     result = app.run("sync_run.yml", {"berqenas_remotedb": remotedb, "berqenas_sync_tables": tables,
                                       "berqenas_sync_full": full, "berqenas_sync_force": force,
                                       "berqenas_sync_lock_timeout": lock_timeout},
@@ -95,7 +101,9 @@ def status(app: App):
     rows = [{"remotedb": t["job"], "source": t["source"], "target": t["target"], "watermark": t["watermark"],
              "last_run_at": t["last_run_at"], "last_result": t["last_result"], "rows_total": t["rows_total"],
              "lag_s": t["lag_s"]} for t in result.answer.get("tables", [])]
-    owners = {d.get("name"): d.get("tenant") for d in listed(app)}
-    rows = visible(app, rows, lambda r: owners.get(r["remotedb"]))
+    # a table's tenant is its target schema's (sync_run creates targets in the tenant's schema); locally the
+    # remote database's entry says so too (and covers a row of a remote database removed since)
+    owners = {} if app.controller is not None else {d.get("name"): d.get("tenant") for d in listed(app)}
+    rows = visible(app, rows, lambda r: owners.get(r["remotedb"]) or r["target"].split(".", 1)[0])
     app.output_rows(rows, ("remotedb", "source", "target", "watermark", "last_result", "rows_total", "lag_s"),
                     empty="no synced tables")
