@@ -578,7 +578,15 @@ class Session(threading.Thread):
         """Run one statement atomically: a savepoint inside a user transaction, else its own transaction
         (only when ``always``: a single PostgreSQL statement is atomic by itself)."""
         pg = self.pg
-        if self.trancount:
+        if self.trancount and self.xact_abort:
+            # SET XACT_ABORT ON: any error (an attention too) rolls the whole transaction back, as on SQL
+            # Server, so no statement savepoint is needed (two PostgreSQL round trips less per statement)
+            try:
+                yield
+            except BaseException as exc:
+                self._after_error(exc, savepoint=False)
+                raise
+        elif self.trancount:
             pg.execute("SAVEPOINT tds_stmt")
             try:
                 yield
