@@ -39,7 +39,8 @@ pytest_tier() {  # pytest_tier NAME PYTEST-ARGS...
   return "$rc"
 }
 t_unit() { pytest_tier unit -m unit -q; }
-t_integration() { pytest_tier integration -m "not unit" -q; }
+# the 25 slowest setups and calls are printed at the end of the tier: where the next cut of CI time is
+t_integration() { pytest_tier integration -m "not unit" -q --durations=25; }
 t_molecule() { bash scripts/molecule.sh; }
 
 case "${1:-all}" in

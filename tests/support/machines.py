@@ -198,6 +198,16 @@ class Node:
             )
         return res
 
+    def wait_ping(self, addr, timeout=30):
+        """True once ADDR answers one echo (retried, 1 s each, until TIMEOUT): a single echo lost on a loaded box,
+        or a WireGuard handshake still under way, is not a failure; an address that never answers is."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.run(["ping", "-n", "-c", "1", "-W", "1", addr], check=False, timeout=10).returncode == 0:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+
     def popen(self, argv, **kw):
         """Start argv in the node in the background (own session); the cluster kills it at teardown."""
         kw.setdefault("stdout", subprocess.PIPE)

@@ -56,7 +56,7 @@ def test_base_gateway_blocks_everything_but_management_and_wireguard(world):
     assert world.tcp("pb", GW_VPN, 5432) == DROPPED
     assert world.tcp("out", GW_WAN, 5432) == DROPPED
     # the tunnel survives (WireGuard port allowed) and management SSH is open to the controller only
-    world.c["pa"].run(["ping", "-c", "1", "-W", "3", GW_VPN])
+    assert world.c["pa"].wait_ping(GW_VPN)
     assert world.tcp("ctl", GW_WAN, 22)[0] == "OPEN"
     assert world.tcp("out", GW_WAN, 22) == DROPPED
 

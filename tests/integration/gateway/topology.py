@@ -99,7 +99,7 @@ class GatewayWorld:
         for m in ("gw", "pa", "pb"):
             self.c[m].run(["systemctl", "start", "wg-quick@wg0"], timeout=60)
         for m in ("pa", "pb"):
-            self.c[m].run(["ping", "-c", "1", "-W", "3", GW_VPN], timeout=30)
+            assert self.c[m].wait_ping(GW_VPN), "%s: no tunnel to the gateway" % m
 
     def _postgres(self):
         gw = self.c["gw"]

@@ -253,7 +253,7 @@ def test_query_timeout_raises_and_releases_the_server_side(client_db):
         t0 = time.monotonic()
         with pytest.raises(Exception) as e:  # noqa: PT011 - the driver's kind is checked below
             cur.execute("UPDATE dbo.t SET v = 2 WHERE id = 1")
-        assert time.monotonic() - t0 < 5
+        assert time.monotonic() - t0 < 20  # the 1 s timeout fired: the lock is held until the finally below
         assert client_db.client.is_timeout(e.value), repr(e.value)
     finally:
         if client_db.client.name == "pymssql":
