@@ -9,7 +9,7 @@ runs probes on daemon threads, at most ``workers`` at a time; a probe still runn
 abandoned (its thread is left to finish on its own) and reported as ``status: timeout``, so one dead remote
 database cannot stall the report. The checks reuse the collection's own code: wireguard.parse_dump and
 peer_status, the gateway's rendered rules, tenants.CredentialStore, mssql_sync's pymssql source and ping,
-mssql_sync.read_states.
+mssql_sync.read_states, hasura.Client.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -24,7 +24,7 @@ import re
 import threading
 import time
 
-KINDS = ("wireguard", "gateway", "postgres", "remotedb", "sync")
+KINDS = ("wireguard", "gateway", "postgres", "remotedb", "sync", "hasura")
 
 
 class HealthError(ValueError):
@@ -338,3 +338,21 @@ def sync_results(states, max_lag):
             out.append(result("sync", name, True, detail="last success %ds ago, %s rows" % (lag, m["rows_total"]),
                               metrics=m))
     return out
+
+
+# --------------------------------------------------------------------------------------------------- hasura
+def hasura_check(client):
+    """The engine answers /healthz with OK and its metadata has no inconsistent objects (``client``: a
+    module_utils.hasura.Client; a failure to answer raises HasuraError, which the probe reports as ``error``)."""
+    t0 = time.monotonic()
+    h = client.health()
+    objs = client.inconsistent() if h["status"] == 200 else []
+    metrics = {"latency_seconds": time.monotonic() - t0, "inconsistent_objects": len(objs)}
+    if objs:
+        names = ", ".join(str(o.get("name") or o.get("type")) for o in objs[:3])
+        return result("hasura", "engine", False, "inconsistent", "%d inconsistent objects: %s%s" % (
+            len(objs), names, ", ..." if len(objs) > 3 else ""), metrics=metrics)
+    if not h["ok"]:
+        return result("hasura", "engine", False, "unhealthy", "/healthz: HTTP %s %s" % (h["status"], h["text"][:80]),
+                      metrics=metrics)
+    return result("hasura", "engine", True, detail="/healthz OK, metadata consistent", metrics=metrics)

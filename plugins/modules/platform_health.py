@@ -26,14 +26,14 @@ description:
     C(postgres) server reachable, the pg_hba managed block present, each tenant's login role logs in with
     its stored credentials and sees only its own schema; C(remotedb) login and one query with a timeout,
     latency, the SQL Server error number of a failure; C(sync) per table, the last result and the time
-    since the last success."
+    since the last success; C(hasura) C(/healthz) answers OK and the metadata has no inconsistent objects."
 options:
   kinds:
     description: Only these kinds of checks (of those whose options are given).
     type: list
     elements: str
-    choices: [wireguard, gateway, postgres, remotedb, sync]
-    default: [wireguard, gateway, postgres, remotedb, sync]
+    choices: [wireguard, gateway, postgres, remotedb, sync, hasura]
+    default: [wireguard, gateway, postgres, remotedb, sync, hasura]
   timeout:
     description: Seconds each probe may take.
     type: float
@@ -169,6 +169,22 @@ options:
         description: Seconds since a table's last successful run above which it is unhealthy; V(0) never.
         type: int
         default: 3600
+  hasura:
+    description: Check this Hasura engine (C(/healthz), C(get_inconsistent_metadata)).
+    type: dict
+    suboptions:
+      url:
+        description: Base URL of the engine, e.g. C(http://127.0.0.1:8080).
+        type: str
+        required: true
+      admin_secret:
+        description: Its admin secret (sent only in the request header).
+        type: str
+        default: ''
+      validate_certs:
+        description: Verify the engine's TLS certificate.
+        type: bool
+        default: true
 attributes:
   check_mode:
     support: full
@@ -334,6 +350,17 @@ def _sync_probes(module, pg, sync, timeout):
     return [H.Probe("sync", "state", probe, timeout)]
 
 
+def _hasura_probes(module, hs, timeout):
+    from ansible_collections.berqenas.platform.plugins.module_utils import hasura as HS
+
+    try:
+        client = HS.Client(hs["url"], hs["admin_secret"], HS.open_url_transport(hs["validate_certs"]),
+                           timeout=timeout)
+    except HS.HasuraError as e:
+        module.fail_json(msg="check hasura: %s" % e)
+    return [H.Probe("hasura", "engine", lambda: H.hasura_check(client), timeout)]
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -374,6 +401,11 @@ def main():
                 tds_version=dict(type="str", default="7.4"),
             )),
             sync=dict(type="dict", options=dict(max_lag=dict(type="int", default=3600))),
+            hasura=dict(type="dict", options=dict(
+                url=dict(type="str", required=True),
+                admin_secret=dict(type="str", default="", no_log=True),
+                validate_certs=dict(type="bool", default=True),
+            )),
         ),
         supports_check_mode=True,
     )
@@ -406,6 +438,8 @@ def main():
         probes += _remotedb_probes(module, p["remotedbs"], timeout)
     if "sync" in kinds and p["sync"]:
         probes += _sync_probes(module, p["postgres"], p["sync"], timeout)
+    if "hasura" in kinds and p["hasura"]:
+        probes += _hasura_probes(module, p["hasura"], timeout)
     checks = H.run_probes(probes, workers=p["workers"])
     if p["state_file"]:
         keep = H.apply_since(checks, H.load_since(p["state_file"]), time.time())

@@ -14,7 +14,7 @@ import click
 
 from ..app import App, CommandError, json_option, pass_app
 
-KINDS = ("wireguard", "gateway", "postgres", "remotedb", "sync")
+KINDS = ("wireguard", "gateway", "postgres", "remotedb", "sync", "hasura")
 
 
 def gather(app: App, kinds=KINDS, timeout: float = 10.0) -> list[dict]:

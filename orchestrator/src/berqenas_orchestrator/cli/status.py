@@ -250,12 +250,19 @@ def assemble(d: dict, db: dict | None, wg: dict | None, remote: list[dict], hasu
     # hasura
     tables = []
     if hasura is not None:
-        ok = hasura["ok"] and (hasura.get("health") or {}).get("ok", False)
-        bad = [] if not hasura["ok"] else [o for o in hasura.get("inconsistent_objects") or []]
-        checks.append(H.result("hasura", "engine", ok and not bad, "ok" if ok and not bad else
-                               ("inconsistent" if ok else "error"),
-                               hasura.get("error") or ("%d inconsistent objects" % len(bad) if bad else
-                                                       "Hasura %s" % hasura.get("version"))) | {"host": "hasura"})
+        bad = hasura.get("inconsistent_objects") or [] if hasura["ok"] else []
+        health = hasura.get("health") or {}
+        if bad:
+            verdict = H.result("hasura", "engine", False, "inconsistent", "%d inconsistent objects" % len(bad))
+        elif not hasura["ok"]:
+            verdict = H.result("hasura", "engine", False, "error", hasura.get("error"))
+        elif not health.get("ok"):
+            verdict = H.result("hasura", "engine", False, "unhealthy", "/healthz: HTTP %s %s" % (
+                health.get("status"), (health.get("text") or "")[:80]))
+        else:
+            verdict = H.result("hasura", "engine", True,
+                               detail="Hasura %s, metadata consistent" % hasura.get("version"))
+        checks.append(dict(verdict, host="hasura"))
         for s in hasura.get("sources") or []:
             for t, v in sorted(s["tables"].items()):
                 tables.append({"source": s["name"], "table": t, "consistent": v.get("consistent", True),
