@@ -291,10 +291,13 @@ def assemble(d: dict, db: dict | None, wg: dict | None, remote: list[dict], hasu
             "healthy": all(c["healthy"] for c in checks)}
 
 
-def gather(app: App, timeout: float = 5.0, stale_after: int = 180, max_lag: int = 3600) -> dict:
-    """Read everything once (see the module's docstring) and assemble it."""
+def gather(app: App, timeout: float = 5.0) -> dict:
+    """Read everything once (see the module's docstring) and assemble it (thresholds: the inventory's
+    berqenas_health_stale_after and berqenas_health_max_sync_lag in platform.yml, as the health check's)."""
     app.require_inventory()
     d = desired(app)
+    stale_after = int(d["platform"].get("berqenas_health_stale_after") or 180)
+    max_lag = int(d["platform"].get("berqenas_health_max_sync_lag") or 3600)
     vpn_group = d["platform"].get("berqenas_vpn_hosts") or "wireguard"
     db_hosts = _inventory_hosts(app, "berqenas_db")
     wg_hosts = _inventory_hosts(app, vpn_group)
