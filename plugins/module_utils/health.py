@@ -335,9 +335,26 @@ def sync_results(states, max_lag):
             out.append(result("sync", name, False, "lagging", "last success %ds ago (max %ds)" % (lag, max_lag),
                               since=s.get("last_ok_at"), metrics=m))
         else:
-            out.append(result("sync", name, True, detail="last success %ds ago, %s rows" % (lag, m["rows_total"]),
-                              metrics=m))
+            out.append(result("sync", name, True, detail="last success %ds ago, %s rows%s" % (
+                lag, m["rows_total"], ", %s pending" % s["pending"] if s.get("pending") is not None else ""),
+                metrics=m))
     return out
+
+
+def pending_rows(source, state):
+    """Rows a sync run would read now (the check-mode count of `sync run --check`): the source table's rows in the
+    window [stored watermark, MIN_ACTIVE_ROWVERSION()) of its rowversion column; every row when the table has no
+    rowversion column or no watermark yet. ``source``: a module_utils.mssql.PymssqlSource; ``state``: a row of
+    sync_state.read_states (watermark as hex)."""
+    from ansible_collections.berqenas.platform.plugins.module_utils import sync_types
+
+    schema, table = state["source_schema"], state["source_table"]
+    rv = [c["COLUMN_NAME"] for c in source.columns(schema, table) if sync_types.is_rowversion_type(c["DATA_TYPE"])]
+    if not rv or not state.get("hwm"):
+        return source.count(schema, table)
+    hi = source.watermarks()[0]
+    lo = int(state["hwm"], 16)
+    return 0 if lo >= hi else source.count(schema, table, rv[0], lo, hi)
 
 
 # --------------------------------------------------------------------------------------------------- hasura

@@ -169,6 +169,13 @@ options:
         description: Seconds since a table's last successful run above which it is unhealthy; V(0) never.
         type: int
         default: 3600
+      pending:
+        description:
+          - Also count each table's rows pending on its source (the check-mode count of a sync run, the window
+            from the stored watermark to C(MIN_ACTIVE_ROWVERSION())), through the O(remotedbs) entry named by
+            the table's job; one login per remote database.
+        type: bool
+        default: false
   hasura:
     description: Check this Hasura engine (C(/healthz), C(get_inconsistent_metadata)).
     type: dict
@@ -332,21 +339,45 @@ def _remotedb_probes(module, dbs, timeout):
     probes = []
     for db in dbs:
         def make(db=db):
-            return S.PymssqlSource(host=db["host"], port=db["port"], user=db["user"], password=db["password"],
-                                   database=db["database"], login_timeout=max(1, int(timeout)),
-                                   timeout=max(1, int(timeout)), tds_version=db["tds_version"],
-                                   appname="berqenas-health")
+            return _source(db, timeout)
         probes.append(H.Probe("remotedb", db["name"], lambda db=db, make=make: H.remotedb_check(
             db["name"], db["tenant"], make, S.ping), timeout))
     return probes
 
 
-def _sync_probes(module, pg, sync, timeout):
+def _source(db, timeout):
+    from ansible_collections.berqenas.platform.plugins.module_utils import mssql as S
+
+    return S.PymssqlSource(host=db["host"], port=db["port"], user=db["user"], password=db["password"],
+                           database=db["database"], login_timeout=max(1, int(timeout)), timeout=max(1, int(timeout)),
+                           tds_version=db["tds_version"], appname="berqenas-health")
+
+
+def _sync_probes(module, pg, sync, dbs, timeout):
     from ansible_collections.berqenas.platform.plugins.module_utils import sync_state as S
+
+    by_name = dict((db["name"], db) for db in dbs)
 
     def probe():
         with contextlib.closing(_pg_connect(pg, timeout)) as conn:
-            return H.sync_results(S.read_states(conn), sync["max_lag"])
+            states = S.read_states(conn)
+        if sync["pending"]:
+            sources = {}
+            try:
+                for s in states:
+                    db = by_name.get(s["job"])
+                    if db is None:
+                        continue
+                    if s["job"] not in sources:
+                        sources[s["job"]] = _source(db, timeout)
+                    try:
+                        s["pending"] = H.pending_rows(sources[s["job"]], s)
+                    except Exception:  # the remotedb check reports why the source cannot be read
+                        s["pending"] = None
+            finally:
+                for src in sources.values():
+                    src.close()
+        return H.sync_results(states, sync["max_lag"])
     return [H.Probe("sync", "state", probe, timeout)]
 
 
@@ -400,7 +431,8 @@ def main():
                 database=dict(type="str", required=True),
                 tds_version=dict(type="str", default="7.4"),
             )),
-            sync=dict(type="dict", options=dict(max_lag=dict(type="int", default=3600))),
+            sync=dict(type="dict", options=dict(max_lag=dict(type="int", default=3600),
+                                                pending=dict(type="bool", default=False))),
             hasura=dict(type="dict", options=dict(
                 url=dict(type="str", required=True),
                 admin_secret=dict(type="str", default="", no_log=True),
@@ -437,7 +469,7 @@ def main():
     if "remotedb" in kinds and p["remotedbs"]:
         probes += _remotedb_probes(module, p["remotedbs"], timeout)
     if "sync" in kinds and p["sync"]:
-        probes += _sync_probes(module, p["postgres"], p["sync"], timeout)
+        probes += _sync_probes(module, p["postgres"], p["sync"], p["remotedbs"], timeout)
     if "hasura" in kinds and p["hasura"]:
         probes += _hasura_probes(module, p["hasura"], timeout)
     checks = H.run_probes(probes, workers=p["workers"])

@@ -140,6 +140,22 @@ def test_slow_remote_database_times_out_without_stalling_the_report(platform, er
     assert took < 20, took  # the 20 s answer was not waited for
 
 
+def test_pending_rows_are_a_check_mode_count_on_the_source(platform, erp_db, tmp_path):
+    """--pending: the rows changed on the source since the last sync, counted (nothing is synced)."""
+    run, cluster, root = platform
+    erp_db.execute("INSERT INTO dbo.Orders (id) VALUES (4), (5)")
+    erp_db.execute("UPDATE dbo.Orders SET id = 30 WHERE id = 3")
+    prom = tmp_path / "b.prom"
+    rc, checks = health(run, "--only", "sync", "--pending", "--prometheus", str(prom))
+    c = checks[("sync", "erp/dbo.Orders")]
+    assert rc == 0 and c["metrics"]["pending_rows"] == 3 and "3 pending" in c["detail"], c
+    assert c["metrics"]["rows_total"] == 3  # counted, not synced
+    fams = {f.name: f for f in text_string_to_metric_families(prom.read_text())}
+    assert [s.value for s in fams["berqenas_sync_pending_rows"].samples] == [3]
+    rc, checks = health(run, "--only", "sync")
+    assert "pending_rows" not in checks[("sync", "erp/dbo.Orders")]["metrics"]  # only when asked
+
+
 def test_status_shows_the_platform_on_one_80_column_screen(platform, erp_db):
     """`berqenas status` reads the local platform directly (no playbook): tenants, remote databases, sync rows
     and lag, the verdicts; the text fits 80 columns, --json carries the same data."""

@@ -17,10 +17,12 @@ from ..app import App, CommandError, json_option, pass_app
 KINDS = ("wireguard", "gateway", "postgres", "remotedb", "sync", "hasura")
 
 
-def gather(app: App, kinds=KINDS, timeout: float = 10.0) -> list[dict]:
+def gather(app: App, kinds=KINDS, timeout: float = 10.0, pending: bool = False) -> list[dict]:
     """Run health_check.yml; every check as a dict with its host."""
     app.require_inventory()
     extravars = {"berqenas_health_kinds": list(kinds), "berqenas_health_timeout": float(timeout)}
+    if pending:
+        extravars["berqenas_health_sync_pending"] = True
     if app.is_local:
         extravars["berqenas_health_state_dir"] = str(app.home / "health")
     result = app.run_or_fail("health_check.yml", extravars, quiet=True)
@@ -70,6 +72,8 @@ class HealthCollector:
                                 labels=["host", "remotedb", "source", "target"])
         rows = CounterMetricFamily("berqenas_sync_rows", "Rows the sync has written into the table.",
                                    labels=["host", "remotedb", "source", "target"])
+        pend = GaugeMetricFamily("berqenas_sync_pending_rows", "Rows changed on the source since the last sync "
+                                 "(with --pending).", labels=["host", "remotedb", "source", "target"])
         unhealthy = GaugeMetricFamily("berqenas_health_checks_unhealthy", "Number of unhealthy checks.")
         last = GaugeMetricFamily("berqenas_health_last_run_timestamp_seconds", "Unix time of this report.")
         from datetime import datetime
@@ -99,9 +103,11 @@ class HealthCollector:
                 if m.get("lag_seconds") is not None:
                     lag.add_metric(lab, float(m["lag_seconds"]))
                 rows.add_metric(lab, float(m.get("rows_total") or 0))
+                if m.get("pending_rows") is not None:
+                    pend.add_metric(lab, float(m["pending_rows"]))
         unhealthy.add_metric([], float(sum(1 for c in self.checks if not c["healthy"])))
         last.add_metric([], self.now)
-        yield from (up, dur, since, hs, rx, tx, lat, login, lag, rows, unhealthy, last)
+        yield from (up, dur, since, hs, rx, tx, lat, login, lag, rows, pend, unhealthy, last)
 
 
 def write_prometheus(path: str, checks: list[dict], now: float | None = None) -> None:
@@ -120,12 +126,14 @@ def write_prometheus(path: str, checks: list[dict], now: float | None = None) ->
               help="Only checks of this kind (repeatable).")
 @click.option("--check-timeout", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,
               help="Seconds each probe may take before it is reported as timed out.")
+@click.option("--pending", is_flag=True,
+              help="Also count each synced table's rows pending on its source (one login per remote database).")
 @json_option
 @pass_app
-def group(app: App, prometheus_file, only, check_timeout):
+def group(app: App, prometheus_file, only, check_timeout, pending):
     """Check every component; exit 0 when all are healthy, 1 when one is not."""
     kinds = tuple(only) or KINDS
-    checks = gather(app, kinds, check_timeout)
+    checks = gather(app, kinds, check_timeout, pending)
     if prometheus_file:
         try:
             write_prometheus(prometheus_file, checks)
