@@ -263,6 +263,7 @@ def test_sync_templates_run_with_the_sql_server_credential_only(awx, configured,
     assert "AWX job" in res.stderr and len(awx[0].events) == n_jobs + 1
     st = [r for r in cli(*ctl, "sync", "status", "--json").json if r["remotedb"] == "erp"]
     assert st[0]["rows_total"] == 3 and st[0]["last_result"] == "ok", st
+    assert st[0]["next_run"] == "2027-01-01T00:00:00Z", st  # the AWX schedule's (configured above)
     n = len(awx[0].requests)
     forced = cli(*ctl, "sync", "run", "erp", "--force", check=False)
     assert forced.rc == 2 and "--force" in forced.stderr and len(awx[0].requests) == n

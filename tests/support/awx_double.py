@@ -8,7 +8,8 @@ Faithful to AWX's API v2 (every field relied on is listed here; a real controlle
   ``previous``, ``results``; query parameters filter on field equality, ``or__<field>`` ORs), create (POST, 201,
   400 ``{"__all__": [...]}`` on a duplicate name in the same organization), read, PATCH, DELETE (204). Every
   object has ``id``, ``type``, ``url``, ``name``, ``related``, ``summary_fields``, ``created``, ``modified``.
-  ``unified_job_templates`` lists job templates and projects (read only).
+  ``unified_job_templates`` lists job templates and projects (read only). Schedules have ``next_run``
+  (computed for DTSTART + FREQ=MINUTELY|HOURLY|DAILY|WEEKLY;INTERVAL=N rules, else null: see ``_next_run``).
 - ``/job_templates/N/survey_spec/`` (GET ``{}`` when none, POST stores, DELETE), ``/job_templates/N/credentials/``
   (POST ``{"id": X}`` associates, ``{"id": X, "disassociate": true}`` disassociates; 204).
 - ``POST /job_templates/N/launch/`` with ``extra_vars`` (a dict), ``job_type``, ``diff_mode``, ``limit``: as AWX,
@@ -59,6 +60,28 @@ _TEMPLATE_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
 
 def _now():
     return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+_RRULE_RE = re.compile(r"^DTSTART(?:;TZID=UTC)?:(\d{8}T\d{6})Z?\s+RRULE:(.+)$")
+_FREQ_S = {"MINUTELY": 60, "HOURLY": 3600, "DAILY": 86400, "WEEKLY": 604800}
+
+
+def _next_run(rrule, now=None):
+    """A schedule's ``next_run`` as AWX computes it from ``rrule``, for the rules the tests use: DTSTART in UTC
+    and RRULE FREQ=MINUTELY|HOURLY|DAILY|WEEKLY with INTERVAL (and no COUNT/UNTIL/BY*): the first occurrence
+    at or after now. Other rules give None (the double does not evaluate them)."""
+    m = _RRULE_RE.match((rrule or "").strip())
+    if not m:
+        return None
+    parts = dict(p.split("=", 1) for p in m.group(2).split(";") if "=" in p)
+    if set(parts) - {"FREQ", "INTERVAL"} or parts.get("FREQ") not in _FREQ_S:
+        return None
+    start = datetime.datetime.strptime(m.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=datetime.UTC)
+    step = _FREQ_S[parts["FREQ"]] * int(parts.get("INTERVAL", "1"))
+    now = now or datetime.datetime.now(datetime.UTC)
+    if now > start:
+        start += datetime.timedelta(seconds=-(-(now - start).total_seconds() // step) * step)
+    return start.isoformat().replace("+00:00", "Z")
 
 
 class _Http(Exception):
@@ -208,6 +231,8 @@ class AwxDouble:
 
     def _public(self, obj):
         out = {k: copy.deepcopy(v) for k, v in obj.items() if not k.startswith("_")}
+        if obj.get("type") == "schedule":  # computed from the rule on every read, as AWX keeps it current
+            out["next_run"] = _next_run(obj.get("rrule"))
         if obj.get("type") == "credential":  # AWX never gives a secret input back
             ctype = self.objects["credential_types"].get(obj.get("credential_type")) or {}
             secret = {f["id"] for f in (ctype.get("inputs") or {}).get("fields", []) if f.get("secret")}

@@ -439,7 +439,18 @@ def test_sync_run_and_status(cli):
          "last_run_at": "2026-12-02T10:00:00Z", "last_result": "ok", "rows_total": 2, "lag_s": 5}]}
     assert cli("sync", "status", "--json").json == [
         {"remotedb": "erp", "source": "[dbo].[Orders]", "target": "acme.orders", "watermark": "0x07D1",
-         "last_run_at": "2026-12-02T10:00:00Z", "last_result": "ok", "rows_total": 2, "lag_s": 5}]
+         "last_run_at": "2026-12-02T10:00:00Z", "last_result": "ok", "rows_total": 2, "lag_s": 5, "next_run": None}]
+    # the next run from role sync_schedule's timer (systemctl list-timers --output=json: microseconds)
+    cli.fake.answers["sync_status.yml"]["timers"] = [
+        {"unit": "berqenas-sync-erp.timer", "next": 1796250600000000, "last": 0},
+        {"unit": "berqenas-sync-crm.timer", "next": 1796250700000000}, {"unit": "other.timer", "next": 1}]
+    cli.fake.answers["sync_run.yml"] = {"status": "ok", "changed": False,
+                                        "tables": [{"source": "[dbo].[Orders]", "target": "acme.orders", "pending": 7}]}
+    n = len(cli.fake.calls)
+    (row,) = cli("sync", "status", "--pending", "--json").json
+    assert row["next_run"] == "2026-12-02T22:30:00+00:00" and row["pending"] == 7, row
+    assert [(c["playbook"], c["check"], c["extravars"]["berqenas_remotedb"]) for c in cli.fake.calls[n + 1:]] == [
+        ("sync_run.yml", True, "erp")], cli.fake.calls[n:]
 
 
 def test_sync_run_scheduled(cli):

@@ -12,7 +12,8 @@ AWX API v2 fields relied on: ``GET /api/v2/job_templates/?name=`` (``count``, ``
 (``check``), ``diff_mode``, ``limit`` -> 201 ``job``, ``ignored_fields``, or 400 ``variables_needed_to_start``;
 ``GET /api/v2/jobs/N/`` ``status`` (pending, waiting, running, successful, failed, error, canceled), ``failed``,
 ``artifacts``, ``job_explanation``; ``GET /api/v2/jobs/N/job_events/?counter__gt=K&order_by=counter``
-``results[].counter``, ``event``, ``event_data`` (host, task, play, res); ``POST /api/v2/jobs/N/cancel/``.
+``results[].counter``, ``event``, ``event_data`` (host, task, play, res); ``POST /api/v2/jobs/N/cancel/``;
+``GET /api/v2/schedules/?name=`` ``results[].enabled``, ``next_run`` (``sync status``).
 """
 
 from __future__ import annotations
@@ -180,6 +181,16 @@ def _answer(question: dict, value):
     if question.get("type") in ("text", "textarea") and isinstance(value, list | tuple):
         return ",".join(str(v) for v in value)
     return value
+
+
+def schedule_next_run(controller: Controller, name: str) -> str | None:
+    """``next_run`` of the enabled schedule NAME (configure_controller.yml names the sync schedules
+    ``berqenas sync REMOTEDB``), None when there is none. Fields: ``GET /api/v2/schedules/?name=`` ``results[]``
+    ``enabled``, ``next_run`` (ISO 8601, null when the rule has no future occurrence)."""
+    body = controller._ok(*controller.request("GET", "/api/v2/schedules/?" + urllib.parse.urlencode({"name": name})),
+                          f"schedule {name!r}")
+    runs = [s.get("next_run") for s in body.get("results", []) if s.get("enabled", True) and s.get("next_run")]
+    return min(runs) if runs else None
 
 
 def from_options(url: str | None, token_file: str | None) -> Controller | None:

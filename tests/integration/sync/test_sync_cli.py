@@ -84,7 +84,8 @@ def test_remotedb_and_sync_commands(mssql_db, pg_cluster, tenant, cli_inventory,
     assert st[0]["source"] == "[dbo].[Orders]" and st[0]["target"] == "%s.Orders" % tenant.name
     assert st[0]["rows_total"] == 2 and st[0]["last_result"] == "ok" and st[0]["watermark"].startswith("0x")
     assert set(st[0]) == {"remotedb", "source", "target", "watermark", "last_run_at", "last_result", "rows_total",
-                          "lag_s"}
+                          "lag_s", "next_run"}
+    assert st[0]["next_run"] is None and 0 <= st[0]["lag_s"] < 600  # no timer here; lag since the last run
 
     # inputs are data, never templates: a table literally named "{{ 6*7 }}" syncs under that name
     mssql_db.execute("CREATE TABLE dbo.[{{ 6*7 }}] (id int NOT NULL PRIMARY KEY, rv rowversion)")

@@ -8,6 +8,7 @@ the harness PostgreSQL (its socket directory bound into the machine), the SQL Se
 process in the machine's network namespace serving the same backing database as the session's emulator (which
 the test seeds through)."""
 
+import datetime
 import json
 import os
 import re
@@ -229,3 +230,13 @@ def test_schedule_timer_lock_timeout_resume(runner, pg_cluster, tenant):
     assert runner.runs()[-1].startswith(f"sync {job}: locked"), runner.runs()
     st = runner.show("Result", "ExecMainStatus")
     assert st == {"Result": "success", "ExecMainStatus": "0"}, st
+
+    # `berqenas sync status` on the runner host: the timer's next run, the lag, and with --pending the rows
+    # waiting at the source
+    db.execute("INSERT INTO dbo.Orders (id, note) VALUES (5, N'five')")
+    status = runner.cli("-i", INV, "sync", "status", "--pending", "--json",
+                        env=[f"BERQENAS_API_KEY_FILE={HOME}/sync.key"])
+    (row,) = [r for r in json.loads(status.stdout) if r["remotedb"] == job]
+    left = datetime.datetime.fromisoformat(row["next_run"]) - datetime.datetime.now(datetime.UTC)
+    assert 0 < left.total_seconds() <= 3600 and row["pending"] == 1 and row["rows_total"] == 4, row
+    assert 0 <= row["lag_s"] < 600 and row["last_result"] == "ok", row

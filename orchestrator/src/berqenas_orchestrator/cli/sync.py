@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import click
 
 from ..app import App, CommandError, json_option, pass_app
@@ -92,18 +94,66 @@ def summary_line(remotedb: str, out: dict) -> str:
 
 
 @group.command("status")
+@click.option("--pending", is_flag=True,
+              help="Also count the rows waiting at the source (a check-mode run per remote database).")
 @json_option
 @pass_app
-def status(app: App):
-    """Per synced table: watermark, last run and result, rows, lag."""
+def status(app: App, pending):
+    """Per synced table: watermark, last run and result, rows, lag, next scheduled run [, rows pending]."""
     app.require_inventory()
     result = app.run_or_fail("sync_status.yml", quiet=True)
+    answer = result.answer
     rows = [{"remotedb": t["job"], "source": t["source"], "target": t["target"], "watermark": t["watermark"],
              "last_run_at": t["last_run_at"], "last_result": t["last_result"], "rows_total": t["rows_total"],
-             "lag_s": t["lag_s"]} for t in result.answer.get("tables", [])]
+             "lag_s": t["lag_s"]} for t in answer.get("tables", [])]
     # a table's tenant is its target schema's (sync_run creates targets in the tenant's schema); locally the
     # remote database's entry says so too (and covers a row of a remote database removed since)
     owners = {} if app.controller is not None else {d.get("name"): d.get("tenant") for d in listed(app)}
     rows = visible(app, rows, lambda r: owners.get(r["remotedb"]) or r["target"].split(".", 1)[0])
-    app.output_rows(rows, ("remotedb", "source", "target", "watermark", "last_result", "rows_total", "lag_s"),
-                    empty="no synced tables")
+    jobs = sorted({r["remotedb"] for r in rows})
+    nxt = next_runs(app, jobs, answer.get("timers") or [])
+    for r in rows:
+        r["next_run"] = nxt.get(r["remotedb"])
+    columns = ["remotedb", "source", "target", "watermark", "last_result", "rows_total", "lag_s", "next_run"]
+    if pending:
+        counts = {}
+        for job in jobs:
+            res = app.run("sync_run.yml", {"berqenas_remotedb": job}, check=True, quiet=True)
+            for t in res.answer.get("tables", []) if res.ok else []:
+                counts[(job, t.get("source"))] = t.get("pending")
+        for r in rows:
+            r["pending"] = counts.get((r["remotedb"], r["source"]))
+        columns.append("pending")
+    app.output_rows(rows, tuple(columns), empty="no synced tables")
+
+
+TIMER_PREFIX = "berqenas-sync-"
+
+
+def timer_next_runs(timers: list[dict]) -> dict[str, str]:
+    """{remote database: ISO time} from `systemctl list-timers --output=json` rows of role sync_schedule's
+    timers (``unit`` berqenas-sync-NAME.timer, ``next`` in microseconds since the epoch, 0 when none)."""
+    out = {}
+    for t in timers:
+        unit, when = str(t.get("unit") or ""), t.get("next")
+        if unit.startswith(TIMER_PREFIX) and unit.endswith(".timer") and isinstance(when, int) and when > 0:
+            out[unit[len(TIMER_PREFIX):-len(".timer")]] = (
+                dt.datetime.fromtimestamp(when / 1e6, dt.UTC).replace(microsecond=0).isoformat())
+    return out
+
+
+def next_runs(app: App, jobs: list[str], timers: list[dict]) -> dict[str, str]:
+    """The next scheduled run per remote database: the AWX schedule's under --controller, else this host's timer."""
+    if app.controller is None:
+        return timer_next_runs(timers)
+    from .. import controller
+
+    out = {}
+    for job in jobs:
+        try:
+            when = controller.schedule_next_run(app.controller, f"berqenas sync {job}")
+        except controller.ControllerError as exc:
+            raise CommandError(str(exc)) from None
+        if when:
+            out[job] = when
+    return out
