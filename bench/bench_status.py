@@ -36,7 +36,7 @@ from tests.support import env as support_env  # noqa: E402
 support_env.setup_import_path()
 
 from tests.support import pg as support_pg  # noqa: E402
-from tests.support.cli import session_key_env  # noqa: E402
+from tests.support.cli import local_inventory, session_key_env  # noqa: E402
 
 INNER = "BERQENAS_BENCH_STATUS_INNER"
 
@@ -50,13 +50,8 @@ def prepare(root, cluster, n_tenants, n_peers):
     from ansible_collections.berqenas.platform.plugins.module_utils import sync_state
     from ansible_collections.berqenas.platform.plugins.module_utils import wireguard as wg
 
-    inv = os.path.join(root, "inventory")
+    inv = local_inventory(os.path.join(root, "inventory"), ("berqenas_db", "wireguard"))
     gv = os.path.join(inv, "group_vars", "all")
-    os.makedirs(gv)
-    with open(os.path.join(inv, "hosts.yml"), "w") as f:
-        f.write("all:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
-                "      ansible_python_interpreter: %s\n  children:\n    berqenas_db:\n      hosts:\n"
-                "        localhost: {}\n    wireguard:\n      hosts:\n        localhost: {}\n" % sys.executable)
     state_dir = os.path.join(root, "wireguard")
     tenants = ["t%03d" % i for i in range(n_tenants)]
     peers = [{"name": "p%04d" % i, "tenant": tenants[i % n_tenants]} for i in range(n_peers)]

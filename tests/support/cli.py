@@ -48,3 +48,20 @@ class Cli:
             raise AssertionError(f"berqenas {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
                                  f"stderr:\n{proc.stderr}")
         return res
+
+
+def local_inventory(inv, groups=("berqenas_db",), variables=None) -> str:
+    """An operator inventory at INV (a directory) whose one host, localhost, runs locally (the venv's python) and
+    belongs to GROUPS; VARIABLES go to group_vars/all/platform.yml. Returns INV as a string."""
+    import sys
+
+    inv = os.fspath(inv)
+    os.makedirs(os.path.join(inv, "group_vars", "all"), exist_ok=True)
+    children = "".join("    %s:\n      hosts:\n        localhost: {}\n" % g for g in groups)
+    with open(os.path.join(inv, "hosts.yml"), "w") as f:
+        f.write("all:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
+                "      ansible_python_interpreter: %s\n  children:\n%s" % (sys.executable, children))
+    if variables is not None:
+        with open(os.path.join(inv, "group_vars", "all", "platform.yml"), "w") as f:
+            json.dump(variables, f)
+    return inv

@@ -5,10 +5,10 @@ secret, the engine gone (nothing listening)."""
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
+from tests.support.cli import local_inventory
 from tests.support.env import VENV_BIN
 
 pytestmark = [pytest.mark.health, pytest.mark.hasura]
@@ -38,14 +38,10 @@ def hasura_platform(tmp_path, hasura, hasura_tenants, ansible_env):
     for n in ("kept", "dropped"):
         _post(hasura, {"type": "pg_track_table", "args": {"source": t.name, "table": {"schema": t.name, "name": n}}})
     inv = tmp_path / "inv"
-    (inv / "group_vars" / "all").mkdir(parents=True)
-    (inv / "hosts.yml").write_text(
-        "all:\n  hosts:\n    localhost:\n      ansible_connection: local\n      ansible_python_interpreter: %s\n"
-        "  children:\n    berqenas_db:\n      hosts:\n        localhost: {}\n" % sys.executable)
-    (inv / "group_vars" / "all" / "platform.yml").write_text(json.dumps({
+    local_inventory(inv, variables={
         "berqenas_db_host": "127.0.0.1", "berqenas_db_socket": "", "berqenas_db_port": t.port,
         "berqenas_db_user": t.user, "berqenas_db_password": t.password, "berqenas_db_name": t.db,
-        "berqenas_health_state_dir": str(tmp_path / "health")}))
+        "berqenas_health_state_dir": str(tmp_path / "health")})
     secret_file = tmp_path / "admin_secret"
     secret_file.write_text(hasura.double.admin_secret + "\n")
     env = dict(ansible_env, BERQENAS_HOME=str(tmp_path / "home"))

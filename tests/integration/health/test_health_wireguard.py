@@ -9,13 +9,12 @@ tunnel."""
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 
 import pytest
 
-from tests.support.cli import Cli
+from tests.support.cli import Cli, local_inventory
 from tests.support.env import VENV_BIN
 
 pytestmark = [pytest.mark.health, pytest.mark.vpn]
@@ -91,14 +90,9 @@ def tunnel(tmp_path):
         (state_dir / "wg0" / "state.json").write_text(json.dumps({"peers": {"alice": {
             "tenant": "acme", "addresses": ["198.51.100.2/32"], "public_key": peer_pub, "enabled": True}}}))
         inv = tmp_path / "inventory"
-        (inv / "group_vars" / "all").mkdir(parents=True)
-        (inv / "hosts.yml").write_text(
-            "all:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
-            "      ansible_python_interpreter: %s\n  children:\n    wireguard:\n      hosts:\n"
-            "        localhost: {}\n" % sys.executable)
-        (inv / "group_vars" / "all" / "platform.yml").write_text(json.dumps({
+        local_inventory(inv, ("wireguard",), {
             "wireguard_state_dir": str(state_dir), "berqenas_health_stale_after": STALE_AFTER,
-            "berqenas_health_state_dir": str(tmp_path / "health")}))
+            "berqenas_health_state_dir": str(tmp_path / "health")})
         (inv / "group_vars" / "all" / "tenants.yml").write_text(json.dumps({"berqenas_tenants": [{"name": "acme"}]}))
         (inv / "group_vars" / "all" / "vpn.yml").write_text(json.dumps({"berqenas_vpn_peers": [
             {"name": "alice", "tenant": "acme"}]}))
