@@ -116,6 +116,7 @@ def test_configure_controller_creates_everything_once(awx, configured, ansible_e
     for want in data["berqenas_awx_job_templates"]:
         got = jts[want["name"]]
         assert got["playbook"] == want["playbook"] and got["project"] and got["inventory"]
+        assert got["allow_simultaneous"] == want.get("allow_simultaneous", False), got
         survey = _api(awx, "GET", f"/api/v2/job_templates/{got['id']}/survey_spec/")[1]
         assert survey == (want.get("survey_spec") or {})
         creds = _api(awx, "GET", f"/api/v2/job_templates/{got['id']}/credentials/")[1]["results"]
