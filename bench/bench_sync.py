@@ -6,9 +6,9 @@ Figures, each beside its baseline from the same run:
    in-memory source adapter (no SQL Server cost):
    - baseline: raw binary COPY of the same rows into an identical table;
    - initial load through the engine (direct COPY path + watermark per page);
-   - staged upsert through the engine (every row an update: COPY to a temp table, guarded
-     INSERT .. ON CONFLICT, watermark) -- the path every delta takes: right after the initial load
-     (hint bits not yet set), then after a VACUUM (as autovacuum leaves a table before the next delta)
+   - staged upsert through the engine (every row an update: COPY to a temp table, one guarded MERGE
+     (INSERT .. ON CONFLICT before PostgreSQL 15), watermark) -- the path every delta takes: right after the
+     initial load (hint bits not yet set), then after a VACUUM (as autovacuum leaves a table before the next delta)
      with the default target fill factor (75) and with 50 (every update HOT).
    Target: sink >= 0.5x raw COPY.
    Then the same PostgreSQL work variant by variant (bench_sync_sink.py: fillfactor/HOT, staging kept

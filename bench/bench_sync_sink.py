@@ -20,6 +20,8 @@ same transaction (crash-safe as the engine is). Only the apply is timed. Variant
   unnest               no staging table: the page as binary array parameters unnested into the upsert
   merge                MERGE INTO t USING staging (PostgreSQL 15), guarded WHEN MATCHED AND t.rv < s.rv; the new
                        keys counted first (no RETURNING before PostgreSQL 17)
+  merge, xact counters the engine now: the same MERGE in a savepoint, the new keys read from the transaction's
+                       insert counter of the target (pg_stat_get_xact_tuples_inserted) before and after
 The staging table is a TEMP table, which is never WAL-logged: an UNLOGGED staging table is the same idea.
 
 Run through bench/bench_sync.py (it prints these beside the engine's own figures).
@@ -115,17 +117,29 @@ def apply_update_from(c, tgt, pages, keep_staging=False, async_commit=False):
     return _staged(c, tgt, pages, keep_staging, async_commit, apply)
 
 
-def apply_merge(c, tgt, pages, keep_staging=False, async_commit=False):
+def apply_merge(c, tgt, pages, keep_staging=False, async_commit=False, counts="anti_join"):
     """MERGE (PostgreSQL 15) with the rowversion guard. PostgreSQL 15's MERGE has no RETURNING, so the keys
-    that will be inserted are counted first (the engine reports inserted and updated apart)."""
+    that will be inserted are counted first (``anti_join``), or (``xact``, the engine) read from the
+    transaction's own insert counter of the target before and after a MERGE run inside a savepoint."""
+    merge = sql.SQL("MERGE INTO {t} AS t USING {s} AS s ON t.id = s.id"
+                    " WHEN MATCHED AND t.rv < s.rv THEN UPDATE SET name = s.name, rv = s.rv"
+                    " WHEN NOT MATCHED THEN INSERT (id, name, rv) VALUES (s.id, s.name, s.rv)")
+
     def apply(cur, t, stg):
+        if counts == "xact":
+            cur.execute("SELECT pg_stat_get_xact_tuples_inserted(%s::regclass)", (tgt,))
+            ins0 = cur.fetchone()[0]
+            cur.execute("SAVEPOINT lab")
+            cur.execute(merge.format(t=t, s=stg))
+            n = cur.rowcount
+            cur.execute("RELEASE SAVEPOINT lab")
+            cur.execute("SELECT pg_stat_get_xact_tuples_inserted(%s::regclass)", (tgt,))
+            new = cur.fetchone()[0] - ins0
+            return new, n - new
         cur.execute(sql.SQL("SELECT count(*) FROM {s} s WHERE NOT EXISTS (SELECT 1 FROM {t} x WHERE x.id = s.id)")
                     .format(t=t, s=stg))
         new = cur.fetchone()[0]
-        cur.execute(sql.SQL("MERGE INTO {t} AS t USING {s} AS s ON t.id = s.id"
-                            " WHEN MATCHED AND t.rv < s.rv THEN UPDATE SET name = s.name, rv = s.rv"
-                            " WHEN NOT MATCHED THEN INSERT (id, name, rv) VALUES (s.id, s.name, s.rv)"
-                            ).format(t=t, s=stg))
+        cur.execute(merge.format(t=t, s=stg))
         return new, cur.rowcount - new
 
     return _staged(c, tgt, pages, keep_staging, async_commit, apply)
@@ -150,7 +164,7 @@ VARIANTS = [
     # name, apply function, fillfactor, keep staging, page multiplier, async commit, extra keywords
     ("on_conflict (engine before)", apply_on_conflict, None, False, 1, False, {}),
     ("  +fillfactor 75", apply_on_conflict, 75, False, 1, False, {}),
-    ("  +ff75 +keep staging (engine now)", apply_on_conflict, 75, True, 1, False, {}),
+    ("  +ff75 +keep staging (engine before MERGE)", apply_on_conflict, 75, True, 1, False, {}),
     ("  +ff75 +keep +4x pages", apply_on_conflict, 75, True, 4, False, {}),
     ("  +ff75 +keep +4x +async commit", apply_on_conflict, 75, True, 4, True, {}),
     ("  +ff75 +keep, fillfactor 50", apply_on_conflict, 50, True, 1, False, {}),
@@ -158,12 +172,14 @@ VARIANTS = [
     ("update_from + insert new, ff75 +keep", apply_update_from, 75, True, 1, False, {}),
     ("merge (PG 15), ff75 +keep", apply_merge, 75, True, 1, False, {}),
     ("merge (PG 15), ff75 +keep +4x pages", apply_merge, 75, True, 4, False, {}),
+    ("merge, ff75 +keep, xact counters (engine now)", apply_merge, 75, True, 1, False, {"counts": "xact"}),
     ("unnest(arrays), no staging, ff75", "apply_unnest", 75, False, 1, False, {}),
 ]
 
 
 SCATTERED_VARIANTS = [v for v in VARIANTS if v[0] in (
-    "on_conflict (engine before)", "  +fillfactor 75", "  +ff75 +keep staging (engine now)")]
+    "on_conflict (engine before)", "  +fillfactor 75", "  +ff75 +keep staging (engine before MERGE)",
+    "merge, ff75 +keep, xact counters (engine now)")]
 
 
 def _hot_share(c, table):

@@ -283,3 +283,38 @@ def test_target_fillfactor_keeps_updates_hot(tenant, pg_conn):
                            " AND pg_table_is_visible(oid)").fetchone()[0]
     pg_conn.rollback()
     assert left == 0
+
+
+def test_a_key_committed_by_another_writer_during_the_page_falls_back_to_on_conflict(tenant, pg_conn):
+    """The staged upsert is one MERGE (PostgreSQL 15), whose insert is not speculative: a key another writer
+    commits while the page runs (an application on the target) fails it with a unique violation. The page is
+    undone to a savepoint and applied with INSERT .. ON CONFLICT, whose guard updates the older row."""
+    db = FakeDb()
+    db.create("dbo", "T", COLS, ["id"])
+    for i in range(5):
+        db.write("dbo", "T", id=i, name="n%d" % i)
+    run(FakeSource(db), pg_conn, tenant)
+    db.write("dbo", "T", id=1, name="one")
+    db.write("dbo", "T", id=99, name="new")
+    other = tenant.connect(autocommit=False)
+    try:
+        other.execute(psycopg.sql.SQL("INSERT INTO {} (id, name, rv) VALUES (99, 'app', %s)").format(
+            psycopg.sql.Identifier(tenant.name, "T")), (b"\x00" * 7 + b"\x01",))
+        out = {}
+        th = threading.Thread(target=lambda: out.update(r=run(FakeSource(db), pg_conn, tenant, commit_rows=50)))
+        th.start()
+        with tenant.connect() as watch:  # the engine's insert of key 99 waits for the other transaction
+            for _ in range(600):
+                if watch.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                 " AND wait_event_type = 'Lock' AND query LIKE 'MERGE%%'").fetchone()[0]:
+                    break
+                th.join(0.1)
+            else:
+                raise AssertionError("the engine's MERGE never waited for the other writer's key")
+        other.commit()
+        th.join(60)
+    finally:
+        other.close()
+    t = out["r"]["tables"][0]
+    assert (t["inserted"], t["updated"]) == (0, 2), t
+    assert target_rows(tenant) == source_rows(db)
