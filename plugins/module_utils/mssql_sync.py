@@ -25,8 +25,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import threading
 import time
 import uuid
+
+try:
+    import queue
+except ImportError:  # Python 2 (ansible-test's compile check)
+    import Queue as queue
 
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_tsql as tsql
 from ansible_collections.berqenas.platform.plugins.module_utils.mssql import SourceError
@@ -44,7 +50,7 @@ from ansible_collections.berqenas.platform.plugins.module_utils.sync_types impor
 
 __all__ = [
     # the engine
-    "SyncEngine", "LockedError", "RewindError", "TARGET_FILLFACTOR", "new_acc", "SourceError",
+    "SyncEngine", "LockedError", "RewindError", "ReadAhead", "TARGET_FILLFACTOR", "new_acc", "SourceError",
     # re-exported building blocks (modules and tests use them as mssql_sync.<name>)
     "JOB_TABLE", "LOCK_CLASS", "STATE_COLUMNS", "STATE_SCHEMA", "STATE_TABLE", "ensure_state_table", "job_lock_id",
     "read_states", "target_columns", "target_oid", "DELETE_DETECTION", "MODES", "TableSpec", "TablePlan", "host_name",
@@ -68,6 +74,55 @@ class RewindError(SyncError):
 TARGET_FILLFACTOR = 75
 
 
+class ReadAhead(object):
+    """Iterates a source's batches read on a thread up to ``depth`` batches ahead, so that reading the next
+    page from SQL Server overlaps writing (COPY, upsert, commit) the current one. Batches come out in order;
+    a source error is raised in the caller at the point it occurred; ``close()`` stops the reader and waits
+    for it (the source connection is the caller's again afterwards)."""
+
+    def __init__(self, batches, depth=2):
+        self._q = queue.Queue(max(1, int(depth)))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, args=(batches,), name="bq-sync-read-ahead")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _read(self, batches):
+        try:
+            for b in batches:
+                if not self._put(("batch", b)):
+                    return
+            self._put(("end", None))
+        except BaseException as e:  # handed to the caller, raised there
+            self._put(("error", e))
+        finally:
+            if hasattr(batches, "close"):
+                batches.close()
+
+    def _put(self, item):
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self):
+        while True:
+            kind, value = self._q.get()
+            if kind == "batch":
+                yield value
+            elif kind == "end":
+                return
+            else:
+                raise value
+
+    def close(self):
+        self._stop.set()
+        self._thread.join()
+
+
 def new_acc():
     """Per-table committed counts: inserted/updated/deleted and U+0000 replacements per column."""
     return {"inserted": 0, "updated": 0, "deleted": 0, "nul": {}}
@@ -78,7 +133,8 @@ class SyncEngine(object):
 
     def __init__(self, source, conn, job, owner_role=None, on_rewind="fail", nul_character="strip",
                  commit_rows=50000, lock_timeout=30.0, retries=3, retry_delay=1.0, check_mode=False, full=False,
-                 log=None, sleep=time.sleep, fillfactor=TARGET_FILLFACTOR, force=False, max_delete_fraction=0.5):
+                 log=None, sleep=time.sleep, fillfactor=TARGET_FILLFACTOR, force=False, max_delete_fraction=0.5,
+                 read_ahead=2):
         if on_rewind not in ("fail", "full_resync"):
             raise SyncError("on_rewind must be fail or full_resync")
         if nul_character not in NUL_RULES:
@@ -105,6 +161,7 @@ class SyncEngine(object):
             self.max_delete_fraction = -1.0
         if not 0.0 <= self.max_delete_fraction <= 1.0:
             raise SyncError("max_delete_fraction must be between 0 and 1, got %r" % (max_delete_fraction,))
+        self.read_ahead = int(read_ahead)  # batches read ahead on a thread while a page is written; 0: none
         self.log = log or (lambda msg: None)
         self.sleep = sleep
         self.locked = False
@@ -507,8 +564,8 @@ class SyncEngine(object):
         matched = sql.SQL("")
         if nonkey:
             if plan.rv is not None:
-                guard = sql.SQL("t.{rv} {op} s.{rv}").format(rv=_ident(plan.rv),
-                                                               op=sql.SQL("<=" if inclusive else "<"))
+                op = sql.SQL("<=" if inclusive else "<")
+                guard = sql.SQL("t.{rv} {op} s.{rv}").format(rv=_ident(plan.rv), op=op)
             else:
                 guard = sql.SQL("({}) IS DISTINCT FROM ({})").format(
                     sql.SQL(", ").join(sql.SQL("t.{}").format(_ident(n)) for n in nonkey),
@@ -553,6 +610,8 @@ class SyncEngine(object):
         tgt = _ident(spec.target_schema, spec.target_table)
         stg = None
         batches = self.source.batches(spec.source_schema, spec.source_table, plan.source_columns, plan.rv, lo, hi)
+        if self.read_ahead > 0:
+            batches = ReadAhead(batches, self.read_ahead)
         try:
             for page in self._pages(batches, rv_idx):
                 last = tsql.rv_int(page[-1][rv_idx])

@@ -130,3 +130,41 @@ def test_classify_by_the_servers_error_number():
     assert M.classify(OE((1205, b"Transaction was deadlocked.DB-Lib error message 20018, severity 13:\n")),
                        "read").transient
     assert M.server_error_number(OE((18456, b"no DB-Lib part"))) == 18456
+
+
+# ---- ReadAhead: the source read on a thread while the engine writes -------------------------------
+def test_read_ahead_keeps_order_and_raises_the_source_error_where_it_occurred():
+    def batches():
+        yield [1, 2]
+        yield [3]
+        raise S.SourceError("read window: connection reset", transient=True)
+
+    got = []
+    ra = S.ReadAhead(batches(), depth=1)
+    with pytest.raises(S.SourceError, match="connection reset"):
+        for b in ra:
+            got.append(b)
+    ra.close()
+    assert got == [[1, 2], [3]]
+
+
+def test_read_ahead_close_stops_the_reader_and_closes_the_source_stream():
+    import threading
+
+    state = {"read": 0, "closed_in": None}
+
+    def batches():
+        try:
+            while True:
+                state["read"] += 1
+                yield [state["read"]]
+        finally:
+            state["closed_in"] = threading.current_thread().name
+
+    ra = S.ReadAhead(batches(), depth=2)
+    it = iter(ra)
+    assert next(it) == [1] and next(it) == [2]
+    ra.close()
+    assert not ra._thread.is_alive()
+    # read at most depth batches beyond what was taken (plus the one being put), and closed by the reader
+    assert state["read"] <= 5 and state["closed_in"] == "bq-sync-read-ahead"
