@@ -29,10 +29,7 @@ import threading
 import time
 import uuid
 
-try:
-    import queue
-except ImportError:  # Python 2 (ansible-test's compile check)
-    import Queue as queue
+from ansible.module_utils.six.moves import queue
 
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_tsql as tsql
 from ansible_collections.berqenas.platform.plugins.module_utils.mssql import SourceError
