@@ -164,7 +164,7 @@ VARIANTS = [
     # name, apply function, fillfactor, keep staging, page multiplier, async commit, extra keywords
     ("on_conflict (engine before)", apply_on_conflict, None, False, 1, False, {}),
     ("  +fillfactor 75", apply_on_conflict, 75, False, 1, False, {}),
-    ("  +ff75 +keep staging (engine before MERGE)", apply_on_conflict, 75, True, 1, False, {}),
+    ("  +ff75 +keep (engine before MERGE)", apply_on_conflict, 75, True, 1, False, {}),
     ("  +ff75 +keep +4x pages", apply_on_conflict, 75, True, 4, False, {}),
     ("  +ff75 +keep +4x +async commit", apply_on_conflict, 75, True, 4, True, {}),
     ("  +ff75 +keep, fillfactor 50", apply_on_conflict, 50, True, 1, False, {}),
@@ -172,14 +172,14 @@ VARIANTS = [
     ("update_from + insert new, ff75 +keep", apply_update_from, 75, True, 1, False, {}),
     ("merge (PG 15), ff75 +keep", apply_merge, 75, True, 1, False, {}),
     ("merge (PG 15), ff75 +keep +4x pages", apply_merge, 75, True, 4, False, {}),
-    ("merge, ff75 +keep, xact counters (engine now)", apply_merge, 75, True, 1, False, {"counts": "xact"}),
+    ("merge +keep, xact counts (engine now)", apply_merge, 75, True, 1, False, {"counts": "xact"}),
     ("unnest(arrays), no staging, ff75", "apply_unnest", 75, False, 1, False, {}),
 ]
 
 
 SCATTERED_VARIANTS = [v for v in VARIANTS if v[0] in (
-    "on_conflict (engine before)", "  +fillfactor 75", "  +ff75 +keep staging (engine before MERGE)",
-    "merge, ff75 +keep, xact counters (engine now)")]
+    "on_conflict (engine before)", "  +fillfactor 75", "  +ff75 +keep (engine before MERGE)",
+    "merge +keep, xact counts (engine now)")]
 
 
 def _hot_share(c, table):
