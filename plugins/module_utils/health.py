@@ -167,8 +167,17 @@ def wireguard_results(interface, running, listen_port, dump_iface, status, now_t
 _WS = re.compile(r"\s+")
 
 
+_ADDR_OPTS = ("-s", "-d", "--source", "--destination")
+
+
 def _norm(rule):
-    return _WS.sub(" ", rule.replace('"', "").strip())
+    """A rule as ``iptables -S`` prints it: no quotes, single spaces, and a host address with its prefix
+    (``-d 203.0.113.2`` is listed as ``-d 203.0.113.2/32``, an IPv6 one with ``/128``)."""
+    words = _WS.sub(" ", rule.replace('"', "").strip()).split(" ")
+    for i in range(1, len(words)):
+        if words[i - 1] in _ADDR_OPTS and "/" not in words[i]:
+            words[i] += "/128" if ":" in words[i] else "/32"
+    return " ".join(words)
 
 
 def rendered_chain_rules(block):

@@ -157,3 +157,18 @@ def test_prometheus_file_parses_with_conventional_names(tmp_path):
     since = fams["berqenas_health_check_unhealthy_since_timestamp_seconds"].samples
     assert {s.labels["check"] for s in since} == {"wg0/peer/p1", "wg0/peer/p3"}
     assert fams["berqenas_health_last_run_timestamp_seconds"].samples[0].value == 1_700_000_000
+
+
+def test_a_host_address_rendered_without_prefix_matches_iptables_listing():
+    """iptables -S lists `-d 203.0.113.2` as `-d 203.0.113.2/32` (found on the gateway machine): not drift."""
+    block = ("*filter\n:BQ-FORWARD - [0:0]\n-A BQ-FORWARD -s 198.51.100.3/32 -d 203.0.113.2 -p tcp -m tcp --dport 8080 "
+             "-m conntrack --ctstate DNAT -m comment --comment \"bq:globex:web\" -j ACCEPT\n"
+             "-A BQ-FORWARD -d fd00:b::2 -j ACCEPT\nCOMMIT\n")
+    expected = H.rendered_chain_rules(block)[("filter", "BQ-FORWARD")]
+    live = ["-N BQ-FORWARD",
+            "-A BQ-FORWARD -s 198.51.100.3/32 -d 203.0.113.2/32 -p tcp -m tcp --dport 8080 -m conntrack --ctstate DNAT "
+            "-m comment --comment bq:globex:web -j ACCEPT",
+            "-A BQ-FORWARD -d fd00:b::2/128 -j ACCEPT"]
+    assert H.chain_drift(expected, live, "BQ-FORWARD") == ([], [])
+    missing, extra = H.chain_drift(expected, live[:2], "BQ-FORWARD")
+    assert missing == ["-A BQ-FORWARD -d fd00:b::2/128 -j ACCEPT"] and extra == []
