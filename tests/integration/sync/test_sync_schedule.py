@@ -240,3 +240,15 @@ def test_schedule_timer_lock_timeout_resume(runner, pg_cluster, tenant):
     left = datetime.datetime.fromisoformat(row["next_run"]) - datetime.datetime.now(datetime.UTC)
     assert 0 < left.total_seconds() <= 3600 and row["pending"] == 1 and row["rows_total"] == 4, row
     assert 0 <= row["lag_s"] < 600 and row["last_result"] == "ok", row
+
+    # state: absent stops and disables the timer and removes both units
+    gone = runner.apply(state="absent")
+    assert gone.returncode == 0 and gone.recap()["runner"]["changed"] > 0, gone.stdout[-3000:]
+    for suffix in ("timer", "service"):
+        path = f"/etc/systemd/system/{runner.unit}.{suffix}"
+        assert runner.node.run(["test", "-e", path], check=False).returncode == 1, path
+    listed = runner.node.run(["systemctl", "list-timers", "--all", "--no-legend", "--output=json",
+                              runner.unit + ".timer"]).stdout
+    # systemd may keep the stopped timer in memory for a while, never with a next elapse
+    assert all(not t.get("next") for t in json.loads(listed or "[]")), listed
+    assert runner.show("LoadState")["LoadState"] == "not-found"
