@@ -5,6 +5,7 @@ expects to find), which keeps the machine boots and playbook runs within the CI 
 """
 
 import json
+import shlex
 import subprocess
 import tempfile
 import time
@@ -117,6 +118,42 @@ def test_reloads_keep_one_copy_of_each_nat_rule(world):
         assert rules.count(line) == 1, rules
     assert len([r for r in rules if "DNAT --to-destination 203.0.113.2:8080" in r]) == 1, rules
     assert world.tcp("pb", GW_VPN, 18080) == ("OPEN", "198.51.100.3")
+
+
+def test_health_reports_a_chain_rule_removed_by_hand_as_drift(world, tmp_path):
+    """`berqenas health --only gateway` on the same machine: healthy as applied; a BQ-INPUT rule deleted by hand
+    is drift (exit 1, the missing rule named); `ufw reload` puts the rendered chains back. (The first run found
+    false drift: iptables lists a rendered `-d 203.0.113.2` as `-d 203.0.113.2/32`.)"""
+    inv = tmp_path / "inventory"
+    (inv / "group_vars" / "all").mkdir(parents=True)
+    (inv / "hosts.yml").write_text(open(world.c.inventory_path).read())
+    (inv / "group_vars" / "all" / "gateway_settings.yml").write_text(yaml.safe_dump(
+        world.vars([ACME_DB, GLOBEX_DB, GLOBEX_WEB])))
+    cli = Cli(dict(world.c.ansible_env, ANSIBLE_PIPELINING="True"), str(tmp_path / "home"))
+
+    def health():
+        res = cli("-i", str(inv), "health", "--only", "gateway", "--json", check=False)
+        assert res.rc in (0, 1), res.stdout + res.stderr
+        data = res.json
+        assert data["healthy"] == (res.rc == 0)
+        return res.rc, {c["name"]: c for c in data["checks"]}
+
+    rc, checks = health()
+    assert rc == 0 and checks["ufw"]["healthy"] and "ipv4/filter/BQ-INPUT" in checks, [
+        (n, c["status"], c["detail"]) for n, c in checks.items() if not c["healthy"]]
+    listed = world.gw(["iptables", "-S", "BQ-INPUT"]).splitlines()
+    rule = next((r for r in listed if r.startswith("-A BQ-INPUT") and "--dport 5432" in r), None)
+    assert rule, listed
+    world.gw(["iptables", "-w", "-D", *shlex.split(rule)[1:]])
+    try:
+        rc, checks = health()
+        c = checks["ipv4/filter/BQ-INPUT"]
+        assert rc == 1 and c["status"] == "drift" and c["metrics"]["missing_rules"] == 1, c
+        assert ("missing: %s" % rule.replace('"', "")) in c["detail"] and c["since"], c
+        assert all(x["healthy"] for n, x in checks.items() if n != "ipv4/filter/BQ-INPUT"), checks
+    finally:
+        world.gw(["ufw", "reload"])
+    assert rule in world.gw(["iptables", "-S", "BQ-INPUT"]).splitlines()
 
 
 def test_bad_input_is_rejected_before_any_rule_is_written(world):
