@@ -2,7 +2,7 @@
 
 The platform is real and local: a throwaway PostgreSQL cluster (tests/support/pg.py) holding the tenants' schemas
 and `berqenas.sync_state` rows, and a WireGuard interface wg0 (wireguard-go, in a network namespace this bench
-creates, with a private mount namespace and a tmpfs /run/wireguard) carrying the 1,000 peers, whose allocations
+creates, with a private mount namespace and a tmpfs /run) carrying the 1,000 peers, whose allocations
 are in the state directory `wireguard.interface_status` reads. The inventory says both hosts are local.
 
   status     `berqenas status --json` (the console script, as a user runs it: desired state files, one wg dump,
@@ -120,8 +120,9 @@ def timed(argv, env, runs):
 def inner(args):
     """Inside the network namespace and a private mount namespace: bring wg0 up, measure, tear down."""
     root = os.environ[INNER]
-    os.makedirs("/run/wireguard", exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run/wireguard"], check=True)  # this mount namespace only
+    # a private /run (this mount namespace only): the UAPI sockets in /run/wireguard, nothing on the host's /run
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/run"], check=True)
+    os.mkdir("/run/wireguard", 0o700)
     cluster = support_pg.TestCluster()
     wgproc = None
     try:

@@ -2,9 +2,9 @@
 creates, a handshake over the tunnel, then the peer's tunnel killed (-9). `berqenas health` reports the peer stale
 with exit code 1 and `berqenas status` shows it stale; before the kill both say active/healthy.
 
-Each namespace has a holder process in a private mount namespace with a tmpfs /run/wireguard (the UAPI sockets
-stay per namespace); every command runs there through nsenter. Addresses: 192.0.2.0/24 underlay, 198.51.100.0/24
-tunnel."""
+Each namespace has a holder process in a private mount namespace with a tmpfs /run (the UAPI sockets in
+/run/wireguard stay per namespace, nothing is written to the host's /run); every command runs there through
+nsenter. Addresses: 192.0.2.0/24 underlay, 198.51.100.0/24 tunnel."""
 
 import json
 import os
@@ -28,7 +28,7 @@ class Node:
         subprocess.run(["ip", "netns", "add", ns], check=True)
         self.holder = subprocess.Popen(
             ["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private", "sh", "-c",
-             "mkdir -p /run/wireguard && mount -t tmpfs tmpfs /run/wireguard && echo ready && exec sleep 3600"],
+             "mount -t tmpfs -o mode=0755 tmpfs /run && mkdir -m 0700 /run/wireguard && echo ready && exec sleep 3600"],
             stdout=subprocess.PIPE, text=True)
         assert self.holder.stdout.readline().strip() == "ready"
         self.wg = None
