@@ -91,7 +91,7 @@ def tunnel(tmp_path):
             "tenant": "acme", "addresses": ["198.51.100.2/32"], "public_key": peer_pub, "enabled": True}}}))
         inv = tmp_path / "inventory"
         local_inventory(inv, ("wireguard",), {
-            "wireguard_state_dir": str(state_dir), "berqenas_health_stale_after": STALE_AFTER,
+            "wireguard_state_dir": str(state_dir), "berqenas_health_stale_after": 3600,
             "berqenas_health_state_dir": str(tmp_path / "health")})
         (inv / "group_vars" / "all" / "tenants.yml").write_text(json.dumps({"berqenas_tenants": [{"name": "acme"}]}))
         (inv / "group_vars" / "all" / "vpn.yml").write_text(json.dumps({"berqenas_vpn_peers": [
@@ -140,6 +140,12 @@ def test_killed_tunnel_makes_the_peer_stale(tunnel, ansible_env, tmp_path):
     assert data["tenants"][0]["peers_active"] == 1
 
     peer.wg.kill()  # the peer's tunnel dies: no more handshakes or keepalives
+    # from now on a handshake older than STALE_AFTER is stale (before, 3600 s: however slow the box, the peer was
+    # active above; a handshake is only renewed every 2 minutes, so a short threshold could not tell)
+    platform = inv / "group_vars" / "all" / "platform.yml"
+    platform.write_text(platform.read_text().replace('"berqenas_health_stale_after": 3600',
+                                                     '"berqenas_health_stale_after": %d' % STALE_AFTER))
+    assert ('"berqenas_health_stale_after": %d' % STALE_AFTER) in platform.read_text()
     peer.wg.wait(10)
     _wait(lambda: (_handshake_age(hub, pub) or 0) > STALE_AFTER + 1, 60, "handshake never aged")
 
