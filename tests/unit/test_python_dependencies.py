@@ -141,6 +141,8 @@ def test_every_declared_dependency_is_used():
         if dist in used_dists:
             continue
         d = md.distribution(dist)
+        if any(e.group == "pytest11" for e in d.entry_points):
+            continue  # a pytest plugin: pytest loads it in every run (pytest-timeout: pyproject's timeout option)
         scripts = {e.name for e in d.entry_points if e.group == "console_scripts"}
         scripts |= {os.path.basename(str(f)) for f in d.files or () if "/bin/" in str(f)}  # e.g. ruff's binary
         if any(re.search(rf"(?<![\w/-]){re.escape(s)}(?![\w-])", text) for s in scripts):
