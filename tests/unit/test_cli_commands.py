@@ -453,6 +453,30 @@ def test_sync_run_and_status(cli):
         ("sync_run.yml", True, "erp")], cli.fake.calls[n:]
 
 
+def test_sync_run_reports_both_directions(cli):
+    """direction both: a second line per table (PostgreSQL -> SQL Server: applied, deletes, conflicts by winner,
+    position); --check predicts both directions."""
+    _with_remotedb(cli)
+    rev = {"direction": "postgresql->sqlserver", "applied": 4, "inserted": 1, "updated": 2, "deleted": 1,
+           "conflicts": {"sqlserver": 1, "postgresql": 2}, "position_from": "0:0", "position_to": "7:4",
+           "conflict_rows": [{"table": "acme.orders", "key": {"id": 2}, "winner": "sqlserver"}]}
+    table = {"source": "[dbo].[Orders]", "target": "acme.orders", "inserted": 0, "updated": 3, "deleted": 5,
+             "rows_per_s": 10.0, "watermark_to": "0x00000000000007D1", "reverse": rev}
+    cli.fake.answers["sync_run.yml"] = {"status": "ok", "changed": True, "tables": [table]}
+    res = cli("sync", "run", "erp")
+    assert res.code == 0 and res.stdout.splitlines() == [
+        "[dbo].[Orders] -> acme.orders: +0 ~3 -5 (10.0 rows/s, watermark 0x00000000000007D1)",
+        "acme.orders -> [dbo].[Orders]: applied 4 (+1 ~2 -1), conflicts 3 (sqlserver won 1, postgresql won 2), "
+        "position 7:4",
+        "  conflict: {'id': 2} -> sqlserver"], res
+    cli.fake.answers["sync_run.yml"] = {"status": "ok", "changed": False, "tables": [
+        {"source": "[dbo].[Orders]", "target": "acme.orders", "pending": 6, "reverse": {"pending": 2}}]}
+    res = cli("sync", "run", "erp", "--check")
+    assert res.code == 0 and res.stdout.splitlines() == [
+        "[dbo].[Orders] -> acme.orders: 6 pending", "acme.orders -> [dbo].[Orders]: 2 pending"], res
+    assert cli.fake.calls[-1]["check"] is True
+
+
 def test_sync_run_scheduled(cli):
     """--scheduled (the sync_schedule role's service): one line with the counts; a locked job exits 0."""
     _with_remotedb(cli)

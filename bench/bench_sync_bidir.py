@@ -11,7 +11,7 @@ Figures, each beside the baseline measured in the same run:
 - reverse apply of N new rows (inserted in PostgreSQL): the multi-row insert path;
 - capture cost: the PostgreSQL UPDATE of N rows with the trigger beside the same UPDATE without it.
 
-Run: .venv/bin/python bench/bench_sync_reverse.py [--rows 100000]
+Run: .venv/bin/python bench/bench_sync_bidir.py [--rows 100000]
 Starts its own throwaway PostgreSQL (tests/support/pg.py) and the emulator. Not part of CI.
 """
 
