@@ -75,8 +75,9 @@ def run(app: App, remotedb, tables, full, force, check, lock_timeout, scheduled)
         elif rev:
             c = rev.get("conflicts") or {}
             lines.append(f"{t['target']} -> {t['source']}: applied {rev['applied']} (+{rev['inserted']} "
-                         f"~{rev['updated']} -{rev['deleted']}), conflicts {sum(c.values())} (sqlserver won {c.get('sqlserver', 0)}, postgresql won "
-                         f"{c.get('postgresql', 0)}), position {rev.get('position_to')}")
+                         f"~{rev['updated']} -{rev['deleted']}), conflicts {sum(c.values())} "
+                         f"(sqlserver won {c.get('sqlserver', 0)}, postgresql won {c.get('postgresql', 0)}), "
+                         f"position {rev.get('position_to')}")
             lines.extend(f"  conflict: {x['key']} -> {x['winner']}" for x in rev.get("conflict_rows") or [])
         lines.extend(f"  note: {n}" for n in t.get("precision_notes") or [])
     app.emit(out, text="\n".join(lines))
