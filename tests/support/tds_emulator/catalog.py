@@ -372,6 +372,76 @@ class Catalog:
     def truncate(self, stmt):
         object_id, pg_schema, pg_table, name = self._must_table(stmt.table)
         self.q(_fmt("TRUNCATE TABLE {}", sql.Identifier(pg_schema, pg_table)))
+        # TRUNCATE is not tracked: SQL Server moves the table's minimum valid version up to the current one
+        self.q("DELETE FROM tds_meta.ct_changes WHERE object_id = %s", (object_id,))
+        self.q("UPDATE tds_meta.ct_tables SET min_valid = tds_meta.ct_current_version() WHERE object_id = %s",
+               (object_id,))
+
+    # change tracking ---------------------------------------------------------------------------
+    def alter_database(self, stmt):
+        if stmt.option == "CHANGE_TRACKING":
+            on = self.q("SELECT 1 FROM tds_meta.ct_database").fetchone() is not None
+            if stmt.value is None:
+                if self.q("SELECT 1 FROM tds_meta.ct_tables LIMIT 1").fetchone():
+                    raise TsqlError(22115, "Change tracking is enabled for one or more tables in database '%s'. "
+                                           "Disable change tracking on each table before disabling it for the "
+                                           "database. Use the sys.change_tracking_tables catalog view to obtain a "
+                                           "list of tables for which change tracking is enabled." % self.db_name())
+                self.q("DELETE FROM tds_meta.ct_database")
+                return
+            if on:
+                raise TsqlError(5088, "Change tracking is already enabled for database '%s'." % self.db_name())
+            minutes, cleanup = stmt.value
+            self.q("INSERT INTO tds_meta.ct_database VALUES (1, %s, %s)", (minutes, cleanup))
+        else:
+            if stmt.value:
+                self.q("INSERT INTO tds_meta.db_flags VALUES (%s) ON CONFLICT DO NOTHING", (stmt.option,))
+            else:
+                self.q("DELETE FROM tds_meta.db_flags WHERE name = %s", (stmt.option,))
+
+    def db_name(self):
+        return self.q("SELECT name FROM tds_meta.dbinfo").fetchone()[0]
+
+    def ct_table(self, stmt):
+        object_id, pg_schema, pg_table, name = self._must_table(stmt.table)
+        tracked = self.q("SELECT 1 FROM tds_meta.ct_tables WHERE object_id = %s", (object_id,)).fetchone()
+        tbl = sql.Identifier(pg_schema, pg_table)
+        fn = sql.Identifier("tds_ct", pg_schema + "." + pg_table)
+        if not stmt.enable:
+            if not tracked:
+                raise TsqlError(4998, "Change tracking is not enabled on table '%s'." % name)
+            self.q(_fmt("DROP TRIGGER tds_ct ON {}", tbl))
+            self.q(_fmt("DROP FUNCTION {}(bigint)", fn))
+            self.q("DELETE FROM tds_meta.ct_tables WHERE object_id = %s", (object_id,))
+            return
+        if self.q("SELECT 1 FROM tds_meta.ct_database").fetchone() is None:
+            raise TsqlError(4997, "Cannot enable change tracking on table '%s'. Change tracking must be enabled on "
+                                  "the database before it can be enabled on a table." % name)
+        if tracked:
+            raise TsqlError(4996, "Change tracking is already enabled for table '%s'." % name)
+        row = self.q("SELECT columns FROM tds_meta.constraints WHERE object_id = %s AND kind = 'PRIMARY KEY'",
+                     (object_id,)).fetchone()
+        if row is None:
+            raise TsqlError(4997, "Cannot enable change tracking on table '%s'. Change tracking requires a primary "
+                                  "key on the table. Create a primary key on the table before enabling change "
+                                  "tracking." % name)
+        keys = [pgname(c) for c in row[0]]
+        types = dict(self.q("SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE"
+                            " a.attrelid = %s::regclass AND a.attnum > 0", (tbl.as_string(self.conn),)).fetchall())
+        out = [sql.SQL("sys_change_version bigint, sys_change_creation_version bigint, sys_change_operation text, "
+                       "sys_change_columns bytea, sys_change_context bytea")]
+        out += [sql.SQL("{} {}").format(sql.Identifier(k), sql.SQL(types[k])) for k in keys]
+        body = sql.SQL(
+            "SELECT c.version, c.creation_version, CASE WHEN c.deleted THEN 'D' WHEN c.creation_version >"
+            " coalesce($1, -1) THEN 'I' ELSE 'U' END, NULL::bytea, NULL::bytea, {} FROM tds_meta.ct_changes c,"
+            " jsonb_populate_record(NULL::{}, c.pk) r WHERE c.object_id = {} AND ($1 IS NULL OR c.version > $1)"
+        ).format(sql.SQL(", ").join(sql.Identifier("r", k) for k in keys), tbl, sql.Literal(object_id))
+        self.q(_fmt("CREATE FUNCTION {}(bigint) RETURNS TABLE ({}) LANGUAGE sql STABLE AS {}", fn,
+                    sql.SQL(", ").join(out), sql.Literal(body.as_string(self.conn))))
+        self.q("INSERT INTO tds_meta.ct_tables VALUES (%s, tds_meta.ct_current_version())", (object_id,))
+        self.q(_fmt("CREATE CONSTRAINT TRIGGER tds_ct AFTER INSERT OR UPDATE OR DELETE ON {} DEFERRABLE INITIALLY"
+                    " DEFERRED FOR EACH ROW EXECUTE FUNCTION tds_meta.ct_capture({})", tbl,
+                    sql.SQL(", ").join(sql.Literal(str(x)) for x in [object_id] + keys)))
 
     def columns_of(self, relids):
         return self.q(

@@ -322,3 +322,83 @@ SELECT v.name::varchar(128) COLLATE tds_meta.tds_ci AS name, v.id::smallint AS s
                ('time', 41), ('datetime', 61), ('smalldatetime', 58), ('datetime2', 42),
                ('datetimeoffset', 43), ('char', 175), ('varchar', 167), ('nchar', 239), ('nvarchar', 231),
                ('binary', 173), ('varbinary', 165), ('timestamp', 189), ('uniqueidentifier', 36)) AS v(name, id);
+
+-- change tracking --------------------------------------------------------------------------------
+-- SQL Server gives a committing transaction the next change tracking version; here the first tracked change of
+-- a transaction, run at commit (deferred constraint trigger), takes a transaction-level advisory lock held until
+-- the commit is visible, so versions are handed out in commit order and the highest version a snapshot sees has
+-- every lower one visible too: CHANGE_TRACKING_CURRENT_VERSION() is that version, read in the caller's snapshot.
+CREATE TABLE IF NOT EXISTS tds_meta.ct_database (
+    id integer PRIMARY KEY CHECK (id = 1),
+    retention_minutes integer NOT NULL,
+    auto_cleanup boolean NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tds_meta.db_flags (name text PRIMARY KEY);  -- e.g. ALLOW_SNAPSHOT_ISOLATION
+CREATE SEQUENCE IF NOT EXISTS tds_meta.ct_version AS bigint START 1;
+CREATE TABLE IF NOT EXISTS tds_meta.ct_commits (version bigint PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS tds_meta.ct_tables (
+    object_id integer PRIMARY KEY REFERENCES tds_meta.tables ON DELETE CASCADE,
+    min_valid bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tds_meta.ct_changes (
+    object_id integer NOT NULL REFERENCES tds_meta.ct_tables ON DELETE CASCADE,
+    pk jsonb NOT NULL,
+    deleted boolean NOT NULL,
+    version bigint NOT NULL,
+    creation_version bigint,
+    PRIMARY KEY (object_id, pk)
+);
+
+CREATE OR REPLACE FUNCTION tds_meta.ct_current_version() RETURNS bigint LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN EXISTS (SELECT 1 FROM tds_meta.ct_database)
+                THEN coalesce((SELECT max(version) FROM tds_meta.ct_commits), 0) END
+$$;
+
+CREATE OR REPLACE FUNCTION tds_meta.ct_min_valid_version(obj integer) RETURNS bigint LANGUAGE sql STABLE AS $$
+    SELECT min_valid FROM tds_meta.ct_tables WHERE object_id = obj
+$$;
+
+CREATE OR REPLACE FUNCTION tds_meta.ct_tx_version() RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    v bigint := nullif(current_setting('tds.ct_v', true), '')::bigint;
+BEGIN
+    IF v IS NULL THEN
+        PERFORM pg_advisory_xact_lock(1414, 1);
+        v := nextval('tds_meta.ct_version');
+        INSERT INTO tds_meta.ct_commits VALUES (v);
+        PERFORM set_config('tds.ct_v', v::text, true);
+    END IF;
+    RETURN v;
+END
+$$;
+
+-- TG_ARGV: object_id, then the primary key's PostgreSQL column names
+CREATE OR REPLACE FUNCTION tds_meta.ct_capture() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    obj integer := TG_ARGV[0]::integer;
+    k text[] := TG_ARGV[1:];
+    v bigint := tds_meta.ct_tx_version();
+    oldk jsonb;
+    newk jsonb;
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        SELECT jsonb_object_agg(e.key, e.value) INTO oldk FROM jsonb_each(to_jsonb(OLD)) e WHERE e.key = ANY (k);
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        SELECT jsonb_object_agg(e.key, e.value) INTO newk FROM jsonb_each(to_jsonb(NEW)) e WHERE e.key = ANY (k);
+    END IF;
+    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND oldk <> newk) THEN
+        INSERT INTO tds_meta.ct_changes AS c VALUES (obj, oldk, true, v, NULL)
+            ON CONFLICT (object_id, pk) DO UPDATE SET deleted = true, version = v;
+    END IF;
+    IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND oldk <> newk) THEN
+        INSERT INTO tds_meta.ct_changes AS c VALUES (obj, newk, false, v, v)
+            ON CONFLICT (object_id, pk) DO UPDATE SET deleted = false, version = v, creation_version = v;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO tds_meta.ct_changes AS c VALUES (obj, newk, false, v, NULL)
+            ON CONFLICT (object_id, pk) DO UPDATE SET deleted = false, version = v;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE SCHEMA IF NOT EXISTS tds_ct;

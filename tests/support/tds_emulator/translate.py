@@ -190,7 +190,9 @@ def split_statements(toks):
                     cont = True
             elif t.up == "SET" and first == "UPDATE" and not seen_set:
                 cont = True
-            elif t.up == "WITH" and (first in ("SELECT", "UPDATE", "DELETE", "INSERT", "CREATE")):
+            elif t.up == "SET" and first == "ALTER" and len(cur) >= 2 and cur[1].is_word("DATABASE"):
+                cont = True
+            elif t.up == "WITH" and (first in ("SELECT", "UPDATE", "DELETE", "INSERT", "CREATE", "ALTER")):
                 cont = True  # table hints, WITH TIES
             elif t.up in ("ALTER", "DROP") and first == "ALTER" and len(cur) >= 3 and not any(
                     x.is_word("ALTER", "DROP") for x in cur[1:]):
@@ -628,6 +630,8 @@ class ExprTranslator:
             if end != ranges[0][1]:
                 raise syntax_error(toks[end].text)
             return self.cast(self.tr(*ranges[1]), ct), nxt
+        if up == "CHANGETABLE":
+            return self.changetable(i, j)
         ranges, nxt = self.args(i + 1, j)
         if up == "OBJECT_ID":
             if len(ranges) != 1 or ranges[0][1] - ranges[0][0] != 1 or toks[ranges[0][0]].kind != "str":
@@ -702,7 +706,34 @@ class ExprTranslator:
         if up == "MIN_ACTIVE_ROWVERSION":
             need(0)
             return "tds_meta.min_active_rowversion()", nxt
+        if up == "CHANGE_TRACKING_CURRENT_VERSION":
+            need(0)
+            return "tds_meta.ct_current_version()", nxt
+        if up == "CHANGE_TRACKING_MIN_VALID_VERSION":
+            need(1)
+            return "tds_meta.ct_min_valid_version(%s)" % args[0], nxt
         raise TsqlError(195, "'%s' is not a recognized built-in function name." % t.text, cls=15, state=10)
+
+    def changetable(self, i, j):
+        """CHANGETABLE(CHANGES table, last_sync_version): last_sync_version is a bigint scalar (a literal,
+        NULL or a variable; an expression is a syntax error, as on SQL Server). VERSION is not supported."""
+        toks = self.toks
+        if not (i + 2 < j and toks[i + 1].is_op("(") and toks[i + 2].is_word("CHANGES")):
+            raise syntax_error(toks[min(i + 2, j - 1)].text, "only CHANGETABLE(CHANGES table, version)")
+        name, k = _table_name(toks, i + 3, self.ctx)
+        if not (k + 2 < j and toks[k].is_op(",") and toks[k + 2].is_op(")")):
+            raise syntax_error(toks[min(k + 1, j - 1)].text)
+        v = toks[k + 1]
+        if v.kind == "num":
+            arg = v.text
+        elif v.kind == "var":
+            arg = self.variable(v)
+        elif v.is_word("NULL"):
+            arg = "NULL"
+        else:
+            raise syntax_error(v.text)
+        fn = pg_quote_ident("tds_ct") + "." + pg_quote_ident(pgname(name[0]) + "." + pgname(name[1]))
+        return "%s(CAST(%s AS bigint))" % (fn, arg), k + 3
 
     def name_chain(self, i, j):
         toks = self.toks
@@ -1143,10 +1174,69 @@ def _parse_create_index(toks, source, ctx):
     return Stmt("create_index", source, table=table, name=index_name, columns=cols, unique=unique)
 
 
+_RETENTION_UNITS = {"DAYS": 1440, "HOURS": 60, "MINUTES": 1}
+
+
+def _parse_alter_database(toks, source, ctx):
+    """ALTER DATABASE {CURRENT | name} SET CHANGE_TRACKING = {ON [(CHANGE_RETENTION = n {DAYS | HOURS |
+    MINUTES}, AUTO_CLEANUP = {ON | OFF})] | OFF} | SET ALLOW_SNAPSHOT_ISOLATION {ON | OFF}"""
+    n = len(toks)
+    words = [t.up if t.kind == "word" else t.text for t in toks]
+    if n < 5 or words[3] != "SET":
+        raise syntax_error(toks[min(3, n - 1)].text)
+    if not (toks[2].is_word("CURRENT") or toks[2].value.lower() == ctx.database.lower()):
+        raise TsqlError(5011, "User does not have permission to alter database '%s', the database does not exist, "
+                              "or the database is not in a state that allows access checks." % toks[2].value,
+                        cls=14)
+    if words[4] == "ALLOW_SNAPSHOT_ISOLATION" and n == 6 and words[5] in ("ON", "OFF"):
+        return Stmt("alter_database", source, option="ALLOW_SNAPSHOT_ISOLATION", value=words[5] == "ON")
+    if words[4] != "CHANGE_TRACKING" or n < 7 or words[5] != "=" or words[6] not in ("ON", "OFF"):
+        raise syntax_error(toks[min(4, n - 1)].text, "only CHANGE_TRACKING and ALLOW_SNAPSHOT_ISOLATION")
+    if words[6] == "OFF":
+        if n != 7:
+            raise syntax_error(toks[7].text)
+        return Stmt("alter_database", source, option="CHANGE_TRACKING", value=None)
+    minutes, cleanup = 2 * 1440, True  # SQL Server's defaults: 2 days, auto cleanup on
+    i = 7
+    if i < n:
+        if not (toks[i].is_op("(") and toks[-1].is_op(")")):
+            raise syntax_error(toks[i].text)
+        i += 1
+        while i < n - 1:
+            if words[i] == "CHANGE_RETENTION" and i + 3 < n and words[i + 1] == "=" and toks[i + 2].kind == "num" \
+                    and words[i + 3] in _RETENTION_UNITS:
+                minutes = int(toks[i + 2].text) * _RETENTION_UNITS[words[i + 3]]
+                i += 4
+            elif words[i] == "AUTO_CLEANUP" and i + 2 < n and words[i + 1] == "=" and words[i + 2] in ("ON", "OFF"):
+                cleanup = words[i + 2] == "ON"
+                i += 3
+            else:
+                raise syntax_error(toks[i].text)
+            if i < n - 1:
+                if not toks[i].is_op(","):
+                    raise syntax_error(toks[i].text)
+                i += 1
+    return Stmt("alter_database", source, option="CHANGE_TRACKING", value=(minutes, cleanup))
+
+
 def _parse_alter(toks, source, ctx):
     n = len(toks)
+    if n > 1 and toks[1].is_word("DATABASE"):
+        return _parse_alter_database(toks, source, ctx)
     i = _expect_word(toks, 1, "TABLE")
     table, i = _table_name(toks, i, ctx)
+    if i + 1 < n and toks[i].is_word("ENABLE", "DISABLE") and toks[i + 1].value.upper() == "CHANGE_TRACKING":
+        enable = toks[i].is_word("ENABLE")
+        j = i + 2
+        if enable and j < n:  # WITH (TRACK_COLUMNS_UPDATED = ON | OFF): accepted, SYS_CHANGE_COLUMNS stays NULL
+            w = [t.text.upper() for t in toks[j:]]
+            if w[:4] != ["WITH", "(", "TRACK_COLUMNS_UPDATED", "="] or len(w) != 6 or w[4] not in ("ON", "OFF") \
+                    or w[5] != ")":
+                raise syntax_error(toks[j].text)
+            j = n
+        if j != n:
+            raise syntax_error(toks[j].text)
+        return Stmt("ct_table", source, table=table, enable=enable)
     if i < n and toks[i].is_word("ADD"):
         i += 1
         cols = []
