@@ -747,7 +747,8 @@ class Session(threading.Thread):
         cat = Catalog(self.pg, self.db)
         fn = {"create_table": cat.create_table, "drop_table": cat.drop_table, "alter_add": cat.alter_add,
               "alter_drop": cat.alter_drop, "alter_column": cat.alter_column, "create_index": cat.create_index,
-              "truncate": cat.truncate, "alter_database": cat.alter_database, "ct_table": cat.ct_table, "create_schema": lambda s: cat.create_schema(s.name)}.get(k)
+              "truncate": cat.truncate, "alter_database": cat.alter_database, "ct_table": cat.ct_table,
+              "create_schema": lambda s: cat.create_schema(s.name)}.get(k)
         if fn is None:
             raise TsqlError(102, "Incorrect syntax near '%s'." % stmt.source[:20], cls=15)
         try:
