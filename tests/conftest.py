@@ -8,6 +8,7 @@
 
 import os
 import shutil
+import signal
 import tempfile
 
 import pytest
@@ -15,6 +16,13 @@ import pytest
 from tests.support import env as support_env
 
 support_env.setup_import_path()
+
+# Tests press Ctrl-C (SIGINT) on the commands they start, as a user at a terminal would. A suite started in the
+# background by a shell without job control (`nohup ... &`, some CI runners) inherits SIGINT ignored, and an
+# ignored signal stays ignored across exec: every child would shrug the Ctrl-C off. A handler (reset to the
+# default on exec) gives the children a terminal's SIGINT.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Each capability's harness registers its fixtures as tests/support/fixtures_<area>.py (loaded here).
 pytest_plugins = sorted(
