@@ -61,6 +61,9 @@ class MssqlDatabase:
     def simulate_restore(self, dbts=None, discard_newer=False):
         return self.server.emulator.simulate_restore(self.name, dbts, discard_newer)
 
+    def change_tracking_cleanup(self, version=None):
+        return self.server.emulator.change_tracking_cleanup(self.name, version)
+
     def kill_sessions(self):
         return self.server.emulator.kill_sessions(self.name)
 

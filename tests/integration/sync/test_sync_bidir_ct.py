@@ -73,3 +73,16 @@ def test_changetable_refuses_what_sql_server_refuses(mssql_db):
         mssql_db.execute("SELECT * FROM CHANGETABLE(CHANGES dbo.T, 1 + 1) AS CT")  # an expression
     mssql_db.execute("ALTER TABLE dbo.T DISABLE CHANGE_TRACKING")
     assert _versions(mssql_db)[1] is None
+
+
+def test_retention_cleanup_expires_older_sync_points(emulated_mssql_db):
+    db = emulated_mssql_db
+    v0, mv0 = _enable(db)
+    db.execute("INSERT INTO dbo.T (id, name) VALUES (1, N'a')")
+    db.execute("INSERT INTO dbo.T (id, name) VALUES (2, N'b')")
+    v2, _ = _versions(db)
+    v1 = _ct(db, v0)[0][2]
+    assert db.change_tracking_cleanup(v1) == v1
+    cur, mv = _versions(db)
+    assert (cur, mv) == (v2, v1) and mv > v0  # a client at v0 is too old, one at v1 still valid
+    assert _ct(db, v1) == [(2, "I", v2)]

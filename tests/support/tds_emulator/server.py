@@ -195,6 +195,20 @@ class TdsEmulator:
                          (uuid.uuid4(), uuid.uuid4()))
         return dbts
 
+    def change_tracking_cleanup(self, database, version=None):
+        """Change tracking's retention cleanup, run now: the change records of versions up to ``version``
+        (default: the current version) are removed and every tracked table's minimum valid version moves up to
+        it, so a client whose last sync version is lower must reinitialise. Returns that version."""
+        db = self.database(database)
+        with db.connect() as conn, conn.transaction():
+            if version is None:
+                version = conn.execute("SELECT tds_meta.ct_current_version()").fetchone()[0]
+            if version is None:
+                raise ValueError("change_tracking_cleanup: change tracking is not enabled on %s" % database)
+            conn.execute("DELETE FROM tds_meta.ct_changes WHERE version <= %s", (version,))
+            conn.execute("UPDATE tds_meta.ct_tables SET min_valid = greatest(min_valid, %s)", (version,))
+        return version
+
     def kill_sessions(self, database):
         return self.kill_sessions_of(self.database(database))
 
