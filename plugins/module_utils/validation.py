@@ -3,9 +3,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Every value rule of the platform, once: modules, filters, playbooks and the orchestrator call these.
 
-One copy of each rule: names of every kind (tenant, remote database, exposure, VPN peer), SQL identifiers,
-hosts, ports, host:port pairs, CIDRs and addresses, interface names, WireGuard keys, expiry timestamps,
-PostgreSQL durations and connection limits, template syntax. Each function returns the (normalised) value or
+One copy of each rule: names of every kind (tenant, remote database, exposure, VPN peer, API key), API key
+scopes, SQL identifiers, SQL Server logins and table names, hosts, ports, host:port pairs, CIDRs and addresses,
+interface names, WireGuard keys, expiry timestamps, seconds, PostgreSQL durations and connection limits, JWT
+claims namespaces, paths of files to read, template syntax. Each function returns the (normalised) value or
 raises ValidationError with a message ``invalid <what> <value>: <rule>``. Domain errors (GatewayError,
 WireGuardError) subclass ValidationError; ``checked()`` re-raises a rule's error as a domain error.
 """
@@ -18,7 +19,9 @@ import base64
 import binascii
 import datetime
 import ipaddress
+import math
 import re
+import unicodedata
 
 
 class ValidationError(ValueError):
@@ -65,13 +68,55 @@ def text(value, what="value"):
     return value
 
 
+_LOGIN_RE = re.compile(r"^[A-Za-z0-9_@#][A-Za-z0-9_@#$.-]{0,127}\Z")
+_DOMAIN_LOGIN_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}\\[A-Za-z0-9_@#][A-Za-z0-9_@#$.-]{0,111}\Z")
+
+
 def login_text(value, what="user"):
-    """A SQL Server login or database name: 1-128 printable characters, no template syntax."""
+    """A SQL Server login (``what`` user: also ``DOMAIN\\login``) or database name: 1-128 ASCII characters of
+    letters, digits, ``_ @ # $ . -``, starting with a letter, digit, ``_``, ``@`` or ``#``.
+
+    Narrower than what SQL Server allows in a delimited name, on purpose: no quotes, ``;``, spaces, shell or
+    template syntax, control or bidi characters, look-alike letters; such a name would reach connection
+    strings and logs."""
     if not isinstance(value, str):
         raise ValidationError("invalid %s %r: expected a string" % (what, value))
     no_template(value, what)
-    if not value or len(value) > 128 or any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValidationError("invalid %s %r: 1-128 printable characters" % (what, value))
+    if not (_LOGIN_RE.match(value) or (what == "user" and _DOMAIN_LOGIN_RE.match(value))):
+        raise ValidationError("invalid %s %r: 1-128 ASCII letters, digits, _ @ # $ . -%s, starting with a letter, "
+                              "digit, _, @ or #" % (what, value, " (or DOMAIN\\login)" if what == "user" else ""))
+    return value
+
+
+def _bad_char(value):
+    """The first control (Cc), format (Cf: bidi, zero-width, BOM) or unassigned/private character of VALUE."""
+    for c in value:
+        if unicodedata.category(c) in ("Cc", "Cf", "Cn", "Co", "Cs", "Zl", "Zp"):
+            return c
+    return None
+
+
+def table_text(value, what="table"):
+    """A table name as the user writes it (``[schema].[table]``, ``schema.table``, ``table``), before the T-SQL
+    parser reads it: 1-300 characters, no control, bidi, zero-width or BOM characters, no template syntax.
+    Bracketed names may otherwise hold any character: they are quoted wherever they go."""
+    if not isinstance(value, str):
+        raise ValidationError("invalid %s %r: expected a string" % (what, value))
+    no_template(value, what)
+    bad = _bad_char(value)
+    if bad is not None:
+        raise ValidationError("invalid %s %r: control or invisible character U+%04X" % (what, value, ord(bad)))
+    if not value.strip() or len(value) > 300:
+        raise ValidationError("invalid %s %r: 1-300 characters" % (what, value[:60]))
+    return value
+
+
+def file_path(value, what="file"):
+    """A path to read (any file the caller can read): a non-empty string without NUL or line breaks."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError("invalid %s %r: expected a path" % (what, value))
+    if "\0" in value or "\n" in value or "\r" in value:
+        raise ValidationError("invalid %s %r: a path has no NUL or line break" % (what, value))
     return value
 
 
@@ -90,6 +135,9 @@ RESERVED_NAMES = frozenset([
     "nologin", "login", "local", "host", "hostssl", "hostnossl", "reject", "trust", "unsafe", "vault",
 ])
 RESERVED_PREFIXES = ("pg_", "berqenas")
+# Words that read as null or a boolean in YAML 1.2, JSON, Python and Jinja (a name is written into YAML by hand and
+# compared in templates): refused for every kind of name (tenants and remote databases refuse all of RESERVED_NAMES).
+VALUE_WORDS = frozenset(["null", "none", "true", "false"])
 RESERVED_TENANT_NAMES = RESERVED_NAMES  # the former name, kept for callers
 
 _IDENT_RULE = ("^[a-z][a-z0-9_]{0,39}$ (lower-case letter first, then up to 39 lower-case letters, digits or "
@@ -113,7 +161,8 @@ def name(value, kind="tenant name"):
         raise ValidationError("%s must be a string, got %s" % (kind, type(value).__name__))
     if not _NAME_RES[kind].match(value):
         raise ValidationError("invalid %s %r: must match %s" % (kind, value, NAME_RULES[kind][1]))
-    if NAME_RULES[kind][2] and (value in RESERVED_NAMES or value.startswith(RESERVED_PREFIXES)):
+    if value in VALUE_WORDS or (NAME_RULES[kind][2] and (value in RESERVED_NAMES
+                                                         or value.startswith(RESERVED_PREFIXES))):
         raise ValidationError("invalid %s %r: reserved (see the reserved list in the docs)" % (kind, value))
     return value
 
@@ -172,6 +221,20 @@ def integer(value, what, low, high):
         raise ValidationError("invalid %s %r: expected an integer %d-%d" % (what, value, low, high)) from None
     if not low <= n <= high:
         raise ValidationError("invalid %s %r: expected an integer %d-%d" % (what, value, low, high))
+    return n
+
+
+def seconds(value, what, low, high):
+    """A number of seconds LOW..HIGH (an int, a float or a decimal string); NaN, infinities and booleans refused."""
+    rule = "expected a number of seconds %g-%g" % (low, high)
+    if isinstance(value, bool):
+        raise ValidationError("invalid %s %r: %s" % (what, value, rule))
+    try:
+        n = float(value if isinstance(value, (int, float)) else str(value).strip())
+    except (TypeError, ValueError):
+        raise ValidationError("invalid %s %r: %s" % (what, value, rule)) from None
+    if math.isnan(n) or math.isinf(n) or not low <= n <= high:
+        raise ValidationError("invalid %s %r: %s" % (what, value, rule))
     return n
 
 
@@ -319,9 +382,10 @@ def wireguard_key(value, what="public key"):
 _EXPIRY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?[+-]\d{2}:\d{2}\Z")
 
 
-def expiry(value, what="expires"):
-    """ISO-8601 with a timezone (``2026-12-31T00:00:00Z``) -> an aware UTC datetime; None or '' -> None."""
-    if value is None or value == "":
+def expiry(value, what="expires", required=False):
+    """ISO-8601 with a timezone (``2026-12-31T00:00:00Z``) -> an aware UTC datetime; None or '' -> None (with
+    REQUIRED, '' is refused: an option given as ``--expires=`` is not an absent one)."""
+    if value is None or (value == "" and not required):
         return None
     if not isinstance(value, str):
         raise ValidationError("invalid %s %r: expected an ISO-8601 timestamp like 2026-12-31T00:00:00Z"
@@ -378,3 +442,58 @@ def sync_direction_options(direction, conflict_policy, timestamp_column, delete_
         raise ValidationError("%s: direction both does not support delete_detection soft_delete (deletes flow both "
                               "ways as deletes)" % what)
     return direction, policy, timestamp_column
+
+
+# ------------------------------------------------------------------------------------------ API keys, JWT
+
+_API_KEY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+
+
+def api_key_name(value, what="key name"):
+    """An API key's name: 1-64 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit."""
+    if not isinstance(value, str) or not _API_KEY_NAME_RE.match(value):
+        raise ValidationError("invalid %s %r: 1-64 characters, letters, digits, '.', '_' or '-', starting with a "
+                              "letter or digit" % (what, value))
+    return value
+
+
+def api_key_scope(value, what="scope"):
+    """``admin``, ``read`` or ``tenant:NAME`` (NAME a tenant name) -> (kind, tenant or None)."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError("invalid %s: expected admin, read or tenant:NAME" % what)
+    if value in ("admin", "read"):
+        return value, None
+    kind, sep, tenant = value.partition(":")
+    if kind != "tenant" or not sep:
+        raise ValidationError("invalid %s %r: expected admin, read or tenant:NAME" % (what, value))
+    try:
+        return "tenant", tenant_name(tenant)
+    except ValidationError as exc:
+        raise ValidationError("invalid %s %r: %s" % (what, value, exc)) from None
+
+
+_NS_WORD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
+_NS_URL_RE = re.compile(r"^https?://([^/?#@\[\]]+?)(?::([0-9]{1,5}))?(/[A-Za-z0-9._~/-]*)?\Z")
+
+
+def claims_namespace(value, what="claims namespace"):
+    """The JWT claim the x-hasura-* claims travel under: an http(s) URL (a host, an optional port, a path of
+    letters, digits and ``. _ ~ / -``; no query, user or fragment), at most 200 characters, or a word of up to 64
+    letters, digits, ``_`` or ``-`` starting with a letter."""
+    rule = "an http(s) URL like https://hasura.io/jwt/claims (no query, user or fragment) or a word"
+    if not isinstance(value, str) or not value or len(value) > 200:
+        raise ValidationError("invalid %s %r: %s, at most 200 characters" % (what, value, rule))
+    if _NS_WORD_RE.match(value):
+        return value
+    m = _NS_URL_RE.match(value)
+    if not m:
+        raise ValidationError("invalid %s %r: %s" % (what, value, rule))
+    try:
+        host(m.group(1), what + " host")
+        if m.group(2) is not None:
+            port(m.group(2), what + " port")
+    except ValidationError as exc:
+        raise ValidationError("invalid %s %r: %s" % (what, value, exc)) from None
+    if "//" in (m.group(3) or "") or "/../" in (m.group(3) or "") + "/":
+        raise ValidationError("invalid %s %r: %s" % (what, value, rule))
+    return value

@@ -87,3 +87,82 @@ def test_hosts(good, expected):
 def test_bad_hosts(bad):
     with pytest.raises(v.ValidationError):
         v.host(bad)
+
+
+@pytest.mark.parametrize("good", ["sa", "erp_reader", "ERP", "sync.user", "@x#1$", "DOMAIN\\svc_sync", "a" * 128])
+def test_sql_server_logins(good):
+    assert v.login_text(good, "user") == good
+
+
+@pytest.mark.parametrize("bad", ["", "a'b", 'a"b', "a;b", "a b", "\u202eemca", "\u0430cme", "a\tb", "-x", ".x",
+                                 "a" * 129, "{{ x }}", "a\\b\\c"])
+def test_bad_sql_server_logins(bad):
+    with pytest.raises(v.ValidationError):
+        v.login_text(bad, "user")
+
+
+def test_a_database_name_has_no_domain():
+    with pytest.raises(v.ValidationError):
+        v.login_text("DOMAIN\\db", "database")
+
+
+@pytest.mark.parametrize("good", ["[dbo].[Orders]", "[dbo].[Order's; x]", "Orders", "[Продажи]"])
+def test_table_text(good):
+    assert v.table_text(good) == good
+
+
+@pytest.mark.parametrize("bad", ["", " ", "a\x00b", "a\nb", "a\x1bb", "acme\u200b", "\u202eemca", "\ufeffa",
+                                 "[dbo].[{{ x }}]", "x" * 301])
+def test_bad_table_text(bad):
+    with pytest.raises(v.ValidationError):
+        v.table_text(bad)
+
+
+@pytest.mark.parametrize("good, expected", [("30", 30.0), (0, 0.0), ("0.5", 0.5), (3600, 3600.0)])
+def test_seconds(good, expected):
+    assert v.seconds(good, "lock timeout", 0, 3600) == expected
+
+
+@pytest.mark.parametrize("bad", ["NaN", float("nan"), "inf", float("inf"), "-inf", "1e400", "-1", "3601", True, "x",
+                                 ""])
+def test_bad_seconds(bad):
+    with pytest.raises(v.ValidationError):
+        v.seconds(bad, "lock timeout", 0, 3600)
+
+
+def test_expiry_required_refuses_empty():
+    assert v.expiry("") is None
+    with pytest.raises(v.ValidationError):
+        v.expiry("", "expires", True)
+
+
+@pytest.mark.parametrize("good", ["https://hasura.io/jwt/claims", "http://198.51.100.7:8080/claims", "claims",
+                                  "x-hasura"])
+def test_claims_namespaces(good):
+    assert v.claims_namespace(good) == good
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "https://x/a?b=1", "https://user@x/", "https://x/#f", "ftp://x/",
+                                 "https://-x/", "https://x:99999/", "$(id)", "{{ x }}", "a'b", "https://x/a//b",
+                                 "https://x/../y", "\u202eclaims", "x" * 201])
+def test_bad_claims_namespaces(bad):
+    with pytest.raises(v.ValidationError):
+        v.claims_namespace(bad)
+
+
+@pytest.mark.parametrize("bad", ["", "a\x00b", "a\nb", None])
+def test_bad_file_paths(bad):
+    with pytest.raises(v.ValidationError):
+        v.file_path(bad)
+
+
+def test_api_key_name_and_scope():
+    assert v.api_key_name("ci-deploy.1") == "ci-deploy.1"
+    assert v.api_key_scope("tenant:acme") == ("tenant", "acme")
+    assert v.api_key_scope("read") == ("read", None)
+    for bad in ("", "-x", "a b", "a" * 65):
+        with pytest.raises(v.ValidationError):
+            v.api_key_name(bad)
+    for bad in ("", "admin ", "tenant:", "tenant:Acme", "tenant:null", "root", "tenant:acme:x"):
+        with pytest.raises(v.ValidationError):
+            v.api_key_scope(bad)

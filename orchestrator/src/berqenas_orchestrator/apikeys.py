@@ -34,7 +34,6 @@ ENV_KEYSTORE = "BERQENAS_KEYSTORE"
 KEY_RE = re.compile(r"^bq_([0-9a-f]{12})_([A-Za-z0-9_-]{43})\Z")
 # anything shaped like a key (for redaction): the prefix, an id and a long secret
 KEY_TEXT_RE = re.compile(r"bq_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 SCOPE_KINDS = ("admin", "read", "tenant")
 MAX_KEY_FILE = 4096
 
@@ -84,27 +83,23 @@ class Scope:
 
 
 def parse_scope(text: str) -> Scope:
-    """``admin``, ``read`` or ``tenant:NAME`` (NAME a valid tenant name, by the collection's rule)."""
-    from .validate import ValidationError, tenant_name
+    """``admin``, ``read`` or ``tenant:NAME`` (the collection's rule, module_utils.validation.api_key_scope)."""
+    from .validate import validation
 
-    if not isinstance(text, str) or text in ("",):
-        raise ApiKeyError("invalid scope: expected admin, read or tenant:NAME")
-    if text in ("admin", "read"):
-        return Scope(text)
-    kind, sep, tenant = text.partition(":")
-    if kind != "tenant" or not sep:
-        raise ApiKeyError(f"invalid scope {text!r}: expected admin, read or tenant:NAME")
     try:
-        return Scope("tenant", tenant_name(tenant))
-    except ValidationError as exc:
-        raise ApiKeyError(f"invalid scope {text!r}: {exc}") from None
+        return Scope(*validation.api_key_scope(text))
+    except validation.ValidationError as exc:
+        raise ApiKeyError(str(exc)) from None
 
 
 def key_name(value: str) -> str:
-    if not isinstance(value, str) or not NAME_RE.match(value):
-        raise ApiKeyError(f"invalid key name {value!r}: 1-64 characters, letters, digits, '.', '_' or '-', "
-                          "starting with a letter or digit")
-    return value
+    """A key's name (the collection's rule, module_utils.validation.api_key_name)."""
+    from .validate import validation
+
+    try:
+        return validation.api_key_name(value)
+    except validation.ValidationError as exc:
+        raise ApiKeyError(str(exc)) from None
 
 
 def parse_expires(value: str | None, *, at: dt.datetime | None = None) -> dt.datetime | None:

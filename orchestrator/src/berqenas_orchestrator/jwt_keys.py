@@ -28,7 +28,6 @@ _TTL_RE = re.compile(r"^([1-9][0-9]{0,6})(s|m|h|d)\Z")
 _TTL_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_TTL = 30 * 86400
 _ROLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")
-_NS_RE = re.compile(r"^[\x21-\x7e]{1,200}\Z")
 
 
 class KeyError_(ValueError):
@@ -46,9 +45,13 @@ def parse_ttl(value: str) -> int:
 
 
 def check_namespace(ns: str) -> str:
-    if not _NS_RE.match(ns or "") or "'" in ns:
-        raise KeyError_(f"claims namespace {ns!r}: printable ASCII without spaces or quotes, 1-200 characters")
-    return ns
+    """The collection's claims-namespace rule (module_utils.validation.claims_namespace)."""
+    from .validate import validation
+
+    try:
+        return validation.claims_namespace(ns)
+    except validation.ValidationError as exc:
+        raise KeyError_(str(exc)) from None
 
 
 def generate(alg: str = "HS256", claims_namespace: str = DEFAULT_NAMESPACE, now: float | None = None) -> dict:

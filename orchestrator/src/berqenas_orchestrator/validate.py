@@ -4,7 +4,8 @@
   ``module_utils("wireguard")`` imports another of the collection's module_utils the same way;
 - ``rule(validation.tenant_name)`` is a click callback applying a rule (to each value of a ``multiple``
   option too): a ValidationError becomes ``click.BadParameter`` (usage error, exit code 2);
-- ``check(rule, value, hint)`` does the same inside a command body.
+- ``check(rule, value, hint)`` does the same inside a command body;
+- ``read_secret_file(path, hint)`` reads a one-line secret from a file the user names (``-``: stdin).
 Nothing here restates a rule.
 """
 
@@ -68,4 +69,24 @@ def rule(fn: Callable, *args, keep: bool = False) -> Callable:
     return callback
 
 
-__all__ = ["ValidationError", "check", "module_utils", "rule", "validation"]
+def read_secret_file(path: str, param_hint: str, *, stdin: bool = False, strip: bool = False) -> str:
+    """The one-line secret in file PATH (``-`` reads stdin when STDIN; surrounding blanks removed with STRIP): a
+    path the rule refuses, a file that cannot be read, an empty one or one of several lines is a usage error (the
+    secret itself is never in the message)."""
+    check(validation.file_path, path, "secret file", param_hint=param_hint)
+    if stdin and path == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeError) as exc:
+            raise click.BadParameter(f"cannot read {path!r}: {getattr(exc, 'strerror', None) or exc}",
+                                     param_hint=param_hint) from None
+    text = text.strip() if strip else text.rstrip("\r\n")
+    if not text or "\n" in text or "\x00" in text:
+        raise click.BadParameter("the file must hold the secret on one line", param_hint=param_hint)
+    return text
+
+
+__all__ = ["ValidationError", "check", "module_utils", "read_secret_file", "rule", "validation"]

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from .. import vault
 from ..app import App, CommandError, json_option, pass_app
-from ..validate import ValidationError, tenant_name
+from ..validate import ValidationError, read_secret_file, rule, tenant_name, validation
 
 STATE_FILE = "hasura.yml"
 SECRETS_FILE = "hasura_secrets.yml"
@@ -42,7 +40,7 @@ def group():
 
 @group.command("configure")
 @click.option("--url", required=True, help="Base URL of the Hasura engine, e.g. http://127.0.0.1:8080.")
-@click.option("--admin-secret-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+@click.option("--admin-secret-file", required=True, callback=rule(validation.file_path, "admin secret file"),
               help="File holding the engine's admin secret (stored with Ansible Vault in the inventory).")
 @json_option
 @pass_app
@@ -54,9 +52,7 @@ def configure(app: App, url, admin_secret_file):
         H.Client(url, "", None)
     except H.HasuraError as exc:
         raise click.BadParameter(str(exc), param_hint="--url") from None
-    secret = admin_secret_file.read_text().strip()
-    if not secret:
-        raise click.BadParameter("the file is empty", param_hint="--admin-secret-file")
+    secret = read_secret_file(admin_secret_file, "--admin-secret-file", strip=True)
     with app.state.edit(STATE_FILE) as data:
         data["berqenas_hasura_url"] = url.rstrip("/")
     vault.store(app, SECRETS_FILE, SECRETS_KEY, "default", secret)

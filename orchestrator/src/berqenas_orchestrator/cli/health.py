@@ -13,6 +13,7 @@ import time
 import click
 
 from ..app import App, CommandError, json_option, pass_app
+from ..validate import rule, validation
 
 KINDS = ("wireguard", "gateway", "postgres", "remotedb", "sync", "hasura")
 
@@ -124,7 +125,8 @@ def write_prometheus(path: str, checks: list[dict], now: float | None = None) ->
               help="Also write the checks as Prometheus metrics to FILE (node_exporter textfile collector).")
 @click.option("--only", "only", type=click.Choice(KINDS), multiple=True,
               help="Only checks of this kind (repeatable).")
-@click.option("--check-timeout", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,
+@click.option("--check-timeout", type=float, default=10.0, show_default=True,
+              callback=rule(validation.seconds, "check timeout", 0.1, 3600),
               help="Seconds each probe may take before it is reported as timed out.")
 @click.option("--pending", is_flag=True,
               help="Also count each synced table's rows pending on its source (one login per remote database).")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from .. import vault
 from ..app import App, CommandError, json_option, pass_app
 from ..authz import visible
-from ..validate import module_utils, rule, validation
+from ..validate import check, module_utils, read_secret_file, rule, validation
 
 STATE_FILE = "remotedbs.yml"
 KEY = "berqenas_remotedbs"
@@ -23,6 +21,7 @@ def table_names(values) -> list[str]:
     T = module_utils("mssql_tsql")
     out = []
     for v in values or ():
+        check(validation.table_text, v, "table", param_hint="--table")
         try:
             out.append(T.quote_table(*T.parse_two_part_name(v)))
         except T.TsqlError as exc:
@@ -48,22 +47,6 @@ def _public(d: dict) -> dict:
 def forget_password(app: App, name: str) -> bool:
     """Remove remote database NAME's vaulted password (for `remotedb remove`, and `tenant delete --cascade`)."""
     return vault.forget(app, SECRETS_FILE, SECRETS_KEY, name)
-
-
-def _read_password(path: str) -> str:
-    if path == "-":
-        pw = sys.stdin.read()
-    else:
-        try:
-            with open(path, encoding="utf-8") as f:
-                pw = f.read()
-        except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
-            raise click.BadParameter(f"cannot read {path!r}: {getattr(exc, 'strerror', None) or exc}",
-                                     param_hint="--password-file") from None
-    pw = pw.rstrip("\r\n")
-    if not pw or "\n" in pw or "\x00" in pw:
-        raise click.BadParameter("the file must hold the password on one line", param_hint="--password-file")
-    return pw
 
 
 @click.group(name="remotedb")
@@ -92,7 +75,7 @@ def add(app: App, name, tenant, host, port, user, password_file, database, table
              for t in app.state.load("tenants.yml").get("berqenas_tenants", [])]
     if tenant not in known:
         raise CommandError(f"add remote database {name}: no tenant {tenant} (create it first)")
-    password = _read_password(password_file)
+    password = read_secret_file(password_file, "--password-file", stdin=True)
     vault.store(app, SECRETS_FILE, SECRETS_KEY, name, password)
     entry = {"name": name, "tenant": tenant, "host": host, "port": port, "user": user, "database": database,
              "tables": tables}

@@ -23,7 +23,8 @@ def group():
 @click.option("--full", is_flag=True, help="Truncate and reload the tables (a full resync).")
 @click.option("--force", is_flag=True, help="Apply deletions the pk_diff / mode full safety checks refuse.")
 @click.option("--check", is_flag=True, help="Report pending row counts; change nothing.")
-@click.option("--lock-timeout", type=click.FloatRange(0, 3600), default=30, show_default=True,
+@click.option("--lock-timeout", type=float, default=30, show_default=True,
+              callback=rule(validation.seconds, "lock timeout", 0, 3600),
               help="Seconds to wait for another run of the same remote database, then report locked.")
 @click.option("--scheduled", is_flag=True,
               help="As a scheduled job: one summary line with the counts; a run that finds the job locked exits 0.")

@@ -11,7 +11,7 @@ import click
 from .. import jwt_keys as J
 from .. import vault
 from ..app import App, CommandError, json_option, pass_app
-from ..validate import ValidationError, tenant_name
+from ..validate import ValidationError, rule, tenant_name, validation
 
 SECRETS_FILE = "hasura_jwt_keys.yml"
 SECRETS_KEY = "berqenas_hasura_jwt_keys"
@@ -43,6 +43,7 @@ def key():
 @click.option("--alg", type=click.Choice(J.ALGORITHMS), default="HS256", show_default=True,
               help="HS256 (shared secret) or RS256/EdDSA (the engine gets the public key only).")
 @click.option("--claims-namespace", default=J.DEFAULT_NAMESPACE, show_default=True,
+              callback=rule(validation.claims_namespace),
               help="Claim under which the x-hasura-* claims travel.")
 @json_option
 @pass_app

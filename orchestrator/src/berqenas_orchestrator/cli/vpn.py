@@ -71,7 +71,7 @@ def peer():
     callback=rule(validation.wireguard_key),
     help="The client's own public key (then no private key is generated; the config lacks only it).",
 )
-@click.option("--expires", metavar="ISO-8601", callback=rule(validation.expiry),
+@click.option("--expires", metavar="ISO-8601", callback=rule(validation.expiry, "expires", True),
               help="Expiry with timezone, e.g. 2026-12-31T00:00:00Z.")
 @click.option("--qr", is_flag=True, help="Also fetch the QR code and show it in the terminal.")
 @json_option
