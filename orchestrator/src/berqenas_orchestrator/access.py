@@ -34,6 +34,7 @@ class Invocation:
     scope: str | None = None
     denied: str | None = None
     home_existed: bool = True
+    signal: str | None = None  # the signal that cancelled the command (SIGTERM)
 
     def command_text(self, root: click.Group) -> str:
         if self.path:
@@ -128,6 +129,8 @@ def finish(inv: Invocation, root: click.Group, code: int) -> int:
     }
     if inv.denied:
         record["reason"] = inv.denied
+    if inv.signal:
+        record["signal"] = inv.signal
     try:
         audit.AuditLog(path).append(record)
     except OSError as exc:

@@ -168,6 +168,17 @@ def record_event(result: RunResult, event: dict, diff: bool) -> None:
         result.stats = {k: data.get(k) for k in ("ok", "changed", "failures", "dark", "skipped")}
 
 
+_ACTIVE: list[dict] = []  # the cancel flags of the playbook runs under way in this process
+
+
+def cancel_runs() -> bool:
+    """Ask every playbook run under way to stop (ansible-runner then ends ansible-playbook and the run ends
+    ``canceled``, exit code 130); True when there was one. Safe from a signal handler."""
+    for flag in list(_ACTIVE):
+        flag["flag"] = True
+    return bool(_ACTIVE)
+
+
 def run_playbook(playbook: str | Path, *, inventory: str | Path | list | None, extravars: dict | None = None,
                  check: bool = False, diff: bool = False, limit: str | None = None,
                  verbosity: int = 0, timeout: int | None = None, progress: Callable[[str], None] | None = None,
@@ -206,6 +217,7 @@ def run_playbook(playbook: str | Path, *, inventory: str | Path | list | None, e
     if limit:
         cmdline += ["--limit", limit]
     previous = signal.signal(signal.SIGINT, on_sigint)
+    _ACTIVE.append(cancelled)
     try:
         with _only_env(_clean_env(env)):
             r = ansible_runner.run(
@@ -219,6 +231,7 @@ def run_playbook(playbook: str | Path, *, inventory: str | Path | list | None, e
         result.status = "canceled" if cancelled["flag"] else r.status
         result.rc = r.rc if r.rc is not None else -1
     finally:
+        _ACTIVE.remove(cancelled)
         signal.signal(signal.SIGINT, previous)
         shutil.rmtree(pdd, ignore_errors=True)
     return result

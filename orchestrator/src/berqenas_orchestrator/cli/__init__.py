@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
 import click
 
-from .. import access, authz, controller
+from .. import access, authz, controller, runner
 from ..app import App, handle_error  # noqa: F401
 from ..paths import default_home
 from ..runner import EXIT_CANCEL, EXIT_USAGE
@@ -64,6 +65,19 @@ authz.guard_tree(root, lambda path, rule, ctx: access.authorize(
     _CURRENT.setdefault("inv", access.Invocation(argv=[])), path, rule, ctx))
 
 
+class Terminated(click.exceptions.Abort):
+    """SIGTERM outside a playbook run: the command stops like on Ctrl-C (exit code 130, audit outcome cancelled)."""
+
+
+def _on_sigterm(signum, frame):
+    inv = _CURRENT.get("inv")
+    if inv is not None:
+        inv.signal = "SIGTERM"
+    if runner.cancel_runs():
+        return  # ansible-runner stops ansible-playbook; the command then ends cancelled (130) on its own
+    raise Terminated()
+
+
 def _run(argv) -> int:
     try:
         root.main(args=argv, prog_name="berqenas", standalone_mode=False)
@@ -83,7 +97,17 @@ def main(argv=None):
     _CURRENT["inv"] = inv = access.Invocation(argv=argv)
     code = 1
     try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (an embedding caller): SIGTERM keeps its handler
+        previous = None
+    try:
         code = _run(argv)
-    finally:  # the audit line, whatever happened (a failure, Ctrl-C, a bug)
-        code = access.finish(inv, root, code)
+    finally:  # the audit line, whatever happened (a failure, Ctrl-C, SIGTERM, a bug)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the line short
+        try:
+            code = access.finish(inv, root, code)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     sys.exit(code)
