@@ -1,7 +1,7 @@
 """A cancelled command still leaves its audit line: SIGTERM to a real `berqenas` process (blocked in its body)
 ends it with exit code 130 and an audit line ``outcome: cancelled, exit_code: 130, signal: SIGTERM`` that keeps
 the hash chain; SIGTERM during a playbook run asks ansible-runner to stop ansible-playbook (the run ends canceled,
-130) instead of killing the CLI under it."""
+130) instead of killing the CLI under it, and no ansible task worker outlives the run."""
 
 import json
 import os
@@ -29,6 +29,32 @@ def _wait(cond, timeout=120.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _running(marker: bytes) -> list[int]:
+    """Processes whose command line holds MARKER (a path only this test uses); zombies excluded."""
+    pids = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmd and state != b"Z":
+            pids.append(int(pid))
+    return pids
+
+
+def _blocked_in_pipe_read(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return f.read().endswith("pipe_read")  # pipe_read, anon_pipe_read (newer kernels)
+    except OSError:
+        return False
+
+
 def test_sigterm_writes_the_audit_line(ansible_env, tmp_path):
     home = tmp_path / "home"
     inv = home / "inventory"
@@ -46,9 +72,8 @@ def test_sigterm_writes_the_audit_line(ansible_env, tmp_path):
                              "--host", "sql.example.com", "--user", "sa", "--database", "erp", "--password-file", "-"],
                             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
     try:
-        # past the key check (its last_used is written), so in the command's body
-        _wait(lambda: next(k for k in store.keys() if k.id == key.id).last_used is not None or proc.poll() is not None,
-              what="the command to authenticate")
+        # in the command's body: blocked reading the password from its stdin pipe (the kernel's wait channel)
+        _wait(lambda: _blocked_in_pipe_read(proc.pid) or proc.poll() is not None, what="the command to read stdin")
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
@@ -90,9 +115,13 @@ def test_sigterm_during_a_playbook_cancels_the_run(ansible_env, tmp_path, monkey
     try:
         threading.Thread(target=terminate, daemon=True).start()
         result = runner.run_playbook(book, inventory=hosts, progress=progress)
+        assert started.is_set()
+        assert (result.status, result.exit_code) == ("canceled", 130)
+        assert time.monotonic() - t0 < 500  # the 600 s pause did not run out
+        assert runner.cancel_runs() is False  # no run left registered
+        # ansible-core's task worker (its own session, out of ansible-runner's kill) is gone too
+        _wait(lambda: not _running(str(book).encode()), timeout=60, what="the task worker to end")
     finally:
         signal.signal(signal.SIGTERM, previous)
-    assert started.is_set()
-    assert (result.status, result.exit_code) == ("canceled", 130)
-    assert time.monotonic() - t0 < 500  # the 600 s pause did not run out
-    assert runner.cancel_runs() is False  # no run left registered
+        for pid in _running(str(book).encode()):  # never leave one behind, even when an assertion failed
+            os.kill(pid, signal.SIGKILL)

@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,6 +180,42 @@ def cancel_runs() -> bool:
     return bool(_ACTIVE)
 
 
+def _children() -> dict[int, list[int]]:
+    """ppid -> pids of every process (from /proc)."""
+    out: dict[int, list[int]] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        out.setdefault(ppid, []).append(int(pid))
+    return out
+
+
+def _kill_workers() -> None:
+    """SIGKILL the processes below this process's ansible-playbook children: ansible-core's task workers call
+    setsid(), so ansible-runner's SIGKILL of ansible-playbook's process group on a cancel or timeout misses them and
+    a worker would go on running its task (a query, a pause) after the CLI ended."""
+    tree = _children()
+    for child in tree.get(os.getpid(), []):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                if b"ansible-playbook" not in f.read():
+                    continue
+        except OSError:
+            continue
+        todo = list(tree.get(child, []))
+        while todo:
+            pid = todo.pop()
+            todo.extend(tree.get(pid, []))
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
 def run_playbook(playbook: str | Path, *, inventory: str | Path | list | None, extravars: dict | None = None,
                  check: bool = False, diff: bool = False, limit: str | None = None,
                  verbosity: int = 0, timeout: int | None = None, progress: Callable[[str], None] | None = None,
@@ -203,6 +240,14 @@ def run_playbook(playbook: str | Path, *, inventory: str | Path | list | None, e
     def on_sigint(signum, frame):
         cancelled["flag"] = True
 
+    started = time.monotonic()
+
+    def cancel_callback() -> bool:
+        # ansible-runner checks this, then its own timeout, then SIGKILLs ansible-playbook's process group
+        if cancelled["flag"] or (timeout and time.monotonic() - started > timeout):
+            _kill_workers()
+        return cancelled["flag"]
+
     cmdline = []
     if extravars:
         varfile = os.path.join(pdd, "berqenas-vars.yml")
@@ -224,7 +269,7 @@ def run_playbook(playbook: str | Path, *, inventory: str | Path | list | None, e
                 private_data_dir=pdd, playbook=str(playbook), inventory=[str(i) for i in inventory] if isinstance(
                     inventory, list) else (str(inventory) if inventory else None),
                 cmdline=" ".join(_shell_quote(c) for c in cmdline) or None, quiet=True, verbosity=verbosity or None,
-                event_handler=on_event, cancel_callback=lambda: cancelled["flag"], timeout=timeout,
+                event_handler=on_event, cancel_callback=cancel_callback, timeout=timeout,
                 suppress_env_files=True, project_dir=str(playbook.parent), json_mode=False,
                 settings={"suppress_ansible_output": True},
             )
