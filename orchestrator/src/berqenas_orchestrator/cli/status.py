@@ -32,7 +32,7 @@ import yaml
 
 from .. import authz, vault
 from ..app import App, CommandError, json_option, pass_app, render_table
-from ..validate import module_utils
+from ..validate import module_utils, rule, validation
 
 ROWS_SHOWN = 5  # per section on the screen; --all (or --json) shows every row
 
@@ -421,10 +421,11 @@ def render(data: dict, show_all: bool = False, tty: bool = False, width: int = 8
 
 
 @click.command(name="status")
-@click.option("--watch", type=click.FloatRange(0.5, 86400), metavar="SECONDS",
+@click.option("--watch", type=float, metavar="SECONDS", callback=rule(validation.seconds, "watch interval", 0.5, 86400),
               help="Redraw every SECONDS until interrupted (with --json: one document per line each time).")
 @click.option("--all", "show_all", is_flag=True, help=f"Every row of each section (the screen shows {ROWS_SHOWN}).")
-@click.option("--check-timeout", type=click.FloatRange(0.1, 3600), default=5.0, show_default=True,
+@click.option("--check-timeout", type=float, default=5.0, show_default=True,
+              callback=rule(validation.seconds, "check timeout", 0.1, 3600),
               help="Seconds the database and Hasura may take to answer.")
 @json_option
 @pass_app
