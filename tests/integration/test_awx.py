@@ -244,6 +244,12 @@ def test_sync_templates_run_with_the_sql_server_credential_only(awx, configured,
     job, failures = _launch(awx, "berqenas sync run", {"berqenas_remotedb": "erp"}, job_type="check")
     assert job["status"] == "successful", failures
     assert job["artifacts"]["berqenas_result"]["tables"][0]["pending"] == 2
+    # an empty list answer arrives as null: the configured tables, not an argument-spec failure
+    job, failures = _launch(awx, "berqenas sync run", {"berqenas_remotedb": "erp", "berqenas_sync_tables": None},
+                            job_type="check")
+    assert job["status"] == "successful", failures
+    assert json.loads(job["extra_vars"])["berqenas_sync_tables"] is None
+    assert [t["pending"] for t in job["artifacts"]["berqenas_result"]["tables"]] == [2]
     job, failures = _launch(awx, "berqenas sync run", {"berqenas_remotedb": "erp"})  # survey defaults fill the rest
     assert job["status"] == "successful", failures
     assert job["artifacts"]["berqenas_result"]["tables"][0]["inserted"] == 2

@@ -318,6 +318,9 @@ class AwxDouble:
         names = {q["variable"] for q in spec["spec"]}
         for q in spec["spec"]:
             var = q["variable"]
+            if var in given and given[var] is None and not q.get("required"):
+                answers[var] = None  # an optional question answered null (an empty list) is passed on as null
+                continue
             if var in given:
                 value = given[var]
             elif q.get("default") not in (None, ""):
