@@ -84,10 +84,12 @@ class Cluster:
             raise ClusterError("start PostgreSQL: socket path too long (over 107 bytes): %s" % self.socket_dir)
 
     # -- helpers -------------------------------------------------------------------------
-    def _cmd(self, argv, check=True, timeout=120):
+    def _cmd(self, argv, check=True, timeout=120, netns=None):
         name = os.path.basename(argv[0])
         if os.geteuid() == 0 and self.user.pw_uid != 0:
             argv = ["runuser", "-u", self.user.pw_name, "--"] + argv
+        if netns:
+            argv = ["ip", "netns", "exec", netns] + argv
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
                               cwd="/", check=False, env=dict(os.environ, LC_ALL="C.UTF-8"))
         if check and proc.returncode != 0:
@@ -129,15 +131,18 @@ class Cluster:
                 f.write("%s = %s\n" % (k, v))
         return True
 
-    def start(self, wait=30):
-        """Start if not running; returns True when it started the server."""
+    def start(self, wait=30, netns=None):
+        """Start if not running (in network namespace NETNS when given); returns True when it started it."""
         if self.running():
             return False
         if not self.port:
             self.port = free_port()
         self._own(self.socket_dir, 0o700)
+        options = "-p %d" % int(self.port)
+        if netns:  # inside the local network host: every address of that namespace (loopback, VPN, bridge)
+            options += " -c listen_addresses=*"
         self._cmd([os.path.join(self.bindir, "pg_ctl"), "-D", self.data_dir, "-l", self.log_file, "-w",
-                   "-t", str(wait), "-o", "-p %d" % int(self.port), "start"], timeout=wait + 30)
+                   "-t", str(wait), "-o", options, "start"], timeout=wait + 30, netns=netns)
         return True
 
     def stop(self):

@@ -39,6 +39,11 @@ options:
     description:
       - TCP port on 127.0.0.1; a free one is picked when omitted (and kept across restarts when still free).
     type: int
+  netns:
+    description:
+      - Start the server inside this network namespace (the local network host, M(berqenas.platform.local_network)),
+        listening on every address there; the socket directory stays on the host's filesystem.
+    type: str
   report:
     description:
       - Report the cluster (RV(initialized), RV(running), where it is) instead of bringing it to O(state).
@@ -82,6 +87,14 @@ data_dir:
   description: The data directory.
   returned: when the cluster exists
   type: str
+bindir:
+  description: The PostgreSQL server binaries' directory.
+  returned: when the cluster exists
+  type: str
+run_user:
+  description: The user the server runs as.
+  returned: when the cluster exists
+  type: str
 base_dir:
   description: Directory holding everything of the cluster.
   returned: when the cluster exists
@@ -113,7 +126,8 @@ def default_base(home):
 
 def _where(cluster):
     return dict(socket_dir=cluster.socket_dir, port=int(cluster.port) if cluster.port else None,
-                superuser=cluster.superuser, data_dir=cluster.data_dir, base_dir=cluster.base_dir)
+                superuser=cluster.superuser, data_dir=cluster.data_dir, base_dir=cluster.base_dir,
+                bindir=cluster.bindir, run_user=cluster.user.pw_name)
 
 
 def main():
@@ -123,6 +137,7 @@ def main():
         base_dir=dict(type="path"),
         port=dict(type="int"),
         report=dict(type="bool", default=False),
+        netns=dict(type="str"),
     ), supports_check_mode=True)
     p = module.params
     home = os.path.abspath(p["home"])
@@ -149,7 +164,7 @@ def main():
                         if not os.path.isdir(d):
                             os.makedirs(d, mode=0o755)
                 cluster.init()
-                cluster.start()
+                cluster.start(netns=p["netns"])
                 cluster.wait_ready()
                 cluster.save(state_file)
         elif p["state"] == "stopped":

@@ -15,7 +15,8 @@ def _inventory():
 
 
 def _text(d: dict) -> str:
-    return "\n".join(f"{k}: {d.get(k)}" for k in ("home", "running", "host", "port", "superuser", "database"))
+    return "\n".join(f"{k}: {d.get(k)}" for k in ("home", "running", "host", "port", "superuser", "database", "netns",
+                                                   "endpoint"))
 
 
 @click.group(name="local")
@@ -31,6 +32,9 @@ def up(app: App):
     result = app.run_or_fail("local_up.yml", inventory=_inventory())
     data = dict(result.answer)
     data.pop("inventory", None)
+    if data.get("netns"):  # the local VPN + gateway host: WireGuard up (no peers yet), ufw default deny
+        app.run_or_fail("vpn_apply.yml")
+        app.run_or_fail("gateway_apply.yml")
     app.emit(data, text=_text(data))
 
 

@@ -1,0 +1,297 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: berqenas.platform contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: local_network
+short_description: The local instance's VPN and gateway host, a network namespace with its own /etc
+version_added: "0.1.0"
+description:
+  - Brings up, for one instance directory, a network namespace C(bq-<8 hex digits of the directory's hash>) with
+    a bridge C(bqlan0) at 203.0.113.1/24 that client namespaces attach to, and an anchor process in it that
+    holds a private mount namespace where C(/etc) is an overlay (writes land under C(HOME/network/etc), never in
+    the host's C(/etc)) and C(/run) is a tmpfs. The playbooks reach this host with the
+    C(community.docker.nsenter) connection on the anchor's PID, so wireguard-go and ufw run there like on any host.
+  - With O(forward_port), a forwarder on the host's 127.0.0.1:PORT connects into the namespace's 127.0.0.1:PORT
+    (the local PostgreSQL runs inside the namespace so VPN peers reach it with their own addresses).
+  - The host's firewall, routes, interfaces and C(/etc) are not touched.
+options:
+  home:
+    description: The instance directory (absolute; no C(,) or C(:), which overlayfs options cannot carry).
+    type: path
+    required: true
+  state:
+    description:
+      - V(started) creates what is missing; V(stopped) ends every process in the namespace and deletes it
+        (the namespace's C(/etc) stays under the instance directory); V(absent) also removes that directory.
+    type: str
+    choices: [started, stopped, absent]
+    default: started
+  forward_port:
+    description: Forward the host's 127.0.0.1:PORT to the namespace's 127.0.0.1:PORT.
+    type: int
+attributes:
+  check_mode:
+    support: full
+    description: Reports whether something would be created or removed, touching nothing.
+  diff_mode:
+    support: none
+    description: No diff.
+  idempotent:
+    support: full
+    description: A second run with the same arguments changes nothing.
+requirements: [iproute2, util-linux (unshare), overlayfs]
+author:
+  - berqenas platform team (@berqenas)
+"""
+
+EXAMPLES = r"""
+- name: The local VPN and gateway host
+  berqenas.platform.local_network:
+    home: /srv/berqenas
+    forward_port: 54321
+"""
+
+RETURN = r"""
+netns:
+  description: The namespace's name.
+  returned: always
+  type: str
+  sample: bq-1a2b3c4d
+anchor_pid:
+  description: PID of the anchor process (the nsenter connection's target); null when stopped.
+  returned: always
+  type: int
+endpoint:
+  description: The address clients reach the WireGuard port at (on the bridge).
+  returned: always
+  type: str
+  sample: 203.0.113.1
+layout:
+  description: Every name and path derived from the instance directory (module_utils/localnet.py).
+  returned: always
+  type: dict
+"""
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.berqenas.platform.plugins.module_utils.localnet import LocalNetError, layout
+
+CLONE_NEWNET = 0x40000000
+ANCHOR_SCRIPT = ('mount -t overlay overlay -o "lowerdir=/etc,upperdir=$1,workdir=$2" /etc'
+                 ' && mount -t tmpfs -o mode=0755 tmpfs /run && mkdir -m 1777 /run/lock'
+                 ' && echo $$ > "$3" && exec sleep infinity')
+
+
+def _alive(pidfile):
+    try:
+        with open(pidfile) as f:
+            pid = int(f.read().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def _netns_exists(name):
+    return os.path.exists(os.path.join("/run/netns", name))
+
+
+def _run(module, argv):
+    rc, out, err = module.run_command(argv)
+    if rc != 0:
+        module.fail_json(msg="local network: %s failed (rc=%d): %s" % (argv[0], rc, err.strip()))
+    return out
+
+
+def _wait(cond, what, timeout=20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise LocalNetError("local network: %s not ready after %ss" % (what, timeout))
+
+
+def _pump(src, dst):
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _serve(listener, port, netns):
+    """The forwarder (a daemon child): accept on the host, connect inside the namespace."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(os.path.join("/run/netns", netns), os.O_RDONLY)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        os._exit(1)
+    os.close(fd)
+    while True:
+        client = listener.accept()[0]
+        try:
+            upstream = socket.create_connection(("127.0.0.1", port), timeout=10)
+            upstream.settimeout(None)
+        except OSError:
+            client.close()
+            continue
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+
+
+def _start_forwarder(lay, port):
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(128)
+    pid = os.fork()
+    if pid == 0:  # first child: a new session, then the daemon in a grandchild
+        try:
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            null = os.open(os.devnull, os.O_RDWR)
+            for n in (0, 1, 2):
+                os.dup2(null, n)
+            fd = os.open(lay["forward_pidfile"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            _serve(listener, port, lay["netns"])
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    listener.close()
+    _wait(lambda: _alive(lay["forward_pidfile"]), "forwarder")
+
+
+def _spawn(argv):
+    """Start ARGV detached (its own session, stdio on /dev/null), never waited for: the anchor lives on."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            os.chdir("/")
+            null = os.open(os.devnull, os.O_RDWR)
+            for n in (0, 1, 2):
+                os.dup2(null, n)
+            os.closerange(3, 65536)
+            os.execvp(argv[0], argv)
+        finally:
+            os._exit(127)
+    os.waitpid(pid, 0)
+
+
+def _stop(module, lay):
+    changed = False
+    pid = _alive(lay["forward_pidfile"])
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        changed = True
+    if _netns_exists(lay["netns"]):
+        out = _run(module, ["ip", "netns", "pids", lay["netns"]])
+        pids = [int(p) for p in out.split()]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for p in pids:
+                try:
+                    os.kill(p, sig)
+                except OSError:
+                    pass
+            deadline = time.time() + 10
+            while time.time() < deadline and _run(module, ["ip", "netns", "pids", lay["netns"]]).split():
+                time.sleep(0.05)
+        _run(module, ["ip", "netns", "del", lay["netns"]])
+        changed = True
+    for f in (lay["anchor_pidfile"], lay["forward_pidfile"]):
+        if os.path.exists(f):
+            os.unlink(f)
+    return changed
+
+
+def _start(module, lay, forward_port):
+    changed = False
+    if not _netns_exists(lay["netns"]):
+        _run(module, ["ip", "netns", "add", lay["netns"]])
+        ns = ["ip", "-n", lay["netns"]]
+        _run(module, ns + ["link", "set", "lo", "up"])
+        _run(module, ns + ["link", "add", lay["bridge"], "type", "bridge"])
+        _run(module, ns + ["addr", "add", lay["underlay_address"], "dev", lay["bridge"]])
+        _run(module, ns + ["link", "set", lay["bridge"], "up"])
+        changed = True
+    if not _alive(lay["anchor_pidfile"]):
+        for d in (lay["dir"], lay["etc_upper"], lay["etc_work"]):
+            if not os.path.isdir(d):
+                os.makedirs(d, 0o700)
+        _spawn(["ip", "netns", "exec", lay["netns"], "unshare", "--mount", "--propagation", "private",
+                "sh", "-c", ANCHOR_SCRIPT, "sh", lay["etc_upper"], lay["etc_work"], lay["anchor_pidfile"]])
+        _wait(lambda: _alive(lay["anchor_pidfile"]), "anchor process")
+        changed = True
+    if forward_port and not _alive(lay["forward_pidfile"]):
+        _start_forwarder(lay, forward_port)
+        changed = True
+    return changed
+
+
+def main():
+    module = AnsibleModule(argument_spec=dict(
+        home=dict(type="path", required=True),
+        state=dict(type="str", default="started", choices=["started", "stopped", "absent"]),
+        forward_port=dict(type="int"),
+    ), supports_check_mode=True)
+    p = module.params
+    home = os.path.abspath(p["home"])
+    if os.geteuid() != 0 and not module.check_mode:
+        module.fail_json(msg="local network: needs root (namespaces, mounts); set local_platform_network: false "
+                             "for a database-only instance")
+    if "," in home or ":" in home:
+        module.fail_json(msg="local network: instance directory %s: ',' and ':' are not allowed" % home)
+    if p["forward_port"] is not None and not 1024 <= p["forward_port"] <= 65535:
+        module.fail_json(msg="local network: forward_port %s out of range 1024-65535" % p["forward_port"])
+    try:
+        lay = layout(home)
+        up = _netns_exists(lay["netns"]) and _alive(lay["anchor_pidfile"]) and (
+            not p["forward_port"] or _alive(lay["forward_pidfile"]))
+        if module.check_mode:
+            changed = not up if p["state"] == "started" else (
+                _netns_exists(lay["netns"]) or (p["state"] == "absent" and os.path.exists(lay["dir"])))
+        elif p["state"] == "started":
+            changed = _start(module, lay, p["forward_port"])
+        else:
+            changed = _stop(module, lay)
+            if p["state"] == "absent" and os.path.exists(lay["dir"]):
+                shutil.rmtree(lay["dir"])
+                changed = True
+    except LocalNetError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=changed, netns=lay["netns"], endpoint=lay["endpoint"], layout=lay,
+                     anchor_pid=_alive(lay["anchor_pidfile"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""module_utils/localnet.py: what the local network host derives from the instance directory."""
+
+import ipaddress
+
+import pytest
+from ansible_collections.berqenas.platform.plugins.module_utils import localnet
+
+pytestmark = pytest.mark.unit
+
+DOC = [ipaddress.ip_network(n) for n in ("198.51.100.0/24", "203.0.113.0/24", "fd00::/8")]
+
+
+def test_two_homes_get_different_namespace_and_link_names():
+    a, b = localnet.layout("/srv/a/.berqenas"), localnet.layout("/srv/b/.berqenas")
+    assert a["netns"] != b["netns"] and a["id"] != b["id"]
+    assert localnet.client_link_names(a["id"], 1)[0] != localnet.client_link_names(b["id"], 1)[0]
+    assert a["vpn_addresses"][1] != b["vpn_addresses"][1]  # the IPv6 VPN prefix too
+    assert localnet.layout("/srv/a/.berqenas/")["netns"] == a["netns"]  # one directory, one name
+
+
+def test_every_address_is_in_a_documentation_range_and_names_fit():
+    lay = localnet.layout("/home/someone/platform")
+    for addr in [lay["underlay_address"], *lay["vpn_addresses"]]:
+        assert any(ipaddress.ip_interface(addr).ip in n for n in DOC), addr
+    for n in (0, 999):
+        assert all(len(name) <= 15 for name in localnet.client_link_names(lay["id"], n))
+    assert lay["dir"] == "/home/someone/platform/network"
+
+
+@pytest.mark.parametrize("home", ["", "relative/dir"])
+def test_a_relative_home_is_refused(home):
+    with pytest.raises(localnet.LocalNetError, match="absolute"):
+        localnet.layout(home)
+
+
+def test_client_number_out_of_range():
+    with pytest.raises(localnet.LocalNetError, match="out of range"):
+        localnet.client_link_names("12345678", 1000)
