@@ -28,7 +28,7 @@ def _purge(env):
 def test_ctrl_c_cancels_with_130(ansible_env, test_home):
     tmpdir = tempfile.mkdtemp(prefix="bq-cancel-tmp-")  # the CLI's own TMPDIR: other processes' runs stay out
     env = dict(ansible_env, BERQENAS_HOME=os.path.join(test_home, "cancel"), TMPDIR=tmpdir)
-    p = subprocess.Popen([os.path.join(VENV_BIN, "berqenas"), "local", "up", "--json"], env=env,
+    p = subprocess.Popen([os.path.join(VENV_BIN, "berqenas"), "local", "up", "--no-network", "--json"], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60
@@ -48,8 +48,8 @@ def test_ctrl_c_cancels_with_130(ansible_env, test_home):
 def test_timeout_exits_124(ansible_env, test_home):
     env = dict(ansible_env, BERQENAS_HOME=os.path.join(test_home, "timeout"))
     try:
-        res = subprocess.run([os.path.join(VENV_BIN, "berqenas"), "--timeout", "1", "local", "up", "--json"], env=env,
-                             capture_output=True, text=True, timeout=120)
+        res = subprocess.run([os.path.join(VENV_BIN, "berqenas"), "--timeout", "1", "local", "up", "--no-network",
+                              "--json"], env=env, capture_output=True, text=True, timeout=120)
         assert res.returncode == 124, (res.stdout, res.stderr)
         assert json.loads(res.stdout)["status"] == "timeout"
     finally:

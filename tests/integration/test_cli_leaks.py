@@ -96,7 +96,7 @@ def test_no_secret_leaks(test_home, ansible_env, tds_emulator, pg_cluster, tmp_p
 
     sampler.start()
     try:
-        run("local", "up", "--json")
+        run("local", "up", "--no-network", "--json")
         run("tenant", "create", "acme", "--json")
         run("tenant", "create", "globex")
         creds = run("tenant", "show", "acme", "--credentials", "--json", may_print={"acme app password",

@@ -10,7 +10,7 @@ def local_platform(test_home, ansible_env):
     """`berqenas local up` in an instance directory under a 0700 home; purged (and checked gone) afterwards."""
     home = os.path.join(test_home, "instance")
     cli = Cli(ansible_env, home)
-    status = cli("local", "up", "--json").json
+    status = cli("local", "up", "--no-network", "--json").json
     yield cli, status
     cli("local", "down", "--purge", "--json")
     assert not os.path.exists(home)

@@ -25,11 +25,14 @@ def group():
 
 
 @group.command("up")
+@click.option("--network/--no-network", default=True, show_default=True,
+              help="Also bring up the local VPN + gateway host (a network namespace; needs root). "
+                   "--no-network: PostgreSQL and the tenants only.")
 @json_option
 @pass_app
-def up(app: App):
+def up(app: App, network: bool):
     """Start the local platform (created on first use) and write its inventory."""
-    result = app.run_or_fail("local_up.yml", inventory=_inventory())
+    result = app.run_or_fail("local_up.yml", {"berqenas_local_network": network}, inventory=_inventory())
     data = dict(result.answer)
     data.pop("inventory", None)
     if data.get("netns"):  # the local VPN + gateway host: WireGuard up (no peers yet), ufw default deny
