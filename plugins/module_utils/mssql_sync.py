@@ -69,6 +69,9 @@ class RewindError(SyncError):
 # row version goes on the same page and no index entry is written (bench/bench_sync.py measures it).
 # 75 keeps a delta's scattered updates HOT; 50 keeps even an update of every row HOT (twice the size).
 TARGET_FILLFACTOR = 75
+# Room for a page's temp staging table in the session's local buffers (PostgreSQL's 8MB default spills a
+# 50,000-row page to the OS at every COPY and MERGE); bench/bench_sync_sink.py measures it.
+STAGING_TEMP_BUFFERS = "64MB"
 
 
 class ReadAhead(object):
@@ -123,6 +126,18 @@ class ReadAhead(object):
 def new_acc():
     """Per-table committed counts: inserted/updated/deleted and U+0000 replacements per column."""
     return {"inserted": 0, "updated": 0, "deleted": 0, "nul": {}}
+
+
+def size_temp_buffers(conn, size=STAGING_TEMP_BUFFERS):
+    """Raise this session's temp_buffers to ``size`` (never lower it). PostgreSQL allows it only before the
+    session's first temp table: best effort, the sync is correct either way."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT set_config('temp_buffers', %s, false)"
+                        " WHERE pg_size_bytes(current_setting('temp_buffers')) < pg_size_bytes(%s)", (size, size))
+        conn.commit()
+    except psycopg.Error:
+        conn.rollback()
 
 
 class SyncEngine(object):
@@ -203,6 +218,7 @@ class SyncEngine(object):
         if not self.check_mode:
             ensure_state_table(self.conn)
         mark_sync_session(self.conn)  # this connection's writes are the sync's own: never captured back
+        size_temp_buffers(self.conn)
         self.acquire_lock()
         try:
             self._with_retry(self.source.connect, "connect")

