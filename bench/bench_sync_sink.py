@@ -20,8 +20,10 @@ same transaction (crash-safe as the engine is). Only the apply is timed. Variant
   unnest               no staging table: the page as binary array parameters unnested into the upsert
   merge                MERGE INTO t USING staging (PostgreSQL 15), guarded WHEN MATCHED AND t.rv < s.rv; the new
                        keys counted first (no RETURNING before PostgreSQL 17)
-  merge, xact counters the engine now: the same MERGE in a savepoint, the new keys read from the transaction's
-                       insert counter of the target (pg_stat_get_xact_tuples_inserted) before and after
+  merge, xact counters the engine before temp_buffers: the same MERGE in a savepoint, the new keys read from the
+                       transaction's insert counter of the target (pg_stat_get_xact_tuples_inserted) before and after
+  +temp_buffers 64MB   the engine now: the session's temp_buffers raised from 8MB before its first temp table, so a
+                       page's staging table stays in local buffers (on its own connection, a setting fixed early)
 The staging table is a TEMP table, which is never WAL-logged: an UNLOGGED staging table is the same idea.
 
 Run through bench/bench_sync.py (it prints these beside the engine's own figures).
@@ -172,14 +174,16 @@ VARIANTS = [
     ("update_from + insert new, ff75 +keep", apply_update_from, 75, True, 1, False, {}),
     ("merge (PG 15), ff75 +keep", apply_merge, 75, True, 1, False, {}),
     ("merge (PG 15), ff75 +keep +4x pages", apply_merge, 75, True, 4, False, {}),
-    ("merge +keep, xact counts (engine now)", apply_merge, 75, True, 1, False, {"counts": "xact"}),
+    ("merge +keep, xact counts", apply_merge, 75, True, 1, False, {"counts": "xact"}),
+    ("merge +keep, xact, temp_buffers (now)", apply_merge, 75, True, 1, False,
+     {"counts": "xact", "temp_buffers": "64MB"}),
     ("unnest(arrays), no staging, ff75", "apply_unnest", 75, False, 1, False, {}),
 ]
 
 
 SCATTERED_VARIANTS = [v for v in VARIANTS if v[0] in (
     "on_conflict (engine before)", "  +fillfactor 75", "  +ff75 +keep (engine before MERGE)",
-    "merge +keep, xact counts (engine now)")]
+    "merge +keep, xact counts", "merge +keep, xact, temp_buffers (now)")]
 
 
 def _hot_share(c, table):
@@ -222,8 +226,15 @@ def bench_variants(cluster, db, n, page, repeats, changed=None, variants=VARIANT
                 c.autocommit = False
                 t0 = time.perf_counter()
                 fn = globals()[fn] if isinstance(fn, str) else fn
-                ins, upd = fn(c, "lab_t", paged(rows2, page * mult), keep_staging=keep, async_commit=async_commit,
-                              **kw)
+                kw = dict(kw)
+                tb = kw.pop("temp_buffers", None)
+                # temp_buffers is fixed once a session has used a temp table: a fresh connection for it
+                ac = psycopg.connect(**cluster.conninfo(db), options="-c temp_buffers=%s" % tb) if tb else c
+                try:
+                    ins, upd = fn(ac, "lab_t", paged(rows2, page * mult), keep_staging=keep,
+                                  async_commit=async_commit, **kw)
+                finally:
+                    ac.close() if tb else None
                 rate = m / (time.perf_counter() - t0)
                 assert (ins, upd) == (0, m), (name, ins, upd)
                 hot = _hot_share(c, "public.lab_t")
