@@ -83,7 +83,7 @@ def test_wrong_password_changes_nothing(tenant, pg_conn):
         run(FakeSource(db, refuse=True), pg_conn, tenant)
     with tenant.connect() as c:
         assert c.execute("SELECT count(*) FROM berqenas.sync_state WHERE target_schema=%s",
-                         (tenant.name,)).fetchone()[0] == 1
+                         (tenant.name,)).fetchone()[0] == 0
         assert c.execute("SELECT to_regclass(%s)", ('"%s"."T"' % tenant.name,)).fetchone()[0] is None
 
 
