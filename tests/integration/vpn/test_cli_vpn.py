@@ -78,6 +78,22 @@ def test_peer_add_fetch_use_list_status_remove(vpn_cli):
     assert status["laptop1"]["rx_bytes"] > 0
     assert status["phone1"]["state"] == "never"
 
+    # `berqenas status` on a remote host: ONE read-only health_check.yml run on the hub; the live figures
+    # (addresses, state, handshake, bytes, the interface's check) come only from that run
+    plat = cli("-i", inv, "status", "--json").json
+    assert plat["read_from"]["wireguard"] == "playbook", plat["read_from"]
+    peers = {p["name"]: p for p in plat["peers"]}
+    assert peers["laptop1"]["tenant"] == "acme" and peers["laptop1"]["addresses"] == ["198.51.100.2"]
+    assert peers["laptop1"]["state"] == "active" and peers["laptop1"]["rx_bytes"] > 0, peers["laptop1"]
+    assert peers["laptop1"]["latest_handshake_age_s"] is not None
+    assert peers["phone1"]["tenant"] == "globex" and peers["phone1"]["addresses"] == ["198.51.100.3"]
+    assert peers["phone1"]["state"] == "never"
+    (wg0,) = [c for c in plat["health"] if c["kind"] == "wireguard" and c["name"] == "wg0"]
+    assert wg0["host"] == "hub" and wg0["healthy"] is True and wg0["detail"].startswith("up, port "), wg0
+    tenants = {t["name"]: t for t in plat["tenants"]}
+    assert (tenants["acme"]["peers"], tenants["acme"]["peers_active"]) == (1, 1)
+    assert (tenants["globex"]["peers"], tenants["globex"]["peers_active"]) == (1, 0)
+
     # desired state is data, written as !unsafe
     vpn_yml = open(os.path.join(inv, "group_vars", "all", "vpn.yml")).read()
     assert "name: !unsafe 'laptop1'" in vpn_yml
@@ -108,3 +124,4 @@ def test_bad_input_rejected_before_state_is_written(vpn_cli, args, msg, code):
     assert after == before
     if res.stdout.strip().startswith("{"):
         assert "error" in json.loads(res.stdout)
+
