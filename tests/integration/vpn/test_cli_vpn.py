@@ -5,6 +5,7 @@ import json
 import os
 import stat
 import tempfile
+import time
 
 import pytest
 import yaml
@@ -125,3 +126,97 @@ def test_bad_input_rejected_before_state_is_written(vpn_cli, args, msg, code):
     if res.stdout.strip().startswith("{"):
         assert "error" in json.loads(res.stdout)
 
+
+def test_vpn_templates_run_as_awx_jobs_against_the_hub(vpn_cli, ansible_env, tmp_path):
+    """The "berqenas vpn apply" and "vpn status" job templates (extensions/awx/job_templates.yml) launched through
+    the AWX double (tests/support/awx_double.py, ansible-runner for real) with this module's inventory: a peer an
+    operator adds to the inventory's desired state reaches the hub's live interface."""
+    from tests.support.awx_double import AwxDouble
+    from tests.support.env import REPO
+
+    cluster, cli, inv = vpn_cli
+    hub = cluster["hub"]
+    pub = hub.run(["wg", "pubkey"], input=hub.run(["wg", "genkey"]).stdout).stdout.strip()
+    # desired state as the CLI keeps it in the inventory (its !unsafe strings read back as plain strings)
+    loader = type("L", (yaml.SafeLoader,), {})
+    loader.add_constructor("!unsafe", lambda ld, node: ld.construct_scalar(node))
+    vpn_path = os.path.join(inv, "group_vars", "all", "vpn.yml")
+    with open(vpn_path) as f:
+        state = yaml.load(f, Loader=loader)  # noqa: S506 - a SafeLoader subclass
+    state["berqenas_vpn_peers"].append({"name": "awxpeer", "tenant": "globex", "public_key": pub})
+    with open(vpn_path, "w") as f:
+        yaml.safe_dump(state, f)
+    os.symlink(REPO, tmp_path / "berqenas")
+    token = "t5b-" + os.urandom(12).hex()
+    env = {
+        k: ansible_env[k]
+        for k in (
+            "PATH",
+            "HOME",
+            "ANSIBLE_COLLECTIONS_PATH",
+            "ANSIBLE_HOME",
+            "ANSIBLE_LOCAL_TEMP",
+            "ANSIBLE_NOCOLOR",
+            "ANSIBLE_PYTHON_INTERPRETER",
+        )
+    }
+    double = AwxDouble(token, str(tmp_path), {"berqenas": inv}, runner_env=env).start()
+    try:
+
+        def api(method, path, body=None):
+            return double.handle(method, path, "Bearer " + token, json.dumps(body).encode() if body else b"")
+
+        with open(os.path.join(REPO, "extensions", "awx", "job_templates.yml")) as f:
+            templates = {j["name"]: j for j in yaml.safe_load(f)["berqenas_awx_job_templates"]}
+        made = {}
+        for kind, body in (
+            ("organizations", {"name": "Default"}),
+            ("projects", {"name": "berqenas", "scm_type": "", "local_path": "berqenas"}),
+            ("inventories", {"name": "berqenas"}),
+        ):
+            status, made[kind] = api(
+                "POST", f"/api/v2/{kind}/", dict(body, organization=made.get("organizations", {}).get("id"))
+            )
+            assert status == 201, made[kind]
+        ids = {}
+        for name in ("berqenas vpn apply", "berqenas vpn status"):
+            want = {k: v for k, v in templates[name].items() if k not in ("credentials", "survey_spec")}
+            status, jt = api(
+                "POST",
+                "/api/v2/job_templates/",
+                dict(want, project=made["projects"]["id"], inventory=made["inventories"]["id"]),
+            )
+            assert status == 201 and not templates[name].get("credentials"), jt
+            spec = templates[name]["survey_spec"]
+            assert api("POST", f"/api/v2/job_templates/{jt['id']}/survey_spec/", spec)[0] == 200
+            ids[name] = jt["id"]
+
+        def launch(name, answers):
+            status, launched = api("POST", f"/api/v2/job_templates/{ids[name]}/launch/", {"extra_vars": answers})
+            assert status == 201 and not launched["ignored_fields"], launched
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                job = api("GET", f"/api/v2/jobs/{launched['job']}/")[1]
+                if job["status"] in ("successful", "failed", "error", "canceled"):
+                    break
+                time.sleep(0.3)
+            else:
+                raise AssertionError(f"{name} did not finish in 300 s")
+            fails = [(e["event_data"].get("res") or {}).get("msg") for e in double.events[job["id"]] if e["failed"]]
+            assert job["status"] == "successful", (job["job_explanation"], fails)
+            return job["artifacts"]["berqenas_result"]
+
+        applied = launch("berqenas vpn apply", {"berqenas_vpn_hosts": "wireguard"})
+        (mine,) = [p for p in applied["peers"] if p["name"] == "awxpeer"]
+        assert mine["tenant"] == "globex" and len(mine["addresses"]) == 1, mine
+        addr = mine["addresses"][0]
+        assert addr.startswith("198.51.100.") and addr not in ("198.51.100.1", "198.51.100.2"), mine
+        live = hub.run(["wg", "show", "wg0", "allowed-ips"]).stdout
+        assert f"{pub}\t{addr}/32" in live, live
+        # the survey's defaults (host group wireguard, interface wg0): the peer, live, with no handshake yet
+        reported = launch("berqenas vpn status", {})
+        assert reported["running"] is True
+        (seen,) = [p for p in reported["peers"] if p["name"] == "awxpeer"]
+        assert (seen["tenant"], seen["addresses"], seen["state"]) == ("globex", [addr], "never"), seen
+    finally:
+        double.stop()
