@@ -212,6 +212,37 @@ class PymssqlSource(object):
     def key_batches(self, schema, table, key_columns):
         return self._stream(tsql.pk_select(schema, table, key_columns), None, "read primary keys")
 
+    def ct_versions(self, schema, table):
+        """(CHANGE_TRACKING_CURRENT_VERSION(), CHANGE_TRACKING_MIN_VALID_VERSION(table)); None where not tracked."""
+        r = self._query(tsql.ct_versions(), (tsql.quote_table(schema, table),), action="read change tracking versions")
+        return tuple(None if v is None else int(v) for v in r[0][:2])
+
+    def ct_deleted_keys(self, schema, table, key_columns, last):
+        """One SNAPSHOT transaction: (current version, min valid version, keys deleted since ``last``). The
+        current version is the window's upper bound: every change up to it is visible in the snapshot and
+        none after it. The keys are None when ``last`` is below the min valid version (too old)."""
+        if self.conn is None:
+            self.connect()
+        try:
+            cur = self.conn.cursor()
+            cur.execute(tsql.CT_SNAPSHOT)
+            try:
+                cur.execute(tsql.CT_BEGIN)
+                cur.execute(tsql.ct_versions(), (tsql.quote_table(schema, table),))
+                current, min_valid = (None if v is None else int(v) for v in cur.fetchone()[:2])
+                keys = None
+                if current is not None and min_valid is not None and int(last) >= min_valid:
+                    cur.execute(tsql.ct_deleted_keys(schema, table, key_columns), (int(last),))
+                    keys = [tuple(r) for r in cur.fetchall()]
+                cur.execute(tsql.CT_COMMIT)
+            finally:
+                cur.execute(tsql.CT_READ_COMMITTED)
+            cur.close()
+            return current, min_valid, keys
+        except Exception as e:
+            self.close()  # whatever the transaction's state, a new connection starts clean
+            raise classify(e, "read change tracking deletes on %s" % self.where) from e
+
 
 def mssql_source_spec():
     """Argument spec of the ``source`` option (doc fragment berqenas.platform.mssql)."""

@@ -260,8 +260,9 @@ class SyncEngine(object):
 
     # -- state --------------------------------------------------------------------------------
     def _load_state(self, cur, spec):
-        cur.execute(sql.SQL("SELECT hwm, database_guid, recovery_fork_guid, initial_done, rows_total, target_oid"
-                            " FROM {} "
+        # ct_version through to_jsonb: a state table from before that column still reads (check mode adds none)
+        cur.execute(sql.SQL("SELECT hwm, database_guid, recovery_fork_guid, initial_done, rows_total, target_oid,"
+                            " (to_jsonb(s) ->> 'ct_version')::bigint FROM {} s "
                             "WHERE job = %s AND source_schema = %s AND source_table = %s FOR UPDATE").format(
                                 _ident(STATE_SCHEMA, STATE_TABLE)),
                     (self.job, spec.source_schema, spec.source_table))
@@ -270,7 +271,14 @@ class SyncEngine(object):
             return None
         return {"hwm": tsql.rv_int(r[0]) if r[0] is not None else None,
                 "database_guid": str(r[1]) if r[1] else None, "recovery_fork_guid": str(r[2]) if r[2] else None,
-                "initial_done": r[3], "rows_total": r[4], "target_oid": r[5]}
+                "initial_done": r[3], "rows_total": r[4], "target_oid": r[5], "ct_version": r[6]}
+
+    def _save_ct_version(self, cur, spec, version, deleted=0):
+        """The change tracking version the deletes are applied up to (in the caller's transaction)."""
+        cur.execute(sql.SQL("UPDATE {} SET ct_version = %s, rows_total = greatest(rows_total - %s, 0)"
+                            " WHERE job = %s AND source_schema = %s AND source_table = %s").format(
+                                _ident(STATE_SCHEMA, STATE_TABLE)),
+                    (version, deleted, self.job, spec.source_schema, spec.source_table))
 
     def _save_state(self, cur, plan, hwm, ident, initial_done, rows_delta, result=None, reset_rows=False):
         spec = plan.spec
@@ -340,12 +348,25 @@ class SyncEngine(object):
         plan = plan_table(self.source, spec)
         ident = self.source.identity()
         hi, dbts = self.source.watermarks()
+        ct = spec.delete_detection == "change_tracking"
+        ct_now = ct_min = None
+        if ct:  # read before the window: a delete while the window is read is in (ct_now, next current]
+            ct_now, ct_min = self.source.ct_versions(spec.source_schema, spec.source_table)
+            if ct_now is None:
+                raise SyncError("table %s: delete_detection change_tracking, but change tracking is not enabled on "
+                                "the source database (ALTER DATABASE ... SET CHANGE_TRACKING = ON)" % spec.source_name)
+            if ct_min is None:
+                raise SyncError("table %s: delete_detection change_tracking, but change tracking is not enabled on "
+                                "the table (ALTER TABLE %s ENABLE CHANGE_TRACKING)" % (
+                                    spec.source_name, spec.source_name))
         acc = self._acc if self._acc is not None else new_acc()
         self._acc = acc
         res = {"source": spec.source_name, "target": spec.target_name, "inserted": acc["inserted"],
                "updated": acc["updated"], "deleted": acc["deleted"],
                "pending": None, "watermark_from": None, "watermark_to": None, "mode": spec.mode,
                "precision_notes": list(plan.notes), "added_columns": [], "resync": None, "changed": False}
+        if ct:  # the change tracking window of the deletes: (from, to]
+            res["ct_version_from"], res["ct_version_to"] = None, ct_now
         conn = self.conn
         with conn.cursor() as cur:
             existed, added = self._ensure_target(cur, plan)
@@ -357,7 +378,7 @@ class SyncEngine(object):
                     res["reverse"]["conflicts"].values()))
             state = self._load_state(cur, spec) if not self.check_mode or self._state_exists(cur) else None
             res["added_columns"] = added
-            reset = None
+            reset = ct_reset = None
             if state is not None and state["hwm"] is not None and plan.rv is not None:
                 # the target must still be the table the state describes, else older rows would be missing
                 reset = self._target_disagrees(cur, plan, state, existed)
@@ -369,6 +390,17 @@ class SyncEngine(object):
                 elif dbts is not None and dbts + 1 < state["hwm"]:
                     reset = "@@DBTS + 1 (%s) is below the stored watermark %s" % (
                         tsql.rv_hex(dbts + 1), tsql.rv_hex(state["hwm"]))
+                elif ct and state.get("ct_version") is None:
+                    reset = ct_reset = ("no change tracking version is stored (delete_detection changed to "
+                                        "change_tracking): deletes since the last run are unknown")
+                elif ct and ct_min > state["ct_version"]:
+                    reset = ct_reset = (
+                        "change tracking's min valid version %d is above the stored version %d: the changes since "
+                        "the last run were cleaned up (retention, or TRUNCATE TABLE)" % (ct_min, state["ct_version"]))
+                if reset and reset == ct_reset and self.on_rewind != "full_resync" and not self.full:
+                    raise RewindError(
+                        "table %s: %s; refusing to sync because deletes could be missed. Run a full resync: set "
+                        "on_rewind: full_resync (or run with full) to reload the table" % (spec.source_name, reset))
                 if reset and self.on_rewind != "full_resync" and not self.full:
                     raise RewindError(
                         "table %s: the source database was restored or failed over (%s); refusing to sync because "
@@ -383,6 +415,8 @@ class SyncEngine(object):
             res["watermark_to"] = tsql.rv_hex(hi) if plan.rv is not None else None
             res["resync"] = reset or ("full" if self.full and plan.rv is not None else None)
 
+            if ct and state is not None and not reset:
+                res["ct_version_from"] = state.get("ct_version")
             if self.check_mode:
                 res["pending"] = self.source.count(spec.source_schema, spec.source_table, plan.rv, lo, hi)
                 if plan.rv is not None and lo is not None and lo >= hi:
@@ -397,6 +431,8 @@ class SyncEngine(object):
                 if existed:
                     cur.execute(sql.SQL("TRUNCATE {}").format(_ident(spec.target_schema, spec.target_table)))
                 self._save_state(cur, plan, 0 if plan.rv else None, ident, False, 0, reset_rows=True)
+                if ct:
+                    self._save_ct_version(cur, spec, ct_now)
                 conn.commit()
                 res["changed"] = True
                 state = {"hwm": 0, "initial_done": False, "rows_total": 0}
@@ -417,6 +453,10 @@ class SyncEngine(object):
                 self._save_state(cur, plan, hi, ident, True, 0, result="ok")
             if spec.delete_detection == "pk_diff" and plan.rv is not None:
                 self._pk_diff(cur, plan, ident, hi, res)
+            if ct:
+                last = ct_now if (state is None or state.get("ct_version") is None) else state["ct_version"]
+                res["ct_version_from"] = last
+                res["ct_version_to"] = self._ct_deletes(cur, plan, last, res)
             conn.commit()
         dur = time.monotonic() - t0
         n = res["inserted"] + res["updated"] + res["deleted"]
@@ -719,10 +759,8 @@ class SyncEngine(object):
                 "(raise max_delete_fraction or force the run)" % (
                     spec.source_name, what, n, total, self.max_delete_fraction))
 
-    def _pk_diff(self, cur, plan, ident, hi, res):
-        """Delete target rows whose key is no longer in the source (one transaction)."""
-        spec = plan.spec
-        tgt = _ident(spec.target_schema, spec.target_table)
+    def _key_stage(self, cur, plan):
+        """A temp table of the key columns (dropped at commit) and the transform of key rows into it."""
         kstg = _ident("bq_keys_" + uuid.uuid4().hex[:12])
         keycols = [(n, t, c) for n, t, c in plan.target_cols if n in plan.keys]
         keycols.sort(key=lambda x: plan.keys.index(x[0]))
@@ -732,7 +770,46 @@ class SyncEngine(object):
         # it); its offset column is not part of the key and not streamed
         kcm = [ColumnMap(c.name, c.src_type, c.pg_type, c.copy_type, "str" if c.kind == "str" else None, c.nullable)
                for k in plan.keys for c in plan.colmaps if c.name == k]
-        transform = make_transform(kcm, self.nul_character, {})
+        return kstg, keycols, make_transform(kcm, self.nul_character, {})
+
+    def _ct_deletes(self, cur, plan, last, res):
+        """delete_detection change_tracking: the keys CHANGETABLE(CHANGES ..) reports deleted since ``last``
+        (read in one SNAPSHOT transaction up to CHANGE_TRACKING_CURRENT_VERSION()) are deleted from the target
+        in ONE PostgreSQL transaction with the new version stored beside the watermark: a crash before the
+        commit replays the same deletes (no-ops for keys already gone), after it they are never read again.
+        Returns the version stored."""
+        spec = plan.spec
+        current, min_valid, keys = self.source.ct_deleted_keys(spec.source_schema, spec.source_table, plan.keys,
+                                                               last)
+        if keys is None:  # cleaned up between the check at the start of the run and this read
+            raise RewindError(
+                "table %s: change tracking's min valid version %s is above the stored version %d: the changes since "
+                "the last run were cleaned up; refusing to sync because deletes could be missed. Run a full resync: "
+                "set on_rewind: full_resync (or run with full) to reload the table" % (
+                    spec.source_name, min_valid, last))
+        n = 0
+        if keys:
+            tgt = _ident(spec.target_schema, spec.target_table)
+            kstg, keycols, transform = self._key_stage(cur, plan)
+            with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+                    kstg, sql.SQL(", ").join(_ident(k) for k in plan.keys))) as cp:
+                cp.set_types([c for _n, _t, c in keycols])
+                for r in keys:
+                    cp.write_row(transform(r) if transform else r)
+            match = sql.SQL(" AND ").join(sql.SQL("k.{c} = t.{c}").format(c=_ident(k)) for k in plan.keys)
+            cur.execute(sql.SQL("DELETE FROM {} t USING {} k WHERE {}").format(tgt, kstg, match))
+            n = cur.rowcount
+        self._save_ct_version(cur, spec, current, n)
+        self.conn.commit()
+        res["deleted"] += n
+        self._committed(res)
+        return current
+
+    def _pk_diff(self, cur, plan, ident, hi, res):
+        """Delete target rows whose key is no longer in the source (one transaction)."""
+        spec = plan.spec
+        tgt = _ident(spec.target_schema, spec.target_table)
+        kstg, keycols, transform = self._key_stage(cur, plan)
         # the keys read are checked against COUNT(*) read just before and just after the key stream: a
         # stream that ended early (a dropped result, a filtered view) must never turn into deletes
         before = self.source.count(spec.source_schema, spec.source_table)

@@ -32,6 +32,12 @@ Statements (name -> text; ``{...}`` are quoted identifiers filled in by the buil
 ``full_select``         ``SELECT {cols} FROM {s}.{t}``                   (mode full, no rowversion)
 ``full_count``          ``SELECT COUNT_BIG(*) FROM {s}.{t}``
 ``pk_select``           ``SELECT {pk cols} FROM {s}.{t}``               (delete_detection pk_diff)
+``CT_SNAPSHOT``         ``SET TRANSACTION ISOLATION LEVEL SNAPSHOT`` (then ``BEGIN TRAN`` .. ``COMMIT TRAN``,
+                        ``CT_READ_COMMITTED`` afterwards)            (delete_detection change_tracking)
+``ct_versions``         ``SELECT CHANGE_TRACKING_CURRENT_VERSION(), CHANGE_TRACKING_MIN_VALID_VERSION(
+                        OBJECT_ID(%s))`` (the quoted two-part name as the parameter)
+``ct_deleted_keys``     ``SELECT CT.{pk cols} FROM CHANGETABLE(CHANGES {s}.{t}, %s) AS CT
+                        WHERE CT.SYS_CHANGE_OPERATION = N'D'`` (the stored version, an integer)
 """
 
 from __future__ import absolute_import, division, print_function
@@ -219,6 +225,29 @@ def pk_select(schema, table, key_columns):
     return text % (_cols(key_columns), quote_table(schema, table))
 
 
+# delete_detection change_tracking: the versions and the deleted keys are read in ONE snapshot
+# transaction, so CHANGE_TRACKING_CURRENT_VERSION() is exactly the upper bound of the CHANGETABLE window.
+CT_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL SNAPSHOT"
+CT_READ_COMMITTED = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED"
+CT_BEGIN = "BEGIN TRAN"
+CT_COMMIT = "COMMIT TRAN"
+
+
+def ct_versions():
+    """(CHANGE_TRACKING_CURRENT_VERSION(), CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(name))); param: the
+    table's quoted two-part name (:func:`quote_table`) as a string."""
+    return "SELECT CHANGE_TRACKING_CURRENT_VERSION(), CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(%s))"
+
+
+def ct_deleted_keys(schema, table, key_columns):
+    """Keys deleted since a version (net operation D); param: the version (an int, a literal for pymssql)."""
+    if not key_columns:
+        raise TsqlError("select: no columns")
+    cols = ", ".join("CT." + quote_ident(c) for c in key_columns)
+    text = "SELECT %s FROM CHANGETABLE(CHANGES %s, %%s) AS CT WHERE CT.SYS_CHANGE_OPERATION = N'D'"
+    return text % (cols, quote_table(schema, table))
+
+
 def all_statement_shapes():
     """Example of every statement, for the emulator's tests and docs."""
     s, t, rv = "dbo", "Orders", "rv"
@@ -234,4 +263,8 @@ def all_statement_shapes():
         "full_select": full_select(s, t, ["id", "name"]),
         "full_count": full_count(s, t),
         "pk_select": pk_select(s, t, ["id"]),
+        "CT_SNAPSHOT": CT_SNAPSHOT,
+        "CT_READ_COMMITTED": CT_READ_COMMITTED,
+        "ct_versions": ct_versions(),
+        "ct_deleted_keys": ct_deleted_keys(s, t, ["id"]),
     }

@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS {jobs} (
 """
 
 # columns added after the first release: (name, type), added to an existing state table on first use
-STATE_ADDED_COLUMNS = (("target_oid", "oid"),)
+STATE_ADDED_COLUMNS = (("target_oid", "oid"), ("ct_version", "bigint"))  # ct_version: delete_detection change_tracking
 
 STATE_COLUMNS = ("job", "source_schema", "source_table", "target_schema", "target_table", "hwm", "database_guid",
                  "recovery_fork_guid", "initial_done", "rows_total", "last_run_at", "last_ok_at", "last_result",

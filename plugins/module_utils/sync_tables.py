@@ -16,7 +16,7 @@ from ansible_collections.berqenas.platform.plugins.module_utils.sync_types impor
 # ---- table specifications ------------------------------------------------------------------------
 
 MODES = ("delta", "full")
-DELETE_DETECTION = ("none", "soft_delete", "pk_diff")
+DELETE_DETECTION = ("none", "soft_delete", "pk_diff", "change_tracking")
 
 
 class TableSpec(object):
@@ -42,6 +42,9 @@ class TableSpec(object):
             raise SyncError("table %s: delete_detection must be one of %s" % (source, ", ".join(DELETE_DETECTION)))
         if delete_detection == "soft_delete" and not soft_delete_column:
             raise SyncError("table %s: delete_detection soft_delete needs soft_delete_column" % source)
+        if delete_detection == "change_tracking" and mode != "delta":
+            raise SyncError("table %s: delete_detection change_tracking needs mode delta (mode full already deletes "
+                            "what the source no longer holds)" % source)
         self.delete_detection = delete_detection
         self.soft_delete_column = soft_delete_column
         self.soft_delete_value = True if soft_delete_value is None else soft_delete_value

@@ -126,7 +126,13 @@ notes:
     V(full) for a table without rowversion: every row re-read, changed ones written, vanished keys
     deleted), C(delete_detection) (V(none), V(soft_delete) with C(soft_delete_column) and
     C(soft_delete_value) (default V(true)): rows whose column equals the value are deleted from the
-    target, or V(pk_diff): keys missing from the source are deleted after each run), C(direction) (V(forward),
+    target, V(pk_diff): keys missing from the source are deleted after each run, or V(change_tracking): the
+    keys SQL Server's change tracking reports deleted (C(CHANGETABLE(CHANGES ..)) under SNAPSHOT isolation, up
+    to C(CHANGE_TRACKING_CURRENT_VERSION())) are deleted in the PostgreSQL transaction that stores the new
+    version in the sync state; mode delta and direction forward only; change tracking and ALLOW_SNAPSHOT_ISOLATION
+    must be on for the database and the table; when C(CHANGE_TRACKING_MIN_VALID_VERSION) has passed the stored
+    version (retention cleanup, TRUNCATE TABLE) the run is refused as for a restore, and O(on_rewind=full_resync)
+    (or O(full)) reloads the table), C(direction) (V(forward),
     the default, or V(both)), C(conflict_policy) (direction both: V(source_wins) (SQL Server's version wins,
     the default), V(target_wins) (PostgreSQL's wins) or V(latest_wins) with C(conflict_timestamp_column), the
     column holding each row's last change time; a tie goes to SQL Server)."
@@ -235,8 +241,18 @@ tables:
       description: Rows updated in the target.
       type: int
     deleted:
-      description: Rows deleted from the target (soft_delete, pk_diff or mode full).
+      description: Rows deleted from the target (soft_delete, pk_diff, change_tracking or mode full).
       type: int
+    ct_version_from:
+      description: With C(delete_detection=change_tracking), the change tracking version the deletes were read
+        from (the stored one; on a first run or a reload, the current version read before the rows were).
+      type: int
+      returned: delete_detection change_tracking
+    ct_version_to:
+      description: With C(delete_detection=change_tracking), C(CHANGE_TRACKING_CURRENT_VERSION()) of the
+        snapshot the deletes were read in, stored as the next lower bound (in check mode, the current version).
+      type: int
+      returned: delete_detection change_tracking
     pending:
       description: In check mode, rows in the window that a run would read; otherwise null.
       type: int

@@ -67,3 +67,12 @@ def test_statement_shapes_quote_identifiers():
         "SELECT [id], [name], [rv] FROM [dbo].[Orders] WHERE [rv] >= %s AND [rv] < %s ORDER BY [rv]")
     assert shapes["pk_select"] == "SELECT [id] FROM [dbo].[Orders]"
     assert "MIN_ACTIVE_ROWVERSION()" in shapes["WATERMARKS"]
+
+
+def test_change_tracking_statements_quote_identifiers():
+    assert T.ct_deleted_keys("dbo", "we]ird", ["i]d", "k"]) == (
+        "SELECT CT.[i]]d], CT.[k] FROM CHANGETABLE(CHANGES [dbo].[we]]ird], %s) AS CT"
+        " WHERE CT.SYS_CHANGE_OPERATION = N'D'")
+    assert "OBJECT_ID(%s)" in T.ct_versions() and "CHANGE_TRACKING_CURRENT_VERSION()" in T.ct_versions()
+    with pytest.raises(T.TsqlError):
+        T.ct_deleted_keys("dbo", "T", [])
