@@ -3,10 +3,14 @@ with BERQENAS_TEST_MSSQL_DSN where the test needs no fault injection), real Post
 CHANGETABLE(CHANGES ..) are applied exactly once; an expired sync point (min valid version past the stored
 version) is refused as a rewind is, and on_rewind: full_resync reloads; hostile names stay quoted."""
 
+import json
+import signal
+
+import psycopg
 import pytest
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S
 
-from .emu import seed_rows, source_rows, sync, target_rows
+from .emu import child_config, engine, seed_rows, source_rows, spawn, sync, target_rows
 
 pytestmark = pytest.mark.sync
 
@@ -121,3 +125,64 @@ def test_change_tracking_hostile_names(mssql_db, pg_cluster, tenant):
     with tenant.connect() as c:
         assert c.execute('SELECT "%s", name FROM "%s"."%s"' % (col.replace('"', '""'), tenant.name,
                                                               name.replace('"', '""'))).fetchall() == [(2, "b")]
+
+
+
+class CountingCursor(psycopg.Cursor):
+    count = 0
+
+    def execute(self, *a, **kw):
+        CountingCursor.count += 1
+        return super().execute(*a, **kw)
+
+    def copy(self, *a, **kw):
+        CountingCursor.count += 1
+        return super().copy(*a, **kw)
+
+
+def test_kill_at_every_point_of_the_change_tracking_step_then_resume(emulated_mssql_db, pg_cluster, tenant):
+    """SIGKILL the run's process group before each of the last PostgreSQL statements of a run (the change
+    tracking step: key staging, COPY, DELETE, version), with deletes, updates and inserts before each run; after
+    a clean run both sides hold the same rows and the state the right version and row count."""
+    db = emulated_mssql_db
+    ct_table(db)
+    seed_rows(db, "dbo.T", range(300))
+    sync(db, pg_cluster, tenant, CT)
+    state = {"next": 0}
+
+    def change():
+        d = state["next"] = state["next"] + 10
+        db.execute("DELETE FROM dbo.T WHERE id >= %d AND id < %d" % (d, d + 3))
+        db.execute("UPDATE dbo.T SET name = N'u%d' WHERE id = %d" % (d, d + 5))
+        db.execute("INSERT INTO dbo.T (id, name) VALUES (%d, N'new')" % (1000 + d))
+
+    change()  # one clean run of this shape, its PostgreSQL statements counted
+    eng, conn = engine(db, pg_cluster, tenant)
+    conn.close()
+    conn = psycopg.connect(**pg_cluster.conninfo(tenant.db), autocommit=False, cursor_factory=CountingCursor)
+    eng.conn = conn
+    try:
+        CountingCursor.count = 0
+        assert eng.run(S.table_specs(CT, tenant.name))["tables"][0]["deleted"] == 3
+        n = CountingCursor.count
+    finally:
+        conn.close()
+    cfg = child_config(db, pg_cluster, tenant, CT, lock_timeout=30)
+    kills = 0
+    for kill_at in range(n, max(2, n - 8), -1):  # the last kill comes first in the run: it leaves work
+        change()
+        p = spawn(dict(cfg, kill_at=kill_at))
+        out, err = p.communicate(timeout=120)
+        if p.returncode == -signal.SIGKILL:
+            kills += 1
+        else:  # a run of another length (it should not happen): it completed
+            assert p.returncode == 0, (kill_at, n, out, err)
+    assert kills >= 6, (kills, n)
+    final = spawn(cfg)
+    out, err = final.communicate(timeout=120)
+    assert final.returncode == 0, (out, err)
+    # some kills came before the change tracking step committed: their deletes were left to this run
+    assert 0 < json.loads(out)["tables"][0]["deleted"] < 3 * kills
+    src = [tuple(r) for r in source_rows(db, "dbo.T", "id, name")]
+    assert target_rows(tenant, "T", "id, name") == src
+    assert stored_ct(tenant) == (current_version(db), len(src))
