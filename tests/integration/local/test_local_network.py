@@ -71,8 +71,8 @@ def test_local_up_default_network_peer_runs_sql_through_gateway_and_down_purge_l
         assert "198.51.100.1/24" in addrs and "203.0.113.1/24" in addrs, addrs
         # what runs for this instance: the processes inside its namespace and its PostgreSQL
         instance_pids = {int(p) for p in _out(["ip", "netns", "pids", lay["netns"]]).split()}
-        with open(os.path.join(status["data_dir"] if "data_dir" in status else
-                               os.path.join(os.path.dirname(status["socket_dir"]), "data"), "postmaster.pid")) as f:
+        data_dir = status.get("data_dir") or os.path.join(os.path.dirname(status["socket_dir"]), "data")
+        with open(os.path.join(data_dir, "postmaster.pid")) as f:  # the cluster may live outside the home
             instance_pids.add(int(f.readline()))
         procs = _cmdlines()
         assert any("wireguard-go" in procs.get(p, "") for p in instance_pids), {p: procs.get(p) for p in instance_pids}
@@ -100,7 +100,7 @@ def test_local_up_default_network_peer_runs_sql_through_gateway_and_down_purge_l
         assert lay["netns"] not in _out(["ip", "netns", "list"])
         assert lay["id"][:6] not in _out(["ip", "-br", "link"])  # no client veth end left on the host
         assert not os.path.exists(home)
-        assert not os.path.exists(os.path.dirname(status["socket_dir"]))
+        assert not os.path.exists(os.path.dirname(status["socket_dir"])) and not os.path.exists(data_dir)
         now = _cmdlines()
         left = {p: c for p, c in instance_procs.items() if now.get(p) == c}
         assert left == {}, left  # wireguard-go, the anchor, the forwarder and postgres are gone
