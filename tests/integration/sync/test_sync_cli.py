@@ -87,12 +87,10 @@ def test_remotedb_and_sync_commands(mssql_db, pg_cluster, tenant, cli_inventory,
                           "lag_s", "next_run"}
     assert st[0]["next_run"] is None and 0 <= st[0]["lag_s"] < 600  # no timer here; lag since the last run
 
-    # inputs are data, never templates: a table literally named "{{ 6*7 }}" syncs under that name
-    mssql_db.execute("CREATE TABLE dbo.[{{ 6*7 }}] (id int NOT NULL PRIMARY KEY, rv rowversion)")
-    mssql_db.execute("INSERT INTO dbo.[{{ 6*7 }}] (id) VALUES (42)")
-    r = run("sync", "run", "erp", "--table", "[dbo].[{{ 6*7 }}]", "--json").json
-    assert [t["source"] for t in r["tables"]] == ["[dbo].[{{ 6*7 }}]"] and r["tables"][0]["inserted"] == 1
-    assert target_rows(tenant, "{{ 6*7 }}", "id") == [(42,)]
+    # a table name holding template syntax is refused before anything runs (validation.table_text; the
+    # password test below shows values that must hold it travel as data)
+    r = run("sync", "run", "erp", "--table", "[dbo].[{{ 6*7 }}]", "--json", check=False)
+    assert r.rc == 2 and "template syntax" in r.stdout + r.stderr, (r.stdout, r.stderr)
 
     holder = psycopg.connect(**pg_cluster.conninfo(tenant.db), autocommit=True)
     try:
