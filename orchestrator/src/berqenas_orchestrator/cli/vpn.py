@@ -32,7 +32,14 @@ def _fetch(app: App, name: str) -> dict:
     dest = _local_dir(app, name)
     os.makedirs(dest, mode=0o700, exist_ok=True)
     os.chmod(dest, 0o700)
-    res = app.run_or_fail("vpn_peer_config.yml", {"berqenas_vpn_peer": name, "berqenas_vpn_dest": dest}, quiet=True)
+    # ansible's fetch writes with the umask and the playbook chmods 0600 afterwards: under umask 077 the client's
+    # private key is never in a 0644 file, not even for that moment (tests/integration/test_cli_leaks.py)
+    previous = os.umask(0o077)
+    try:
+        res = app.run_or_fail("vpn_peer_config.yml", {"berqenas_vpn_peer": name, "berqenas_vpn_dest": dest},
+                              quiet=True)
+    finally:
+        os.umask(previous)
     files = res.answer.get("files", [])
     return {f: os.path.join(dest, f) for f in files}
 
