@@ -215,7 +215,15 @@ def test_no_secret_leaks(test_home, ansible_env, tds_emulator, pg_cluster, hasur
         for name, where in leaks:
             if where in holders.get(name, set()) and stat.S_IMODE(os.stat(where).st_mode) == 0o600:
                 continue
+            if " (mode 0o" in where:  # a copy readable by more than its owner: never excused
+                bad.append((name, where))
+                continue
             if name.startswith("wireguard ") and os.path.dirname(where) in hub_dirs:
+                continue
+            # a file gone by the end beside a holder: its atomic write's temporary (acme.json.tmp,
+            # hasura-jwt.env.tmp, made 0600); a wider mode would be reported as "PATH (mode ..)", never excused
+            if not os.path.exists(where) and os.path.dirname(where) in {os.path.dirname(h)
+                                                                           for h in holders.get(name, ())}:
                 continue
             # `tenant show --credentials` fetches the file into a 0700 berqenas-fetch-* dir, removed afterwards
             # (a copy with a wider mode is reported with its mode, so it is never excused here)
