@@ -482,3 +482,67 @@ class AwxDouble:
                 job["_cancel"] = True
                 return 202, None
         raise _Http(404, {"detail": "Not found."})
+
+
+RUNNER_ENV = ("PATH", "HOME", "ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_HOME", "ANSIBLE_LOCAL_TEMP", "ANSIBLE_NOCOLOR",
+              "ANSIBLE_PYTHON_INTERPRETER")
+
+
+class TemplateJobs:
+    """The credential-free job templates NAMES of extensions/awx/job_templates.yml (with their surveys) in a
+    started double whose project is this checkout and whose inventory is INVENTORY (a directory), as
+    configure_controller.yml would create them; ``launch`` runs one job through ansible-runner to its end."""
+
+    def __init__(self, workdir, inventory, names, ansible_env, timeout=300):
+        import yaml
+
+        from tests.support.env import REPO
+
+        self.timeout = timeout
+        os.symlink(REPO, os.path.join(workdir, "berqenas"))
+        self.token = "jobs-" + os.urandom(12).hex()
+        env = {k: ansible_env[k] for k in RUNNER_ENV if k in ansible_env}
+        self.double = AwxDouble(self.token, str(workdir), {"berqenas": str(inventory)}, runner_env=env).start()
+        with open(os.path.join(REPO, "extensions", "awx", "job_templates.yml")) as f:
+            templates = {j["name"]: j for j in yaml.safe_load(f)["berqenas_awx_job_templates"]}
+        made = {}
+        for kind, body in (("organizations", {"name": "Default"}),
+                           ("projects", {"name": "berqenas", "scm_type": "", "local_path": "berqenas"}),
+                           ("inventories", {"name": "berqenas"})):
+            made[kind] = self._ok(201, "POST", f"/api/v2/{kind}/",
+                                  dict(body, organization=made.get("organizations", {}).get("id")))
+        self.ids = {}
+        for name in names:
+            tpl = templates[name]
+            assert not tpl.get("credentials"), f"{name} needs credentials: test it as test_awx.py does"
+            want = {k: v for k, v in tpl.items() if k not in ("credentials", "survey_spec")}
+            jt = self._ok(201, "POST", "/api/v2/job_templates/",
+                          dict(want, project=made["projects"]["id"], inventory=made["inventories"]["id"]))
+            if tpl.get("survey_spec"):
+                self._ok(200, "POST", f"/api/v2/job_templates/{jt['id']}/survey_spec/", tpl["survey_spec"])
+            self.ids[name] = jt["id"]
+
+    def api(self, method, path, body=None):
+        return self.double.handle(method, path, "Bearer " + self.token, json.dumps(body).encode() if body else b"")
+
+    def _ok(self, want, method, path, body=None):
+        status, out = self.api(method, path, body)
+        assert status == want, (method, path, status, out)
+        return out
+
+    def launch(self, name, answers):
+        """Launch template NAME with survey ANSWERS; returns (the finished job, the messages of failed events)."""
+        launched = self._ok(201, "POST", f"/api/v2/job_templates/{self.ids[name]}/launch/", {"extra_vars": answers})
+        assert not launched["ignored_fields"], launched
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            job = self._ok(200, "GET", f"/api/v2/jobs/{launched['job']}/")
+            if job["status"] in DONE:
+                fails = [(e["event_data"].get("res") or {}).get("msg") for e in self.double.events[job["id"]]
+                         if e["failed"]]
+                return job, fails
+            time.sleep(0.3)
+        raise AssertionError(f"{name} did not finish in {self.timeout} s")
+
+    def close(self):
+        self.double.stop()

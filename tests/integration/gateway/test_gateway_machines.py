@@ -286,6 +286,32 @@ def test_cli_expose_list_status_unexpose(world, tmp_path):
     assert res.rc == 1 and "no such exposure" in res.stderr
 
 
+def test_gateway_templates_run_as_awx_jobs(world, tmp_path):
+    """The "berqenas gateway apply" and "gateway status" job templates (extensions/awx/job_templates.yml) launched
+    through the AWX double (ansible-runner for real) with an inventory holding acme's exposure as desired state:
+    acme's peer reaches its database through the gateway, and the status job reads the rule back."""
+    from tests.support.awx_double import TemplateJobs
+
+    inv = tmp_path / "inventory"
+    (inv / "group_vars" / "all").mkdir(parents=True)
+    (inv / "hosts.yml").write_text(open(world.c.inventory_path).read())
+    (inv / "group_vars" / "all" / "gateway.yml").write_text(yaml.safe_dump(world.vars([ACME_DB])))
+    (inv / "group_vars" / "all" / "tenants.yml").write_text("berqenas_tenants: [{name: acme}, {name: globex}]\n")
+    assert world.tcp("pa", GW_VPN, 5432) == DROPPED  # test_cli_expose_list_status_unexpose removed it
+    jobs = TemplateJobs(tmp_path, inv, ("berqenas gateway apply", "berqenas gateway status"), world.c.ansible_env)
+    try:
+        job, fails = jobs.launch("berqenas gateway apply", {"berqenas_gateway_state": "present"})
+        assert job["status"] == "successful", (job["job_explanation"], fails)
+        assert [(e["tenant"], e["port"]) for e in job["artifacts"]["berqenas_result"]["exposures"]] == [("acme", 5432)]
+        assert world.sql("pa", "acme_app") == "OK acme_app"
+        job, fails = jobs.launch("berqenas gateway status", {})
+        assert job["status"] == "successful", (job["job_explanation"], fails)
+        chains = job["artifacts"]["berqenas_result"]["status"]["chains"]["filter"]["BQ-INPUT"]
+        assert any("198.51.100.2/32" in r and "5432" in r for r in chains), chains
+    finally:
+        jobs.close()
+
+
 def test_state_absent_removes_everything_of_the_platform(world):
     """Last (it also removes the management allow-rule): ufw stays enabled, nothing of the platform remains."""
     ok(world.apply([ACME_DB], diff=True))

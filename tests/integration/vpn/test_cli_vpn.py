@@ -5,7 +5,6 @@ import json
 import os
 import stat
 import tempfile
-import time
 
 import pytest
 import yaml
@@ -131,8 +130,7 @@ def test_vpn_templates_run_as_awx_jobs_against_the_hub(vpn_cli, ansible_env, tmp
     """The "berqenas vpn apply" and "vpn status" job templates (extensions/awx/job_templates.yml) launched through
     the AWX double (tests/support/awx_double.py, ansible-runner for real) with this module's inventory: a peer an
     operator adds to the inventory's desired state reaches the hub's live interface."""
-    from tests.support.awx_double import AwxDouble
-    from tests.support.env import REPO
+    from tests.support.awx_double import TemplateJobs
 
     cluster, cli, inv = vpn_cli
     hub = cluster["hub"]
@@ -146,63 +144,11 @@ def test_vpn_templates_run_as_awx_jobs_against_the_hub(vpn_cli, ansible_env, tmp
     state["berqenas_vpn_peers"].append({"name": "awxpeer", "tenant": "globex", "public_key": pub})
     with open(vpn_path, "w") as f:
         yaml.safe_dump(state, f)
-    os.symlink(REPO, tmp_path / "berqenas")
-    token = "t5b-" + os.urandom(12).hex()
-    env = {
-        k: ansible_env[k]
-        for k in (
-            "PATH",
-            "HOME",
-            "ANSIBLE_COLLECTIONS_PATH",
-            "ANSIBLE_HOME",
-            "ANSIBLE_LOCAL_TEMP",
-            "ANSIBLE_NOCOLOR",
-            "ANSIBLE_PYTHON_INTERPRETER",
-        )
-    }
-    double = AwxDouble(token, str(tmp_path), {"berqenas": inv}, runner_env=env).start()
+    jobs = TemplateJobs(tmp_path, inv, ("berqenas vpn apply", "berqenas vpn status"), ansible_env)
     try:
 
-        def api(method, path, body=None):
-            return double.handle(method, path, "Bearer " + token, json.dumps(body).encode() if body else b"")
-
-        with open(os.path.join(REPO, "extensions", "awx", "job_templates.yml")) as f:
-            templates = {j["name"]: j for j in yaml.safe_load(f)["berqenas_awx_job_templates"]}
-        made = {}
-        for kind, body in (
-            ("organizations", {"name": "Default"}),
-            ("projects", {"name": "berqenas", "scm_type": "", "local_path": "berqenas"}),
-            ("inventories", {"name": "berqenas"}),
-        ):
-            status, made[kind] = api(
-                "POST", f"/api/v2/{kind}/", dict(body, organization=made.get("organizations", {}).get("id"))
-            )
-            assert status == 201, made[kind]
-        ids = {}
-        for name in ("berqenas vpn apply", "berqenas vpn status"):
-            want = {k: v for k, v in templates[name].items() if k not in ("credentials", "survey_spec")}
-            status, jt = api(
-                "POST",
-                "/api/v2/job_templates/",
-                dict(want, project=made["projects"]["id"], inventory=made["inventories"]["id"]),
-            )
-            assert status == 201 and not templates[name].get("credentials"), jt
-            spec = templates[name]["survey_spec"]
-            assert api("POST", f"/api/v2/job_templates/{jt['id']}/survey_spec/", spec)[0] == 200
-            ids[name] = jt["id"]
-
         def launch(name, answers):
-            status, launched = api("POST", f"/api/v2/job_templates/{ids[name]}/launch/", {"extra_vars": answers})
-            assert status == 201 and not launched["ignored_fields"], launched
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                job = api("GET", f"/api/v2/jobs/{launched['job']}/")[1]
-                if job["status"] in ("successful", "failed", "error", "canceled"):
-                    break
-                time.sleep(0.3)
-            else:
-                raise AssertionError(f"{name} did not finish in 300 s")
-            fails = [(e["event_data"].get("res") or {}).get("msg") for e in double.events[job["id"]] if e["failed"]]
+            job, fails = jobs.launch(name, answers)
             assert job["status"] == "successful", (job["job_explanation"], fails)
             return job["artifacts"]["berqenas_result"]
 
@@ -219,4 +165,4 @@ def test_vpn_templates_run_as_awx_jobs_against_the_hub(vpn_cli, ansible_env, tmp
         (seen,) = [p for p in reported["peers"] if p["name"] == "awxpeer"]
         assert (seen["tenant"], seen["addresses"], seen["state"]) == ("globex", [addr], "never"), seen
     finally:
-        double.stop()
+        jobs.close()
