@@ -33,6 +33,7 @@ PG_SOCK = "/run/bq-pg"  # the harness PostgreSQL's socket directory inside the m
 HOME = "/var/lib/berqenas"
 INV = "/etc/berqenas/inventory"
 BERQENAS = os.path.join(support_env.VENV_BIN, "berqenas")
+IN_TMP = os.path.realpath(support_env.REPO).startswith(("/tmp/", "/var/tmp/"))
 
 
 def wait_for(what, probe, timeout=120, interval=0.3, detail=lambda: ""):
@@ -81,7 +82,9 @@ class Runner:
         job.update(over)
         extra = {"sync_schedule_jobs": [job], "sync_schedule_command": BERQENAS, "sync_schedule_home": HOME,
                  "sync_schedule_inventory": INV, "sync_schedule_restart_sec": "1s",
-                 "sync_schedule_start_limit_burst": 20}
+                 "sync_schedule_start_limit_burst": 20,
+                 # a checkout under /tmp (a CI clone) holds the venv the unit runs: a private /tmp would hide it
+                 "sync_schedule_private_tmp": not IN_TMP}
         path = os.path.join(self.tmp, "vars.json")
         with open(path, "w") as f:
             json.dump(extra, f)
@@ -167,6 +170,7 @@ def test_schedule_timer_lock_timeout_resume(runner, pg_cluster, tenant):
                    runner.node.read_file(f"{HOME}/vault/pass").strip()):
         assert secret not in unit_text
     assert "BERQENAS_API_KEY_FILE=/var/lib/berqenas/sync.key" in unit_text and "TimeoutStartSec=60s" in unit_text
+    assert f"PrivateTmp={'no' if IN_TMP else 'yes'}" in unit_text
 
     # the timer fires (OnActiveSec=1s): one journal line with the run's counts
     # (a run takes 10-40 s on a loaded 2-core box: TimeoutStartSec 60 s, never 25 s, which killed every attempt)
