@@ -1,6 +1,8 @@
 """Bad input through every front door of the CLI: >= 60 malformed or malicious values in every value-taking
 argument and option of every command. Each is refused with a clear error (exit 2 or 1, no traceback) before any
-playbook runs, and the desired state, vault and keystore are unchanged.
+playbook runs, and the desired state, vault and keystore are unchanged after each value; after the whole run, every
+file of the home (but the audit log and the keys' last-used times) and the catalog of the PostgreSQL the inventory
+names (tests/support/catalog.py, the same snapshot as test_playbook_hostile_input) are as they were.
 
 A value the collection's rules accept where it is legitimate (a number for a numeric option) is listed in
 ACCEPTED; values accepted where they should not be are listed in GAPS (reported, see the lead's issue), so this
@@ -14,15 +16,17 @@ import time
 import types
 from pathlib import Path
 
+import psycopg
 import pytest
 from berqenas_orchestrator import apikeys, authz, runner, vault
 from berqenas_orchestrator.cli import main, root
 from berqenas_orchestrator.cli import status as status_cli
 from berqenas_orchestrator.state import StateStore
 
+from tests.support import catalog
 from tests.unit.test_authz import SAMPLES
 
-pytestmark = pytest.mark.cli  # in-process, no real component; about a minute for ~2,800 invocations
+pytestmark = pytest.mark.cli  # in-process (the session's PostgreSQL only compared); a minute for ~2,800 invocations
 
 HOSTILE = [
     # quotes, separators, shell
@@ -228,25 +232,19 @@ def _argv(path, params, override):
     return [*path, "--json", *opts, "--", *args]
 
 
-def _snapshot(*dirs):
-    out = {}
-    for d in dirs:
-        for base, _, files in os.walk(d):
-            for f in files:
-                if not f.startswith("."):
-                    with open(os.path.join(base, f), "rb") as fh:
-                        out[os.path.join(base, f)] = fh.read()
-    return out
-
-
 @pytest.fixture(scope="module")
-def platform():
+def platform(pg_cluster):
     # on tmpfs when there is one: thousands of audit lines and keystore updates, each fsynced
     root_dir = Path(tempfile.mkdtemp(prefix="bq-hostile-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
     home = root_dir / "home"
     inv = home / "inventory"
     (inv / "group_vars" / "all").mkdir(parents=True)
     (inv / "hosts.yml").write_text("all:\n  hosts:\n    localhost: {ansible_connection: local}\n")
+    # the platform database a command that got through would reach (its catalog is compared after the run)
+    db = pg_cluster.create_database("hostile_cli")
+    (inv / "group_vars" / "all" / "platform.yml").write_text(json.dumps({
+        "berqenas_db_socket": pg_cluster.host, "berqenas_db_port": pg_cluster.port,
+        "berqenas_db_user": pg_cluster.superuser, "berqenas_db_name": db}))
     store = StateStore(inv)
     with store.edit("tenants.yml") as d:
         d["berqenas_tenants"] = [{"name": "acme"}]
@@ -257,12 +255,20 @@ def platform():
     ks = apikeys.Keystore(home / "apikeys.json")
     _, key = ks.init()
     (root_dir / "pw").write_text("a-valid-password\n")
-    yield home, key, str(root_dir / "pw")
+    yield home, key, str(root_dir / "pw"), db
     shutil.rmtree(root_dir, ignore_errors=True)
+    with pg_cluster.connect() as c:
+        c.execute(psycopg.sql.SQL("DROP DATABASE {} WITH (FORCE)").format(psycopg.sql.Identifier(db)))
 
 
-def test_every_value_slot_refuses_hostile_input(platform, monkeypatch, capsys):
-    home, key, pw_file = platform
+def _keys(path):
+    """The keystore's keys without their last-used times (every allowed call updates its key's)."""
+    data = json.loads(Path(path).read_text())
+    return [{k: v for k, v in key.items() if k != "last_used"} for key in data["keys"]]
+
+
+def test_every_value_slot_refuses_hostile_input(platform, pg_cluster, monkeypatch, capsys):
+    home, key, pw_file, db = platform
     for var in (apikeys.ENV_KEYSTORE, apikeys.ENV_KEY_FILE, "BERQENAS_AUDIT_LOG"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("BERQENAS_HOME", str(home))
@@ -290,13 +296,17 @@ def test_every_value_slot_refuses_hostile_input(platform, monkeypatch, capsys):
     key = apikeys.Keystore(home / "apikeys.json").create("hostile", "admin")[1]
     slots = list(_slots())
     assert len(slots) >= 20
+    catalog_before = catalog.catalog(pg_cluster, db)
+    # every file of the home but the audit log's (a line per command) and the keystore (last-used times)
+    home_before = catalog.files(home, skip={"audit", "apikeys.json"})
+    keys_before = _keys(home / "apikeys.json")
     accepted, problems, tried = {}, [], 0
     for path, name in slots:
         sample = [pw_file if a == "/dev/null" else a.format(t="acme") for a in SAMPLES[path]]
         base = LEAVES[path].make_context(path[-1], sample).params
         for value in HOSTILE:
             monkeypatch.setenv(apikeys.ENV_KEY, key)
-            before = _snapshot(home / "inventory", home / "vault")
+            before = catalog.files(home / "inventory", home / "vault")
             argv = _argv(path, base, (name, value))
             tried += 1
             try:
@@ -308,7 +318,7 @@ def test_every_value_slot_refuses_hostile_input(platform, monkeypatch, capsys):
             except Exception as exc:  # noqa: BLE001 - a traceback is what this test looks for
                 code = f"traceback: {exc!r}"
             out, err = capsys.readouterr()
-            after = _snapshot(home / "inventory", home / "vault")
+            after = catalog.files(home / "inventory", home / "vault")
             if code == "playbook" or code == 0 or after != before:
                 accepted.setdefault((path, name), set()).add(value)
                 for p, data in before.items():  # put the state back for the next value
@@ -335,3 +345,14 @@ def test_every_value_slot_refuses_hostile_input(platform, monkeypatch, capsys):
             for k, v in sorted(accepted.items()):
                 f.write(f"{k!r}: {sorted(v)!r},\n")
     assert got == {}, {" ".join(k[0]) + " " + k[1]: sorted(v)[:10] for k, v in got.items()}
+    # nothing changed on any system: the files of the home, the keystore and the database catalog
+    home_after = catalog.files(home, skip={"audit", "apikeys.json"})
+    assert sorted(set(home_after) ^ set(home_before)) == []
+    assert [p for p in home_before if home_after[p] != home_before[p]] == []
+    # the keys there were are unchanged (none revoked, none edited); new ones are the legitimate names apikey create
+    # accepted, one each
+    keys_after = _keys(home / "apikeys.json")
+    assert [k for k in keys_after if k in keys_before] == keys_before
+    created = sorted(k["name"] for k in keys_after if k not in keys_before)
+    assert created == sorted(accepted.get((("apikey", "create"), "name"), ()))
+    assert catalog.catalog(pg_cluster, db) == catalog_before

@@ -12,26 +12,11 @@ import psycopg
 import pytest
 from berqenas_orchestrator import runner
 
+from tests.support.catalog import catalog
 from tests.support.cli import local_inventory
 from tests.support.env import COLLECTIONS, VENV_BIN
 
 pytestmark = pytest.mark.cli
-
-CATALOG = {
-    "roles": "SELECT rolname, rolsuper, rolcreaterole, rolcreatedb, rolcanlogin, rolconnlimit, rolconfig::text "
-             "FROM pg_roles ORDER BY 1",
-    "members": "SELECT roleid::regrole::text, member::regrole::text, admin_option FROM pg_auth_members ORDER BY 1, 2",
-    "schemas": "SELECT nspname, nspowner::regrole::text, nspacl::text FROM pg_namespace ORDER BY 1",
-    "databases": "SELECT datname, datacl::text FROM pg_database ORDER BY 1",
-    "default_acl": "SELECT defaclrole::regrole::text, defaclnamespace, defaclobjtype::text, defaclacl::text "
-                   "FROM pg_default_acl ORDER BY 1, 2, 3",
-}
-
-
-def _catalog(pg_cluster, db):
-    with pg_cluster.connect(db) as c:
-        return {k: c.execute(q).fetchall() for k, q in CATALOG.items()}
-
 
 def test_tenant_playbooks_refuse_hostile_extra_vars(pg_cluster, ansible_env, tmp_path):
     db = pg_cluster.create_database("hostile_pb")
@@ -51,7 +36,7 @@ def test_tenant_playbooks_refuse_hostile_extra_vars(pg_cluster, ansible_env, tmp
         ("tenant_create", {"berqenas_tenant": "acme", "berqenas_db_port": "5432; touch %s" % marker}),
         ("tenant_delete", {"berqenas_tenant": template}),
     ]
-    before = _catalog(pg_cluster, db)
+    before = catalog(pg_cluster, db)
 
     def run(i_case):
         i, (book, extravars) = i_case
@@ -74,7 +59,7 @@ def test_tenant_playbooks_refuse_hostile_extra_vars(pg_cluster, ansible_env, tmp
             assert "TASK [berqenas.platform.postgres_tenant" not in r.stdout, (book, extravars, r.stdout[-2000:])
             assert "fatal:" in r.stdout, (book, extravars, r.stdout[-2000:])
         assert not marker.exists(), "a payload ran"
-        assert _catalog(pg_cluster, db) == before
+        assert catalog(pg_cluster, db) == before
         assert not creds.exists() or not os.listdir(creds)  # no credential written for a refused tenant
     finally:
         with pg_cluster.connect() as c:
