@@ -86,3 +86,48 @@ def test_retention_cleanup_expires_older_sync_points(emulated_mssql_db):
     cur, mv = _versions(db)
     assert (cur, mv) == (v2, v1) and mv > v0  # a client at v0 is too old, one at v1 still valid
     assert _ct(db, v1) == [(2, "I", v2)]
+
+
+def _ctx(db, last):
+    q = "SELECT CT.id, CT.SYS_CHANGE_OPERATION, CT.SYS_CHANGE_CONTEXT FROM CHANGETABLE(CHANGES dbo.T, %d) AS CT" \
+        " ORDER BY CT.id" % int(last)
+    return [(r[0], r[1], None if r[2] is None else bytes(r[2])) for r in db.execute(q)]
+
+
+def test_change_tracking_context_tags_a_change_and_the_last_change_decides(mssql_db):
+    """WITH CHANGE_TRACKING_CONTEXT (c) tags the changes of its one statement; SYS_CHANGE_CONTEXT is the context of
+    each key's last change; a reader filters its own changes out with SYS_CHANGE_CONTEXT <> c (the documented
+    two-way sync pattern)."""
+    db = mssql_db
+    v0, _ = _enable(db)
+    db.execute("INSERT INTO dbo.T (id, name) VALUES (1, N'a'), (2, N'b'), (3, N'c'), (4, N'd')")
+    v1, _ = _versions(db)
+    assert _ctx(db, v0) == [(1, "I", None), (2, "I", None), (3, "I", None), (4, "I", None)]
+    # one batch, as a sync sends it: the context covers its statement only, not the next one
+    db.execute("SET XACT_ABORT ON; BEGIN TRAN;"
+               " WITH CHANGE_TRACKING_CONTEXT (0x62710102) DELETE FROM dbo.T WHERE id = 1;"
+               " UPDATE dbo.T SET name = N'bb' WHERE id = 2;"
+               " WITH CHANGE_TRACKING_CONTEXT (0x62710102) UPDATE dbo.T SET name = N'cc' WHERE id = 3;"
+               " WITH CHANGE_TRACKING_CONTEXT (0x62710102) INSERT INTO dbo.T (id, name) VALUES (5, N'e');"
+               " COMMIT TRAN")
+    assert _ctx(db, v1) == [(1, "D", b"bq\x01\x02"), (2, "U", None), (3, "U", b"bq\x01\x02"), (5, "I", b"bq\x01\x02")]
+    assert [r[1] for r in db.execute("SELECT id, name FROM dbo.T ORDER BY id")] == ["bb", "cc", "d", "e"]
+    # the last change of a key decides: a tagged change then a plain one (same transaction or a later one) is
+    # untagged; a plain change then a tagged one is tagged
+    db.execute("SET XACT_ABORT ON; BEGIN TRAN; WITH CHANGE_TRACKING_CONTEXT (0x62710102) UPDATE dbo.T SET name = N'x'"
+               " WHERE id = 4; UPDATE dbo.T SET name = N'y' WHERE id = 4; COMMIT TRAN")
+    db.execute("UPDATE dbo.T SET name = N'z' WHERE id = 5")
+    db.execute("UPDATE dbo.T SET name = N'w' WHERE id = 2")
+    db.execute("WITH CHANGE_TRACKING_CONTEXT (0x0a0b) UPDATE dbo.T SET name = N'v' WHERE id = 2")
+    assert _ctx(db, v1) == [(1, "D", b"bq\x01\x02"), (2, "U", b"\x0a\x0b"), (3, "U", b"bq\x01\x02"),
+                            (4, "U", None), (5, "I", None)]
+    mine = db.execute("SELECT CT.id FROM CHANGETABLE(CHANGES dbo.T, %d) AS CT WHERE CT.SYS_CHANGE_CONTEXT IS NULL OR"
+                      " CT.SYS_CHANGE_CONTEXT <> 0x62710102 ORDER BY CT.id" % v1)
+    assert [r[0] for r in mine] == [2, 4, 5]
+    # a statement that fails leaves no change and no context behind
+    import pymssql
+    with pytest.raises(pymssql.Error):
+        db.execute("WITH CHANGE_TRACKING_CONTEXT (0x62710102) INSERT INTO dbo.T (id, name) VALUES (2, N'dup')")
+    assert _ctx(db, v1)[1] == (2, "U", b"\x0a\x0b")
+    with pytest.raises(pymssql.Error):
+        db.execute("WITH CHANGE_TRACKING_CONTEXT (NULL) UPDATE dbo.T SET name = N'n' WHERE id = 2")  # never NULL

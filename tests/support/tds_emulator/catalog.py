@@ -411,6 +411,7 @@ class Catalog:
             if not tracked:
                 raise TsqlError(4998, "Change tracking is not enabled on table '%s'." % name)
             self.q(_fmt("DROP TRIGGER tds_ct ON {}", tbl))
+            self.q(_fmt("DROP TRIGGER IF EXISTS tds_ct_ctx ON {}", tbl))
             self.q(_fmt("DROP FUNCTION {}(bigint)", fn))
             self.q("DELETE FROM tds_meta.ct_tables WHERE object_id = %s", (object_id,))
             return
@@ -433,7 +434,7 @@ class Catalog:
         out += [sql.SQL("{} {}").format(sql.Identifier(k), sql.SQL(types[k])) for k in keys]
         body = sql.SQL(
             "SELECT c.version, c.creation_version, CASE WHEN c.deleted THEN 'D' WHEN c.creation_version >"
-            " coalesce($1, -1) THEN 'I' ELSE 'U' END, NULL::bytea, NULL::bytea, {} FROM tds_meta.ct_changes c,"
+            " coalesce($1, -1) THEN 'I' ELSE 'U' END, NULL::bytea, c.context, {} FROM tds_meta.ct_changes c,"
             " jsonb_populate_record(NULL::{}, c.pk) r WHERE c.object_id = {} AND ($1 IS NULL OR c.version > $1)"
         ).format(sql.SQL(", ").join(sql.Identifier("r", k) for k in keys), tbl, sql.Literal(object_id))
         self.q(_fmt("CREATE FUNCTION {}(bigint) RETURNS TABLE ({}) LANGUAGE sql STABLE AS {}", fn,
@@ -441,6 +442,10 @@ class Catalog:
         self.q("INSERT INTO tds_meta.ct_tables VALUES (%s, tds_meta.ct_current_version())", (object_id,))
         self.q(_fmt("CREATE CONSTRAINT TRIGGER tds_ct AFTER INSERT OR UPDATE OR DELETE ON {} DEFERRABLE INITIALLY"
                     " DEFERRED FOR EACH ROW EXECUTE FUNCTION tds_meta.ct_capture({})", tbl,
+                    sql.SQL(", ").join(sql.Literal(str(x)) for x in [object_id] + keys)))
+        # WITH CHANGE_TRACKING_CONTEXT: each key's context, recorded while a transaction uses one (schema.sql)
+        self.q(_fmt("CREATE TRIGGER tds_ct_ctx AFTER INSERT OR UPDATE OR DELETE ON {} FOR EACH ROW WHEN"
+                    " (current_setting('tds.ct_ctx_on', true) = 'on') EXECUTE FUNCTION tds_meta.ct_context({})", tbl,
                     sql.SQL(", ").join(sql.Literal(str(x)) for x in [object_id] + keys)))
 
     def columns_of(self, relids):

@@ -348,6 +348,7 @@ CREATE TABLE IF NOT EXISTS tds_meta.ct_changes (
     creation_version bigint,
     PRIMARY KEY (object_id, pk)
 );
+ALTER TABLE tds_meta.ct_changes ADD COLUMN IF NOT EXISTS context bytea;  -- SYS_CHANGE_CONTEXT of the last change
 
 CREATE OR REPLACE FUNCTION tds_meta.ct_current_version() RETURNS bigint LANGUAGE sql STABLE AS $$
     SELECT CASE WHEN EXISTS (SELECT 1 FROM tds_meta.ct_database)
@@ -372,6 +373,48 @@ BEGIN
 END
 $$;
 
+-- WITH CHANGE_TRACKING_CONTEXT (c) <dml>: the session runs tds_meta.ct_set_context(c) before the statement and
+-- tds_meta.ct_set_context(NULL) after it, in the same transaction. From then on (tds.ct_ctx_on, transaction-local)
+-- an immediate row trigger (tds_ct_ctx, WHEN tds.ct_ctx_on) records each changed key's context (NULL after the
+-- statement) in a temp table emptied at commit; the deferred capture, which runs at commit before that, stores
+-- the context of the key's last change in the transaction. Transactions that never set a context pay the WHEN.
+CREATE OR REPLACE FUNCTION tds_meta.ct_set_context(c bytea) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF to_regclass('pg_temp.tds_ct_ctx') IS NULL THEN
+        CREATE TEMP TABLE tds_ct_ctx (object_id integer, pk jsonb, ctx bytea, PRIMARY KEY (object_id, pk))
+            ON COMMIT DELETE ROWS;
+    END IF;
+    PERFORM set_config('tds.ct_ctx', coalesce(encode(c, 'hex'), ''), true);
+    PERFORM set_config('tds.ct_ctx_on', 'on', true);
+END
+$$;
+
+-- TG_ARGV: object_id, then the primary key's PostgreSQL column names (as for ct_capture)
+CREATE OR REPLACE FUNCTION tds_meta.ct_context() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    c bytea := decode(nullif(current_setting('tds.ct_ctx', true), ''), 'hex');
+    r jsonb;
+BEGIN
+    FOREACH r IN ARRAY CASE TG_OP WHEN 'INSERT' THEN ARRAY[to_jsonb(NEW)] WHEN 'DELETE' THEN ARRAY[to_jsonb(OLD)]
+                           ELSE ARRAY[to_jsonb(OLD), to_jsonb(NEW)] END LOOP
+        INSERT INTO pg_temp.tds_ct_ctx
+            SELECT TG_ARGV[0]::integer, jsonb_object_agg(e.key, e.value), c FROM jsonb_each(r) e
+             WHERE e.key = ANY (TG_ARGV[1:])
+            ON CONFLICT (object_id, pk) DO UPDATE SET ctx = c;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tds_meta.ct_context_of(obj integer, kk jsonb) RETURNS bytea LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('tds.ct_ctx_on', true) IS DISTINCT FROM 'on' THEN
+        RETURN NULL;
+    END IF;
+    RETURN (SELECT ctx FROM pg_temp.tds_ct_ctx WHERE object_id = obj AND pk = kk);
+END
+$$;
+
 -- TG_ARGV: object_id, then the primary key's PostgreSQL column names
 CREATE OR REPLACE FUNCTION tds_meta.ct_capture() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -380,6 +423,7 @@ DECLARE
     v bigint := tds_meta.ct_tx_version();
     oldk jsonb;
     newk jsonb;
+    cx bytea;
 BEGIN
     IF TG_OP <> 'INSERT' THEN
         SELECT jsonb_object_agg(e.key, e.value) INTO oldk FROM jsonb_each(to_jsonb(OLD)) e WHERE e.key = ANY (k);
@@ -388,15 +432,23 @@ BEGIN
         SELECT jsonb_object_agg(e.key, e.value) INTO newk FROM jsonb_each(to_jsonb(NEW)) e WHERE e.key = ANY (k);
     END IF;
     IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND oldk <> newk) THEN
-        INSERT INTO tds_meta.ct_changes AS c VALUES (obj, oldk, true, v, NULL)
-            ON CONFLICT (object_id, pk) DO UPDATE SET deleted = true, version = v;
+        cx := tds_meta.ct_context_of(obj, oldk);
+        INSERT INTO tds_meta.ct_changes AS c (object_id, pk, deleted, version, creation_version, context)
+            VALUES (obj, oldk, true, v, NULL, cx)
+            ON CONFLICT (object_id, pk) DO UPDATE SET deleted = true, version = v, context = cx;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        cx := tds_meta.ct_context_of(obj, newk);
     END IF;
     IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND oldk <> newk) THEN
-        INSERT INTO tds_meta.ct_changes AS c VALUES (obj, newk, false, v, v)
-            ON CONFLICT (object_id, pk) DO UPDATE SET deleted = false, version = v, creation_version = v;
+        INSERT INTO tds_meta.ct_changes AS c (object_id, pk, deleted, version, creation_version, context)
+            VALUES (obj, newk, false, v, v, cx)
+            ON CONFLICT (object_id, pk) DO UPDATE SET deleted = false, version = v, creation_version = v,
+                context = cx;
     ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO tds_meta.ct_changes AS c VALUES (obj, newk, false, v, NULL)
-            ON CONFLICT (object_id, pk) DO UPDATE SET deleted = false, version = v;
+        INSERT INTO tds_meta.ct_changes AS c (object_id, pk, deleted, version, creation_version, context)
+            VALUES (obj, newk, false, v, NULL, cx)
+            ON CONFLICT (object_id, pk) DO UPDATE SET deleted = false, version = v, context = cx;
     END IF;
     RETURN NULL;
 END

@@ -702,7 +702,8 @@ class Session(threading.Thread):
         k = stmt.kind
         if k == "query":
             try:
-                with self.statement_scope():
+                # WITH CHANGE_TRACKING_CONTEXT: the context and the change in one PostgreSQL transaction
+                with self.statement_scope(always=getattr(stmt, "ct_context", None) is not None):
                     self._pg_exec(lambda: self.query(stmt, w, more))
             except _Cancelled:
                 return
@@ -803,7 +804,17 @@ class Session(threading.Thread):
         if stmt.cmd == P.CMD_INSERT and (stmt.table[0].lower(), stmt.table[1].lower()) in self.identity_insert:
             pgtext = self._overriding(pgtext)
         cur = self.pg.cursor(binary=True)
-        cur.execute(pgtext)
+        ctx = getattr(stmt, "ct_context", None)
+        if ctx is not None:  # the change tracking context of this one statement (schema.sql, ct_set_context)
+            value = self.pg.execute("SELECT " + ctx).fetchone()[0]
+            if value is None or len(value) > 128:
+                raise TsqlError(50000, "tds_emulator: the WITH CHANGE_TRACKING_CONTEXT context must be a non-NULL "
+                                       "varbinary(128)")
+            self.pg.execute("SELECT tds_meta.ct_set_context(%s)", (bytes(value),))
+            cur.execute(pgtext)
+            self.pg.execute("SELECT tds_meta.ct_set_context(NULL)")
+        else:
+            cur.execute(pgtext)
         if cur.description is None:
             self.rowcount = max(cur.rowcount, 0)
             status = more | (0 if self.nocount else P.DONE_COUNT)

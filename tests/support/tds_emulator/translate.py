@@ -165,6 +165,7 @@ def split_statements(toks):
     cur = []
     depth = 0
     seen_set = seen_body = False
+    lead = 0  # the statement's first word: after a WITH CHANGE_TRACKING_CONTEXT (..) prefix, its DML keyword
     for t in toks:
         if t.kind == "op":
             if t.text == "(":
@@ -176,12 +177,17 @@ def split_statements(toks):
                     stmts.append(cur)
                 cur = []
                 seen_set = seen_body = False
+                lead = 0
                 continue
         if depth == 0 and t.kind == "word" and t.up in STARTERS and cur:
-            first = cur[0].up
+            first = cur[lead].up
             prev = cur[-1]
             cont = False
-            if t.up == "SELECT":
+            if lead == 0 and first == "WITH" and len(cur) >= 2 and cur[1].is_word("CHANGE_TRACKING_CONTEXT"):
+                if t.up in ("INSERT", "UPDATE", "DELETE", "MERGE"):
+                    cont = True
+                    lead = len(cur)
+            elif t.up == "SELECT":
                 if first == "INSERT" and not seen_body:
                     cont = True
                 elif first == "WITH":
@@ -203,10 +209,11 @@ def split_statements(toks):
                 stmts.append(cur)
                 cur = []
                 seen_set = seen_body = False
+                lead = 0
         if depth == 0 and t.kind == "word":
             if t.up == "SET":
                 seen_set = True
-            if t.up in ("VALUES", "SELECT", "DEFAULT") and cur and cur[0].up == "INSERT":
+            if t.up in ("VALUES", "SELECT", "DEFAULT") and cur and cur[lead].up == "INSERT":
                 seen_body = True
         cur.append(t)
     if depth != 0:
@@ -829,6 +836,8 @@ def parse_statement(toks, text, ctx):
         raise syntax_error(first.text)
     up = first.up
     n = len(toks)
+    if up == "WITH" and n > 1 and toks[1].is_word("CHANGE_TRACKING_CONTEXT"):
+        return _parse_ct_context(toks, text, ctx)
     if up in ("SELECT", "WITH"):
         for t in toks:
             if t.is_word("INTO"):
@@ -926,6 +935,33 @@ def parse_statement(toks, text, ctx):
     if up == "ALTER":
         return _parse_alter(toks, source, ctx)
     raise syntax_error(first.text, "statement not supported")
+
+
+def _parse_ct_context(toks, text, ctx):
+    """WITH CHANGE_TRACKING_CONTEXT ( context ) INSERT | UPDATE | DELETE ...: the DML's Stmt with ``ct_context``,
+    the PostgreSQL expression of the context (a constant or a variable; varbinary(128), never NULL)."""
+    n = len(toks)
+    if not (n > 3 and toks[2].is_op("(")):
+        raise syntax_error(toks[min(2, n - 1)].text)
+    depth, j = 0, 2
+    while j < n:
+        if toks[j].is_op("("):
+            depth += 1
+        elif toks[j].is_op(")"):
+            depth -= 1
+            if depth == 0:
+                break
+        j += 1
+    if j >= n - 1 or j == 3 or not toks[j + 1].is_word("INSERT", "UPDATE", "DELETE"):
+        raise syntax_error(toks[min(j + 1, n - 1)].text if j < n else toks[-1].text)
+    if toks[3].is_word("NULL") and j == 4:
+        raise TsqlError(50000, "tds_emulator: the WITH CHANGE_TRACKING_CONTEXT context cannot be NULL")
+    tr = ExprTranslator(toks, ctx)
+    value = "CAST(%s AS bytea)" % tr.tr(3, j)
+    stmt = parse_statement(toks[j + 1:], text, ctx)
+    stmt.ct_context = value
+    stmt.source = text[toks[0].pos:toks[-1].end]
+    return stmt
 
 
 ISOLATION = {"READ COMMITTED": "READ COMMITTED", "READ UNCOMMITTED": "READ COMMITTED",
