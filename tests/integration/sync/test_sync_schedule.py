@@ -1,7 +1,9 @@
 """Role sync_schedule on an nspawn machine (the runner host): the timer fires and the service runs the sync the
 way the CLI does, a run that finds the job locked exits 0 with a 'locked' line, a run killed by TimeoutStartSec
 leaves target and watermark as the last committed run left them and the next run resumes, changed=0 on
-re-applying (and in check mode).
+re-applying (and in check mode). Role health_timer on the same machine, applied by the same playbook from the
+second apply on (while a sync run waits to be killed): its timer fires, the service runs `berqenas health
+--prometheus FILE` and the file parses with prometheus-client; changed=0 on re-applying.
 
 The machine runs the checkout's own .venv and CLI (bound read-only at the same path). The platform database is
 the harness PostgreSQL (its socket directory bound into the machine), the SQL Server source a TDS emulator
@@ -20,6 +22,7 @@ import psycopg
 import pytest
 import yaml
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
 from tests.support import env as support_env
@@ -34,6 +37,7 @@ HOME = "/var/lib/berqenas"
 INV = "/etc/berqenas/inventory"
 BERQENAS = os.path.join(support_env.VENV_BIN, "berqenas")
 IN_TMP = os.path.realpath(support_env.REPO).startswith(("/tmp/", "/var/tmp/"))
+PROM = "/var/lib/prometheus/node-exporter/berqenas.prom"  # the health_timer role's default textfile
 
 
 def wait_for(what, probe, timeout=120, interval=0.3, detail=lambda: ""):
@@ -76,7 +80,8 @@ class Runner:
         wait_for(f"{self.unit} to finish", lambda: self.show("ActiveState")["ActiveState"] in ("inactive", "failed"),
                  timeout=120)
 
-    def apply(self, check=False, **over):
+    def apply(self, check=False, health=False, **over):
+        """The playbook: role sync_schedule with job JOB (+ OVER), then (HEALTH) role health_timer."""
         job = {"name": self.job, "interval": "1h", "first_delay": "1s", "randomized_delay": "0",
                "timeout": "60s", "lock_timeout": 2}
         job.update(over)
@@ -84,12 +89,22 @@ class Runner:
                  "sync_schedule_inventory": INV, "sync_schedule_restart_sec": "1s",
                  "sync_schedule_start_limit_burst": 20,
                  # a checkout under /tmp (a CI clone) holds the venv the unit runs: a private /tmp would hide it
-                 "sync_schedule_private_tmp": not IN_TMP}
+                 "sync_schedule_private_tmp": not IN_TMP,
+                 "bq_health": health,
+                 # one check 1 s after the timer starts, then hourly (so it runs once in this test)
+                 "health_timer_command": BERQENAS, "health_timer_home": HOME, "health_timer_inventory": INV,
+                 "health_timer_first_delay": "1s", "health_timer_interval": "1h", "health_timer_check_timeout": 10,
+                 "health_timer_private_tmp": not IN_TMP}
         path = os.path.join(self.tmp, "vars.json")
         with open(path, "w") as f:
             json.dump(extra, f)
         return self.cluster.playbook(os.path.join(self.tmp, "apply.yml"), extravars_file=path, check=check,
                                      diff=check)
+
+    def health_show(self):
+        out = self.node.run(["systemctl", "show", "berqenas-health.service", "-p",
+                             "ActiveState,Result,ExecMainStatus,ExecMainStartTimestampMonotonic"]).stdout
+        return dict(ln.split("=", 1) for ln in out.splitlines() if "=" in ln)
 
 
 @pytest.fixture
@@ -140,10 +155,25 @@ def runner(machines, pg_cluster, tenant, emulated_mssql_db, tmp_path):
           "--table", "dbo.Orders", env=admin)
     node.run(["rm", "-f", "/root/src.pw"])
     with open(os.path.join(tmp, "apply.yml"), "w") as f:
-        f.write("- name: Schedule the syncs\n  hosts: sync_runner\n  gather_facts: false\n"
-                "  roles: [berqenas.platform.sync_schedule]\n")
+        f.write("- name: Schedule the syncs and the health checks\n  hosts: sync_runner\n  gather_facts: false\n"
+                "  roles:\n    - berqenas.platform.sync_schedule\n"
+                "    - {role: berqenas.platform.health_timer, when: bq_health}\n")
     r.db = db
     return r
+
+
+def changed_by_role(res):
+    """{role: number of its tasks that reported changed} from a playbook's default-callback output."""
+    out, task = {}, None
+    for ln in res.stdout.splitlines():
+        m = re.match(r"TASK \[([\w.]+) : ", ln)
+        if m or ln.startswith("TASK ["):
+            task = m and m.group(1)
+            counted = False
+        elif task and ln.startswith("changed: ") and not counted:
+            out[task] = out.get(task, 0) + 1
+            counted = True
+    return out
 
 
 def watermark(tenant, job):
@@ -201,11 +231,41 @@ def test_schedule_timer_lock_timeout_resume(runner, pg_cluster, tenant):
         wait_for("the run to block on the locked source table", blocked, timeout=60,
                  detail=lambda: "\n".join(runner.journal_lines()[-40:]) + f"\ntable {rel}")
 
-        # meanwhile: re-applying changes nothing, nor does check mode (and the running sync is left alone)
-        again = runner.apply()
-        assert again.returncode == 0 and again.recap()["runner"]["changed"] == 0, again.stdout[-3000:]
+        # meanwhile: re-applying changes nothing of the sync, nor does check mode (and the running sync is left
+        # alone); the re-apply adds role health_timer (a read-scoped key is all its checks need), whose service
+        # then runs beside the blocked sync (its own re-apply is the last apply's)
+        runner.cli("apikey", "create", "--name", "health", "--scope", "read", "--save", f"{HOME}/health.key",
+                   env=[f"BERQENAS_API_KEY_FILE={HOME}/admin.key"])
+        again = runner.apply(health=True)
+        assert again.returncode == 0, again.stdout[-3000:]
+        assert set(changed_by_role(again)) == {"berqenas.platform.health_timer"}, again.stdout[-3000:]
+        assert f"PrivateTmp={'no' if IN_TMP else 'yes'}" in runner.node.read_file(
+            "/etc/systemd/system/berqenas-health.service")
         check = runner.apply(check=True)
         assert check.returncode == 0 and check.recap()["runner"]["changed"] == 0, check.stdout[-3000:]
+
+        # the health timer fired: its service ran to its end (exit 0 all healthy, 1 something unhealthy: both a
+        # success of the unit) and wrote the textfile, which prometheus-client's parser reads whole
+        def health_ran():
+            st = runner.health_show()
+            return st.get("ExecMainStartTimestampMonotonic", "0") != "0" and st["ActiveState"] in (
+                "inactive", "failed") and st
+        st = wait_for("the health timer's run", health_ran, timeout=180, detail=lambda: runner.node.run(
+            ["journalctl", "-u", "berqenas-health.service", "-o", "cat", "--no-pager"], check=False).stdout[-3000:])
+        assert st["Result"] == "success" and st["ExecMainStatus"] in ("0", "1"), st
+        fams = {f.name: f for f in text_string_to_metric_families(runner.node.read_file(PROM))}
+        verdicts = {(s.labels["kind"], s.labels["check"]): s.value
+                    for s in fams["berqenas_health_check_healthy"].samples}
+        assert verdicts[("postgres", "server")] == 1.0, verdicts
+        # the job's source answers (its table is locked, not the server) and its table's last success is recent
+        assert verdicts[("remotedb", job)] == 1.0, verdicts
+        assert [v for (kind, check), v in verdicts.items() if kind == "sync" and check.startswith(job + "/")] == [
+            1.0], verdicts
+        (last,) = fams["berqenas_health_last_run_timestamp_seconds"].samples
+        assert abs(last.value - time.time()) < 600, last
+        (bad,) = fams["berqenas_health_checks_unhealthy"].samples
+        assert bad.value == sum(1 for v in verdicts.values() if v == 0.0)
+        assert (st["ExecMainStatus"] == "0") == (bad.value == 0), (st, verdicts)
 
         wait_for("systemd to kill the run at TimeoutStartSec",
                  lambda: any("timed out" in ln.lower() for ln in runner.journal_lines()), timeout=180)
@@ -248,8 +308,10 @@ def test_schedule_timer_lock_timeout_resume(runner, pg_cluster, tenant):
     assert 0 <= row["lag_s"] < 600 and row["last_result"] == "ok", row
 
     # state: absent stops and disables the timer and removes both units
-    gone = runner.apply(state="absent")
+    # (re-applying health_timer alongside changes nothing of it)
+    gone = runner.apply(state="absent", health=True)
     assert gone.returncode == 0 and gone.recap()["runner"]["changed"] > 0, gone.stdout[-3000:]
+    assert set(changed_by_role(gone)) == {"berqenas.platform.sync_schedule"}, gone.stdout[-3000:]
     for suffix in ("timer", "service"):
         path = f"/etc/systemd/system/{runner.unit}.{suffix}"
         assert runner.node.run(["test", "-e", path], check=False).returncode == 1, path
