@@ -15,8 +15,8 @@ One run, per table (before the forward load of the same table):
 3. per batch, ONE SQL Server transaction (``SET XACT_ABORT ON``): the current rows are read WITH
    (UPDLOCK, HOLDLOCK); a key whose rowversion differs from the one PostgreSQL last knew (the target
    row's rowversion column, or a tombstone's ``old_rv``) changed on both sides: a conflict, resolved by
-   the table's ``conflict_policy``; deletes, updates and multi-row inserts; the new rowversions read
-   back; the applied position recorded; COMMIT;
+   the table's ``conflict_policy``; deletes, one ``UPDATE ... FROM (VALUES ...)`` for the updates,
+   multi-row inserts; the new rowversions read back; the applied position recorded; COMMIT;
 4. then ONE PostgreSQL transaction: the new rowversions written into the target rows (echo prevention:
    the forward sync's version guard then finds nothing newer to load, so the sync's own SQL Server writes
    never come back as changes), the rows SQL Server won written to PostgreSQL, the conflicts logged
@@ -228,6 +228,7 @@ class ReversePlan(object):
         self.cols = [n for n, _t, _c in plan.target_cols]          # PostgreSQL = SQL Server names
         self.write_cols = [n for n in self.cols if n != self.rv]
         self.nonkey = [n for n in self.write_cols if n not in self.keys]
+        self.cast_types = dict((c.name, _cast_type(c, c.name in self.keys)) for c in plan.colmaps)
         ts = spec.conflict_timestamp_column
         if spec.conflict_policy == "latest_wins" and ts not in self.cols:
             raise SyncError("table %s: conflict_timestamp_column %r is not a synced column" % (spec.source_name, ts))
@@ -248,19 +249,30 @@ def _resume_writeback(w, cur, spec, rp, after, upto):
         return
     pg = _pg_rows(cur, spec, rp, keys)
     ms = _ms_rows(w, spec, rp, keys, lock=False)
-    tgt = _pid(spec.target_schema, spec.target_table)
-    match = sql.SQL(" AND ").join(sql.SQL("t.{c} = (jsonb_populate_record(NULL::{tgt}, %s::jsonb)).{c}").format(
-        c=_pid(k), tgt=tgt) for k in rp.keys)
     back = []
     for k, row in pg.items():
         m = ms.get(k)
         same = m is not None and all(_norm(row[c]) == _norm(m[c]) for c in rp.write_cols)
         rv = bytes(m[rp.rv]) if same else (bytes(8) if row[rp.rv] is None else None)
         if rv is not None:
-            kd = json.dumps(dict((c, _jsonable(row[c])) for c in rp.keys))
-            back.append((rv,) + (kd,) * len(rp.keys))
-    if back:
-        cur.executemany(sql.SQL("UPDATE {} t SET {} = %s WHERE {}").format(tgt, _pid(rp.rv), match), back)
+            back.append((row, rv))
+    _write_rowversions(cur, spec, rp, back)
+
+
+def _write_rowversions(cur, spec, rp, back):
+    """[(row, rowversion bytes)]: SQL Server's rowversion into the PostgreSQL rows of those keys, in ONE
+    statement (the keys and values as one JSON array, typed by the target's row type)."""
+    if not back:
+        return
+    tgt = _pid(spec.target_schema, spec.target_table)
+    match = sql.SQL(" AND ").join(sql.SQL("t.{c} = d.{c}").format(c=_pid(k)) for k in rp.keys)
+    doc = []
+    for row, rv in back:
+        d = dict((c, _jsonable(row[c])) for c in rp.keys)
+        d[rp.rv] = _jsonable(rv)
+        doc.append(d)
+    cur.execute(sql.SQL("UPDATE {tgt} t SET {rv} = d.{rv} FROM jsonb_populate_recordset(NULL::{tgt}, %s::jsonb) d"
+                        " WHERE {match}").format(tgt=tgt, rv=_pid(rp.rv), match=match), (json.dumps(doc),))
 
 
 def _key_of(d, keys):
@@ -296,18 +308,59 @@ def _pg_rows(cur, spec, rp, keydicts):
     return out
 
 
-def _ms_rows(w, spec, rp, keydicts, lock):
-    """Current SQL Server rows of the keys: {key: {col: value}} (inside the batch's transaction)."""
+def _ms_rows(w, spec, rp, keydicts, lock, cols=None):
+    """Current SQL Server rows of the keys: {key: {col: value}} (inside the batch's transaction); ``cols``:
+    the columns to read (default: all the synced ones)."""
     out = {}
-    for k in range(0, len(keydicts), 500):
-        part = keydicts[k:k + 500]
-        text = _tsql("SELECT %s FROM %s%s WHERE %s", ", ".join(_q(c) for c in rp.cols), _qt(
+    cols = cols or rp.cols
+    per = REVERSE_BATCH if len(rp.keys) == 1 else 500
+    for k in range(0, len(keydicts), per):
+        part = keydicts[k:k + per]
+        text = _tsql("SELECT %s FROM %s%s WHERE %s", ", ".join(_q(c) for c in cols), _qt(
             spec.source_schema, spec.source_table), " WITH (UPDLOCK, HOLDLOCK)" if lock else "",
             _where_keys(rp, len(part)))
         for r in w.execute(text, _key_params(rp, part), fetch=True, action="read current rows"):
-            d = dict(zip(rp.cols, r))
+            d = dict(zip(cols, r))
             out[_key_of(d, rp.keys)] = d
     return out
+
+
+def _cast_type(c, key):
+    """The T-SQL type the first row of a VALUES list casts a column's value to: SQL Server then types the whole
+    derived column by it (data type precedence: the other rows' literals convert to it), as a column of that
+    table. Strings and binary outside the key are cast to their (max) type, so a value too long for the column
+    still fails on assignment (2628) instead of being cut by the CAST; keys keep their exact type (an index seek
+    on a real server). ``c`` is the forward plan's ColumnMap (``src_type``: SQL Server's type name, ``pg_type``:
+    its PostgreSQL spelling, which carries length and precision)."""
+    t = c.src_type
+    pg = c.pg_type
+    if t in ("char", "varchar", "nchar", "nvarchar", "text", "ntext", "sysname", "xml"):
+        wide = "nvarchar" if t in ("nchar", "nvarchar", "ntext", "sysname", "xml") else "varchar"
+        if key and t in ("char", "varchar", "nchar", "nvarchar") and pg.startswith("character varying("):
+            return "%s(%s)" % (t, pg[len("character varying("):-1])
+        return wide + "(max)"
+    if t in ("binary", "varbinary", "image"):
+        return "varbinary(max)"
+    if t in ("decimal", "numeric"):
+        return "decimal" + pg[len("numeric"):]  # numeric(p,s)
+    if t == "float":
+        return "real" if pg == "real" else "float"
+    if t in ("time", "datetime2"):
+        return t + "(7)"
+    return t  # bit, tinyint .. bigint, money, smallmoney, real, date, datetime, smalldatetime, uniqueidentifier
+
+
+def _update_from_values(rp, tbl, n):
+    """One UPDATE of n rows: ``UPDATE t SET c = v.c, ... FROM tbl AS t INNER JOIN (VALUES (CAST(? AS type), ...),
+    (?, ...), ...) AS v (keys, cols) ON t.k = v.k`` (SQL Server's UPDATE ... FROM with a table value constructor:
+    one statement, one plan, instead of n)."""
+    cols = rp.keys + rp.nonkey
+    first = "(" + ", ".join("CAST(%s AS %s)" % (SLOT, rp.cast_types[c]) for c in cols) + ")"
+    rest = "(" + ", ".join([SLOT] * len(cols)) + ")"
+    return _tsql("UPDATE t SET %s FROM %s AS t INNER JOIN (VALUES %s) AS v (%s) ON %s",
+                 ", ".join("%s = v.%s" % (_q(c), _q(c)) for c in rp.nonkey), tbl,
+                 ", ".join([first] + [rest] * (n - 1)), ", ".join(_q(c) for c in cols),
+                 " AND ".join("t.%s = v.%s" % (_q(k), _q(k)) for k in rp.keys))
 
 
 def _decide(spec, rp, op, pg, ms, tomb_rv, at, first_old=None):
@@ -432,14 +485,11 @@ def _apply_batch(engine, w, cur, spec, rp, entries, last, rep):
             part = deletes[k:k + 500]
             w.execute(_tsql("DELETE FROM %s WHERE %s", tbl, _where_keys(rp, len(part))), _key_params(rp, part),
                       action="delete")
-        if updates and rp.nonkey:  # one round trip per 100 UPDATE statements
-            one = _tsql("UPDATE %s SET %s WHERE %s", tbl, ", ".join("%s = %s" % (_q(c), SLOT) for c in rp.nonkey),
-                        _where_keys(rp, 1))
-            for k in range(0, len(updates), 100):
-                part = updates[k:k + 100]
-                w.execute(";\n".join([one] * len(part)), tuple(
-                    v for row in part for v in tuple(_ms_value(row[c]) for c in rp.nonkey) + _key_params(rp, [row])),
-                    action="update")
+        if updates and rp.nonkey:  # one UPDATE ... FROM (VALUES ...) per REVERSE_BATCH rows
+            for k in range(0, len(updates), REVERSE_BATCH):
+                part = updates[k:k + REVERSE_BATCH]
+                w.execute(_update_from_values(rp, tbl, len(part)), tuple(
+                    _ms_value(row[c]) for row in part for c in rp.keys + rp.nonkey), action="update")
         for k in range(0, len(inserts), REVERSE_BATCH):
             part = inserts[k:k + REVERSE_BATCH]
             one = "(" + ", ".join([SLOT] * len(rp.write_cols)) + ")"
@@ -447,7 +497,7 @@ def _apply_batch(engine, w, cur, spec, rp, entries, last, rep):
                             ", ".join([one] * len(part))),
                       tuple(_ms_value(r[c]) for r in part for c in rp.write_cols), action="insert")
         written = updates + inserts
-        new_rv = _ms_rows(w, spec, rp, written, lock=False) if written else {}
+        new_rv = _ms_rows(w, spec, rp, written, lock=False, cols=rp.keys + [rp.rv]) if written else {}
         w.execute(_tsql("UPDATE %s SET last_xid = \x00, last_id = \x00 WHERE job = \x00 AND tbl = \x00", _qt(
             APPLIED_SCHEMA, APPLIED_TABLE)), (last[0], last[1], engine.job, spec.source_name),
             action="record the applied position")
@@ -467,10 +517,8 @@ def _apply_batch(engine, w, cur, spec, rp, entries, last, rep):
     for row in written:
         k = _key_of(row, rp.keys)
         if k in new_rv:
-            kd = json.dumps(dict((c, _jsonable(row[c])) for c in rp.keys))
-            back.append((bytes(new_rv[k][rp.rv]),) + (kd,) * nmatch)
-    if back:
-        cur.executemany(sql.SQL("UPDATE {} t SET {} = %s WHERE {}").format(tgt, _pid(rp.rv), match), back)
+            back.append((row, bytes(new_rv[k][rp.rv])))
+    _write_rowversions(cur, spec, rp, back)
     # rows SQL Server won: its values into PostgreSQL (through the forward type mapping)
     plan = rp.plan
     transform = make_transform(plan.colmaps, engine.nul_character, {})

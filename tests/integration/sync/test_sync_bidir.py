@@ -1,10 +1,16 @@
 """direction: both end to end: real pymssql against SQL Server (the TDS emulator; a real server with
 BERQENAS_TEST_MSSQL_DSN), real PostgreSQL with the capture trigger."""
 
+import datetime
+import decimal
+import uuid
+
 import pytest
 from psycopg import sql
 
 from .emu import engine, sync
+
+D = decimal.Decimal
 
 pytestmark = pytest.mark.sync
 
@@ -183,3 +189,48 @@ def test_hostile_names_quoted_on_both_sides(mssql_db, pg_cluster, tenant):
     r = sync(mssql_db, pg_cluster, tenant, tables)["tables"][0]
     assert r["reverse"]["updated"] == 1
     assert mssql_db.execute("SELECT [na'me%x] FROM dbo.[we]]ird%; x]")[0][0] == "from pg"
+
+
+TYPED = ("CREATE TABLE dbo.Typed (code varchar(10) NOT NULL, n int NOT NULL, b bit NULL, ti tinyint NULL,"
+         " si smallint NULL, bi bigint NULL, d decimal(9,2) NULL, m money NULL, f float NULL, r real NULL,"
+         " dt date NULL, tm time(3) NULL, dtm datetime NULL, dt2 datetime2(3) NULL, ch char(4) NULL,"
+         " nv nvarchar(max) NULL, vb varbinary(8) NULL, bn binary(4) NULL, u uniqueidentifier NULL,"
+         " rv rowversion NOT NULL, PRIMARY KEY (code, n))")
+TYPED_COLS = "code, n, b, ti, si, bi, d, m, f, r, dt, tm, dtm, dt2, ch, nv, vb, bn, u"
+
+
+def test_updates_of_every_type_go_back_in_one_statement(mssql_db, pg_cluster, tenant):
+    """The reverse UPDATE is one UPDATE ... FROM (VALUES ...) whose first row casts to the columns' types: a batch
+    whose first row is all NULL, a composite string key and every 1:1 type arrive as PostgreSQL holds them."""
+    mssql_db.execute(TYPED)
+    mssql_db.execute("INSERT INTO dbo.Typed (code, n, nv) VALUES ('a', 1, N'x'), ('a', 2, N'y'), ('B', 1, N'z')")
+    tables = [{"source": "[dbo].[Typed]", "direction": "both"}]
+    sync(mssql_db, pg_cluster, tenant, tables)
+    t = sql.Identifier(tenant.name, "Typed")
+    with tenant.connect() as c:
+        c.execute(sql.SQL("UPDATE {} SET nv = NULL WHERE code = 'a' AND n = 1").format(t))
+        c.execute(sql.SQL(
+            "UPDATE {} SET b = true, ti = 255, si = -32768, bi = 9223372036854775807, d = 1234567.89,"
+            " m = 922337203685477.5807, f = 3.141592653589793, r = 1.5, dt = '9999-12-31', tm = '23:59:59.123',"
+            " dtm = '2020-02-29 13:14:15.997', dt2 = '2024-06-30 23:59:59.123', ch = 'ab  ', nv = 'h\u00e9 \U0001F600',"
+            " vb = '\\x00ff'::bytea, bn = '\\x01020304'::bytea, u = '6f9619ff-8b86-d011-b42d-00c04fc964ff'"
+            " WHERE code = 'a' AND n = 2").format(t))
+        c.execute(sql.SQL("UPDATE {} SET d = -0.01, f = -1e-05, nv = 'it''s' WHERE code = 'B'").format(t))
+    rows_before = mssql_db.execute("SELECT COUNT(*) FROM dbo.Typed")
+    r = sync(mssql_db, pg_cluster, tenant, tables)["tables"][0]
+    assert r["reverse"]["updated"] == 3 and r["reverse"]["conflicts"] == {"sqlserver": 0, "postgresql": 0}
+    ms = mssql_db.execute("SELECT %s FROM dbo.Typed ORDER BY code, n" % TYPED_COLS)
+    assert mssql_db.execute("SELECT COUNT(*) FROM dbo.Typed") == rows_before
+    assert ms[0][:2] == ("a", 1) and ms[0][15] is None
+    assert ms[1] == ("a", 2, True, 255, -32768, 9223372036854775807, D("1234567.89"), D("922337203685477.5807"),
+                     3.141592653589793, 1.5, datetime.date(9999, 12, 31), datetime.time(23, 59, 59, 123000),
+                     datetime.datetime(2020, 2, 29, 13, 14, 15, 997000),
+                     datetime.datetime(2024, 6, 30, 23, 59, 59, 123000), "ab  ", "h\u00e9 \U0001F600", b"\x00\xff",
+                     b"\x01\x02\x03\x04", uuid.UUID("6f9619ff-8b86-d011-b42d-00c04fc964ff"))
+    assert (ms[2][0], ms[2][6], ms[2][8], ms[2][15]) == ("B", D("-0.01"), -1e-05, "it's")
+    with tenant.connect() as c:  # the new rowversions came back: nothing to load or apply again
+        pg_rv = c.execute(sql.SQL("SELECT code, n, rv FROM {} ORDER BY code, n").format(t)).fetchall()
+    assert {(a, b): bytes(v) for a, b, v in pg_rv} == {
+        (a, b): bytes(v) for a, b, v in mssql_db.execute("SELECT code, n, rv FROM dbo.Typed")}
+    again = sync(mssql_db, pg_cluster, tenant, tables)["tables"][0]
+    assert again["reverse"]["applied"] == 0 and again["updated"] == 0

@@ -544,3 +544,29 @@ def test_ddl_used_by_tests(client_db):
         db.execute("SELECT 1 FROM Sales.T")
     assert client_db.client.errnum(e.value) == 208
     db.execute("DROP TABLE IF EXISTS Sales.T")
+
+
+@ONE_DRIVER
+def test_update_from_a_values_list(client_db):
+    """UPDATE alias SET ... FROM table AS alias JOIN (VALUES ...) AS v (cols) ON ... (the reverse sync's batch): the
+    first row's CASTs type the derived columns, matched rows only are written (and stamped), a value too long for
+    the column fails on assignment (the CAST to (max) does not cut it)."""
+    db = client_db
+    db.execute("CREATE TABLE dbo.t (id int NOT NULL PRIMARY KEY, s nvarchar(5) NULL, d datetime2(3) NULL,"
+               " rv rowversion)")
+    db.execute("INSERT INTO dbo.t (id, s) VALUES (1, N'a'), (2, N'b'), (3, N'c')")
+    (rv3,), = db.execute("SELECT rv FROM dbo.t WHERE id = 3")
+    with contextlib.closing(db.connect()) as conn:
+        cur = conn.cursor()
+        cur.execute("UPDATE t SET s = v.s, t.d = v.d FROM dbo.t AS t INNER JOIN (VALUES (CAST(2 AS int),"
+                    " CAST(NULL AS nvarchar(max)), CAST(NULL AS datetime2(7))), (1, N'x', '2024-01-02 03:04:05.678'),"
+                    " (9, N'nine', NULL)) AS v (id, s, d) ON t.id = v.id")
+        assert cur.rowcount == 2
+        with pytest.raises(client_db.client.module.DatabaseError) as e:
+            cur.execute("UPDATE x SET s = v.s FROM dbo.t x JOIN (VALUES (CAST(3 AS int), CAST(N'far too long' AS"
+                        " nvarchar(max)))) v (id, s) ON x.id = v.id")
+        assert client_db.client.errnum(e.value) in (2628, 8152)
+    assert db.execute("SELECT id, s, d FROM dbo.t ORDER BY id") == [
+        (1, "x", datetime.datetime(2024, 1, 2, 3, 4, 5, 678000)), (2, None, None), (3, "c", None)]
+    assert db.execute("SELECT rv FROM dbo.t WHERE id = 3") == [(rv3,)]  # not matched: not written
+    assert db.execute("SELECT COUNT(*) FROM dbo.t WHERE rv > %s" % ("0x" + bytes(rv3).hex())) == [(2,)]

@@ -123,3 +123,29 @@ def test_create_table_parse():
         ("rv", "timestamp", None, None, None)]
     assert s.columns[0].identity == (1, 1) and s.columns[1].default == "( 'x' )"
     assert [(k.name, k.kind, k.columns) for k in s.constraints] == [("PK_T", "PRIMARY KEY", ["id"])]
+
+
+def test_update_from_a_derived_table():
+    s = one("UPDATE t SET [name] = v.[name], t.qty = v.qty FROM [dbo].[T] AS t INNER JOIN (VALUES (CAST(1 AS int),"
+            " N'a', NULL), (2, N'b', 5)) AS v ([id], [name], qty) ON t.[id] = v.[id] WHERE v.qty > 0")
+    assert s.kind == "query" and s.cmd == 0xC5
+    assert s.pg == ('UPDATE "dbo"."t" AS "t" SET "name" = "v"."name", "qty" = "v"."qty" FROM (VALUES ('
+                    ' CAST(tds_meta.trunc_num(1) AS integer) , \'a\' , NULL ) , ( 2 , \'b\' , 5 )) AS "v" ("id",'
+                    ' "name", "qty") WHERE ("t"."id" = "v"."id") AND ("v"."qty" > 0)')
+    assert one("UPDATE dbo.T SET name = s.name FROM dbo.T JOIN dbo.S s WITH (NOLOCK) ON T.id = s.id").pg == (
+        'UPDATE "dbo"."t" SET "name" = "s"."name" FROM "dbo"."s" AS "s" WHERE ("t"."id" = "s"."id")')
+
+
+@pytest.mark.parametrize("text", [
+    "UPDATE dbo.T SET name = 1 FROM dbo.T x JOIN dbo.S s ON x.id = s.id",       # target is not the FROM alias
+    "UPDATE x SET name = 1 FROM dbo.T x LEFT JOIN dbo.S s ON x.id = s.id",      # outer join
+    "UPDATE x SET s.name = 1 FROM dbo.T x JOIN dbo.S s ON x.id = s.id",         # SET of another table's column
+    "UPDATE x SET name = 1 FROM dbo.T x JOIN (VALUES (1)) ON x.id = 1",         # derived table without alias
+    "UPDATE x SET name = 1 FROM dbo.T x JOIN dbo.S s ON x.id = s.id JOIN dbo.U u ON u.id = s.id",  # two joins
+    "UPDATE x SET name = 1 FROM dbo.T x, dbo.S s WHERE x.id = s.id",            # comma join
+    "UPDATE t SET a = 1 WHERE id IN (SELECT id FROM s)",                        # FROM in a subquery
+])
+def test_update_from_outside_the_subset_is_a_syntax_error(text):
+    with pytest.raises(TsqlError) as e:
+        parse(text)
+    assert e.value.number in (102, 156)

@@ -536,20 +536,25 @@ class Session(threading.Thread):
         DONE_MORE (RETURNSTATUS and DONEPROC follow) and ``self.params`` are bound."""
         try:
             units = split_statements(tokenize(text))
-            for stoks in units:  # compile the whole batch first, like SQL Server
-                parse_statement(stoks, text, self.ctx())
+            # compile the whole batch first, like SQL Server; a statement is translated again before it runs
+            # only when the session state it reads may have changed since (a variable such as @@TRANCOUNT or
+            # @@ROWCOUNT, or the current database after a USE)
+            compiled = [parse_statement(stoks, text, self.ctx()) for stoks in units]
         except TsqlError as e:
             w.add(self.error_tokens(e) + self.done(P.DONE_ERROR | (P.DONE_MORE if in_proc else 0)))
             return e.number
         if not units:
             return None
         failed = 0
+        db_at_compile = self.db
         for idx, stoks in enumerate(units):
             more = P.DONE_MORE if in_proc or idx < len(units) - 1 else 0
             if self.attn.is_set():
                 break
             try:
-                stmt = parse_statement(stoks, text, self.ctx())
+                stmt = compiled[idx]
+                if self.db is not db_at_compile or any(t.kind == "var" for t in stoks):
+                    stmt = parse_statement(stoks, text, self.ctx())
                 injected = self.db.faults._match(stmt.source)
                 if injected is not None:
                     raise injected

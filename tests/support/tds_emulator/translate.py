@@ -860,8 +860,15 @@ def parse_statement(toks, text, ctx):
     if up == "UPDATE":
         name, j = _table_name(toks, 1, ctx)
         for t in toks:
-            if t.is_word("OUTPUT", "FROM"):
+            if t.is_word("OUTPUT"):
                 raise syntax_error(t.text, "UPDATE ... %s is not supported" % t.up)
+        at = _depth0(toks, "FROM", "WHERE")
+        if "FROM" in at:
+            return _parse_update_from(toks, source, ctx, j, at)
+        for t in toks:
+            if t.is_word("FROM"):
+                raise syntax_error(t.text, "UPDATE ... FROM is supported only as UPDATE alias SET ... FROM table "
+                                           "AS alias JOIN source ON ...")
         tr = ExprTranslator(toks, ctx)
         return Stmt("query", source, pg=tr.tr(0, n), aliases=tr.aliases, cmd=0xC5)
     if up == "DELETE":
@@ -962,6 +969,157 @@ def _parse_ct_context(toks, text, ctx):
     stmt.ct_context = value
     stmt.source = text[toks[0].pos:toks[-1].end]
     return stmt
+
+
+def _depth0(toks, *words):
+    """{word: index of its first occurrence at parenthesis depth 0} for the given keywords."""
+    out = {}
+    depth = 0
+    for i, t in enumerate(toks):
+        if t.kind == "op":
+            if t.text == "(":
+                depth += 1
+            elif t.text == ")":
+                depth -= 1
+        elif depth == 0 and t.kind == "word" and t.up in words and t.up not in out:
+            out[t.up] = i
+    return out
+
+
+def _closing(toks, i):
+    """Index of the ')' matching the '(' at toks[i]."""
+    depth = 0
+    for m in range(i, len(toks)):
+        if toks[m].is_op("("):
+            depth += 1
+        elif toks[m].is_op(")"):
+            depth -= 1
+            if depth == 0:
+                return m
+    raise syntax_error("(")
+
+
+def _alias(toks, i, end):
+    """An optional ``[AS] alias`` at toks[i] -> (alias or None, next index)."""
+    if i < end and toks[i].is_word("AS"):
+        i += 1
+        if i >= end or toks[i].kind not in ("word", "ident") or (toks[i].kind == "word" and toks[i].up in KEYWORDS):
+            raise syntax_error(toks[i].text if i < end else "AS")
+        return toks[i].value, i + 1
+    if i < end and (toks[i].kind == "ident" or (toks[i].kind == "word" and toks[i].up not in KEYWORDS)):
+        return toks[i].value, i + 1
+    return None, i
+
+
+def _skip_hints(toks, i, end):
+    """Table hints ``WITH (UPDLOCK, ...)`` at toks[i] are skipped (PostgreSQL locks what UPDATE writes)."""
+    if i + 1 < end and toks[i].is_word("WITH") and toks[i + 1].is_op("("):
+        m = i + 2
+        while m < end and (toks[m].kind == "word" and toks[m].up in TABLE_HINTS or toks[m].is_op(",")):
+            m += 1
+        if m < end and toks[m].is_op(")") and m > i + 2:
+            return m + 1
+        raise syntax_error("(", "only table hints may follow WITH here")
+    return i
+
+
+def _parse_update_from(toks, source, ctx, j, at):
+    """``UPDATE target SET col = expr, ... FROM table [AS] alias [INNER] JOIN source [AS] alias2 [(cols)] ON cond
+    [WHERE cond]`` where ``target`` is the first table's alias (or its name when it has none) and ``source`` is a
+    table or a derived table (``(VALUES ...)`` or ``(SELECT ...)``) -> PostgreSQL ``UPDATE table AS alias SET ...
+    FROM source WHERE cond AND cond``. SQL Server's other forms (the target absent from FROM, outer joins, several
+    joins) are refused: their semantics differ from PostgreSQL's UPDATE ... FROM."""
+    n = len(toks)
+    unsupported = "UPDATE ... FROM is supported only as UPDATE alias SET ... FROM table AS alias JOIN source ON ..."
+    target_parts = [t.value for t in toks[1:j] if t.kind in ("word", "ident")]
+    if j >= n or not toks[j].is_word("SET"):
+        raise syntax_error(toks[min(j, n - 1)].text, unsupported)
+    f = at["FROM"]
+    w = at.get("WHERE", n)
+    if w < f:
+        raise syntax_error("WHERE")
+    tr = ExprTranslator(toks, ctx)
+    # FROM table [AS] alias [WITH (hints)]
+    table, k = _table_name(toks, f + 1, ctx)
+    alias, k = _alias(toks, k, w)
+    k = _skip_hints(toks, k, w)
+    if alias is not None:
+        same = len(target_parts) == 1 and target_parts[0].lower() == alias.lower()
+    else:
+        same = tuple(p.lower() for p in _table_name(toks, 1, ctx)[0]) == tuple(p.lower() for p in table)
+    if not same:
+        raise syntax_error(toks[1].text, unsupported)
+    if k < w and toks[k].is_word("INNER"):
+        k += 1
+    if not (k < w and toks[k].is_word("JOIN")):
+        raise syntax_error(toks[k].text if k < w else "FROM", unsupported)
+    k += 1
+    if k < w and toks[k].is_op("("):
+        close = _closing(toks, k)
+        if close >= w or not toks[k + 1].is_word("VALUES", "SELECT"):
+            raise syntax_error("(", unsupported)
+        src = "(" + tr.tr(k + 1, close) + ")"
+        k = close + 1
+        src_alias, k = _alias(toks, k, w)
+        if src_alias is None:
+            raise syntax_error(toks[k].text if k < w else ")", "a derived table needs an alias")
+        src += " AS " + qi(src_alias)
+        if k < w and toks[k].is_op("("):
+            close = _closing(toks, k)
+            cols = toks[k + 1:close]
+            names = [c.value for c in cols[0::2]]
+            if not names or any(c.kind not in ("word", "ident") for c in cols[0::2]) or any(
+                    not c.is_op(",") for c in cols[1::2]) or len(cols) % 2 == 0:
+                raise syntax_error(toks[k + 1].text, "a column list is names separated by commas")
+            src += " (" + ", ".join(qi(c) for c in names) + ")"
+            k = close + 1
+    else:
+        name2, k = _table_name(toks, k, ctx)
+        src = qi(name2[0]) + "." + qi(name2[1])
+        src_alias, k = _alias(toks, k, w)
+        if src_alias is not None:
+            src += " AS " + qi(src_alias)
+        k = _skip_hints(toks, k, w)
+    if not (k < w and toks[k].is_word("ON")):
+        raise syntax_error(toks[k].text if k < w else "JOIN", unsupported)
+    extra = _depth0(toks[k + 1:w], "JOIN", "INNER", "LEFT", "RIGHT", "FULL", "CROSS", "OUTER", "APPLY")
+    if extra:
+        raise syntax_error(toks[k + 1 + min(extra.values())].text, unsupported)
+    cond = "(" + tr.tr(k + 1, w) + ")"
+    if w < n:
+        cond += " AND (" + tr.tr(w + 1, n) + ")"
+    # SET col = expr, ... (a column may be qualified by the target's alias or name: PostgreSQL wants it bare)
+    sets = []
+    start = j + 1
+    depth = 0
+    pieces = []
+    for m in range(start, f):
+        t = toks[m]
+        if t.is_op("("):
+            depth += 1
+        elif t.is_op(")"):
+            depth -= 1
+        elif t.is_op(",") and depth == 0:
+            pieces.append((start, m))
+            start = m + 1
+    pieces.append((start, f))
+    target_low = [p.lower() for p in (target_parts if alias is not None else [table[0], table[1]])]
+    for a, b in pieces:
+        eq = next((m for m in range(a, b) if toks[m].is_op("=")), None)
+        if eq is None or eq == a:
+            raise syntax_error(toks[a].text if a < b else "SET")
+        left = toks[a:eq]
+        names = [t.value for t in left[0::2]]
+        if any(t.kind not in ("word", "ident") or (t.kind == "word" and t.up in KEYWORDS) for t in left[0::2]) or any(
+                not t.is_op(".") for t in left[1::2]) or len(left) % 2 == 0:
+            raise syntax_error(left[0].text)
+        qual = [p.lower() for p in names[:-1]]
+        if qual and qual != target_low[-len(qual):]:
+            raise syntax_error(".".join(names), "SET names a column of the target")
+        sets.append("%s = %s" % (qi(names[-1]), tr.tr(eq + 1, b)))
+    target = qi(table[0]) + "." + qi(table[1]) + ((" AS " + qi(alias)) if alias is not None else "")
+    pg = "UPDATE %s SET %s FROM %s WHERE %s" % (target, ", ".join(sets), src, cond)
+    return Stmt("query", source, pg=pg, aliases={}, cmd=0xC5)
 
 
 ISOLATION = {"READ COMMITTED": "READ COMMITTED", "READ UNCOMMITTED": "READ COMMITTED",
