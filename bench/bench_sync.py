@@ -8,18 +8,22 @@ Figures, each beside its baseline from the same run:
    - initial load through the engine (direct COPY path + watermark per page);
    - staged upsert through the engine (every row an update: COPY to a temp table, one guarded MERGE
      (INSERT .. ON CONFLICT before PostgreSQL 15), watermark) -- the path every delta takes: right after the
-     initial load (hint bits not yet set), then after a VACUUM (as autovacuum leaves a table before the next delta)
-     with the default target fill factor (75) and with 50 (every update HOT).
+     initial load (hint bits not yet set), then after a VACUUM (as autovacuum leaves a table before the next delta),
+     with the default target fill factor (50: every update HOT) and with 75 (the default before issue 10).
    Target: sink >= 0.5x raw COPY.
    Then the same PostgreSQL work variant by variant (bench_sync_sink.py: fillfactor/HOT, staging kept
    per window, bigger pages, asynchronous commit, UPDATE .. FROM, unnest), each paired with a raw COPY.
+   Then the ideas of issue 10's "Speed" (bench_sync_sink.bench_speed: parallel COPY over two connections,
+   the IS DISTINCT FROM guard, wider pages, ON CONFLICT / MERGE from TEMP vs UNLOGGED staging, ANALYZE,
+   work_mem, synchronous_commit off, fill factors, DELETE + COPY), every row of the target updated, each
+   between two raw COPYs of the same rows: the median of 3 wall ratios and of 3 CPU ratios, with the load.
    The server runs durable (fsync, synchronous_commit, full_page_writes on) unless --fast.
 2. end to end through the TDS emulator and the real pymssql (when --emulator): the emulator's ceiling
    (a bare pymssql fetch of the same SELECT) beside the sync's rows/s; then a delta of 1,000 changed rows
    on a 100k-row and on a 1M-row source (target: the 1M-row delta within 1.5x of the 100k-row one).
 
-Run: .venv/bin/python bench/bench_sync.py [--rows 1000000] [--no-variants] [--fast] [--emulator]
-     [--e2e-rows 1000000] [--delta-sizes 100000,1000000]
+Run: .venv/bin/python bench/bench_sync.py [--rows 1000000] [--no-variants] [--variants-only] [--speed-only]
+     [--fast] [--emulator] [--e2e-rows 1000000] [--delta-sizes 100000,1000000]
 Starts its own throwaway PostgreSQL (tests/support/pg.py). Not part of CI.
 """
 
@@ -99,16 +103,24 @@ def setup_tenant(conn, name):
     conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(ident(name), ident(name + "_owner")))
 
 
+SINK_RUNS = (  # key, engine keywords, VACUUM between the load and the update
+    ("default", {}, False), ("ff75", {"fillfactor": 75}, False),
+    ("default_vacuumed", {}, True), ("ff75_vacuumed", {"fillfactor": 75}, True))
+
+
 def bench_sink(cluster, n):
+    """{figure: (median rows/s, median ratio to the same repeat's raw COPY)}: raw_copy, load_<key> (the engine's
+    initial load, direct COPY path) and update_<key> (every row updated: the staged MERGE path) per SINK_RUNS."""
+    import statistics
+
     import psycopg
 
     db = cluster.create_database("bench_sync")
     with cluster.connect(db) as c:
         setup_tenant(c, "bench")
     rows = make_rows(n, 2001)
-    out = {"raw_copy": 0.0, "initial_load": 0.0, "staged_upsert": 0.0, "staged_upsert_vacuumed": 0.0,
-           "staged_upsert_ff50_vacuumed": 0.0}
-    for rep in range(REPEATS):  # best of REPEATS: the machine is shared, single runs are noisy
+    got = {}
+    for rep in range(REPEATS):  # median of REPEATS: the machine is shared, single runs are noisy
         # baseline: raw binary COPY in one transaction, into a fresh table of the same shape
         with psycopg.connect(**cluster.conninfo(db)) as c:
             c.execute("DROP TABLE IF EXISTS public.raw")
@@ -121,36 +133,54 @@ def bench_sink(cluster, n):
                 for r in rows:
                     cp.write_row(r)
             c.commit()
-            out["raw_copy"] = max(out["raw_copy"], n / (time.perf_counter() - t0))
+            base = n / (time.perf_counter() - t0)
+            got.setdefault("raw_copy", []).append((base, 1.0))
 
-        def run_engine(src, rep=rep, **kw):
+        def run_engine(src, key, rep=rep, **kw):
             conn = psycopg.connect(**cluster.conninfo(db))
-            suffix = "_ff%d" % kw["fillfactor"] if kw else ""
-            eng = S.SyncEngine(src, conn, job="bench%d%s" % (rep, suffix), owner_role="bench_owner",
+            eng = S.SyncEngine(src, conn, job="bench%d_%s" % (rep, key), owner_role="bench_owner",
                                commit_rows=COMMIT_ROWS, **kw)
             t0 = time.perf_counter()
-            res = eng.run(S.table_specs([{"source": "[dbo].[T]", "target_table": "T%d%s" % (rep, suffix)}], "bench"))
+            res = eng.run(S.table_specs([{"source": "[dbo].[T]", "target_table": "T%d_%s" % (rep, key)}], "bench"))
             dt = time.perf_counter() - t0
             conn.close()
             return res["tables"][0], dt
 
         rows2 = [(i, "renamed %08d" % i, (2001 + n + i).to_bytes(8, "big")) for i in range(n)]
-        for key, kw in (("staged_upsert", {}), ("staged_upsert_vacuumed", {"fillfactor": 75}),
-                        ("staged_upsert_ff50_vacuumed", {"fillfactor": 50})):
-            t, dt = run_engine(MemorySource(rows), **kw)
+        for key, kw, vacuum in SINK_RUNS:
+            t, dt = run_engine(MemorySource(rows), key, **kw)
             assert t["inserted"] == n, t
-            if not kw:
-                out["initial_load"] = max(out["initial_load"], n / dt)
-            if key.endswith("_vacuumed"):  # as autovacuum leaves a table before the next delta: hint bits set
+            got.setdefault("load_" + key, []).append((n / dt, n / dt / base))
+            if vacuum:  # as autovacuum leaves a table before the next delta: hint bits set
                 with psycopg.connect(**cluster.conninfo(db), autocommit=True) as c:
                     c.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier("bench", t["target"].split(".")[1])))
-            t, dt = run_engine(MemorySource(rows2), **kw)
+            t, dt = run_engine(MemorySource(rows2), key, **kw)
             assert t["updated"] == n, t
-            out[key] = max(out[key], n / dt)
+            got.setdefault("update_" + key, []).append((n / dt, n / dt / base))
     with cluster.connect() as c:
         c.execute("DROP DATABASE bench_sync WITH (FORCE)")
         c.execute("DROP ROLE bench_owner")
-    return out
+    med = statistics.median
+    return {k: (med(r[0] for r in v), med(r[1] for r in v)) for k, v in got.items()}
+
+
+def speed(cluster, n):
+    """Issue 10's speed ideas beside raw COPY (bench_sync_sink.bench_speed), with the machine's load."""
+    from bench_sync_sink import bench_speed
+
+    db = cluster.create_database("bench_sync_speed")
+    load0 = os.getloadavg()[0]
+    v = bench_speed(cluster, db, n, COMMIT_ROWS, REPEATS)
+    print("speed ideas (issue 10) on %d rows, every row updated, pages of %d, temp_buffers 64MB; median of %d, each "
+          "run between two raw COPYs of the same rows (load %.1f -> %.1f on %d cores)"
+          % (n, COMMIT_ROWS, REPEATS, load0, os.getloadavg()[0], os.cpu_count()))
+    print("  %-44s %10s  %5s  %5s  %4s  %5s  %s" % ("variant", "rows/s", "wall", "CPU", "HOT", "size", "wall ratios"))
+    for name, (ratio, ratios, cpu, rate, hot, size) in v.items():
+        print("  %-44s %10.0f  %.2fx  %.2fx  %3.0f%%  %.2fx  %s" % (
+            name, rate, ratio, cpu, 100 * hot, size, " ".join("%.2f" % r for r in ratios)))
+    print("  (wall and CPU: raw COPY's over the variant's; CPU counts this process and every backend it used, so it"
+          " shows the idle-machine ratio of one connection; size: the target after the update over the raw table)")
+    sys.stdout.flush()
 
 
 def main():
@@ -159,6 +189,7 @@ def main():
     ap.add_argument("--emulator", action="store_true")
     ap.add_argument("--no-variants", action="store_true", help="skip the variant-by-variant sink figures")
     ap.add_argument("--variants-only", action="store_true", help="only the variant-by-variant sink figures")
+    ap.add_argument("--speed-only", action="store_true", help="only issue 10's speed ideas (bench_speed)")
     ap.add_argument("--fast", action="store_true", help="keep the harness's fsync=off server")
     ap.add_argument("--e2e-rows", type=int, default=1000000)
     ap.add_argument("--delta-sizes", default="100000,1000000", help="source sizes for the 1,000-row delta")
@@ -172,22 +203,24 @@ def main():
                 for k in ("fsync", "synchronous_commit", "full_page_writes"):
                     c.execute(sql.SQL("ALTER SYSTEM SET {} = on").format(sql.Identifier(k)))
                 c.execute("SELECT pg_reload_conf()")
-        if not args.variants_only:
+        if not (args.variants_only or args.speed_only):
             r = bench_sink(cluster, args.rows)
-            base = r["raw_copy"]
-            print("sink, %d narrow rows (PostgreSQL side only, best of %d, %s server)"
-                  % (args.rows, REPEATS, "fsync=off" if args.fast else "durable"))
-            print("  raw binary COPY (baseline)      %10.0f rows/s  1.00x" % base)
-            print("  engine initial load (direct)    %10.0f rows/s  %.2fx" % (r["initial_load"],
-                                                                           r["initial_load"] / base))
-            print("  engine staged upsert (updates)  %10.0f rows/s  %.2fx  (target >= 0.50x; before this work 0.19x)"
-                  % (r["staged_upsert"], r["staged_upsert"] / base))
-            print("    the same after VACUUM         %10.0f rows/s  %.2fx  (as autovacuum leaves a table between runs)"
-                  % (r["staged_upsert_vacuumed"], r["staged_upsert_vacuumed"] / base))
-            print("    after VACUUM, fillfactor 50   %10.0f rows/s  %.2fx"
-                  % (r["staged_upsert_ff50_vacuumed"], r["staged_upsert_ff50_vacuumed"] / base))
+            print("sink, %d narrow rows (PostgreSQL side only, median of %d, each ratio against the raw COPY of its "
+                  "repeat, %s server, load %.1f)" % (args.rows, REPEATS, "fsync=off" if args.fast else "durable",
+                                                     os.getloadavg()[0]))
+            rows = [("raw binary COPY (baseline)", "raw_copy", ""),
+                    ("engine initial load (direct)", "load_default", "fill factor %d" % S.TARGET_FILLFACTOR),
+                    ("  the same, fill factor 75", "load_ff75", "the engine before"),
+                    ("engine staged upsert (updates)", "update_default",
+                     "fill factor %d; target >= 0.50x; first measured 0.19x" % S.TARGET_FILLFACTOR),
+                    ("  the same, fill factor 75", "update_ff75", "the engine before"),
+                    ("  after VACUUM", "update_default_vacuumed", "as autovacuum leaves a table between runs"),
+                    ("  after VACUUM, fill factor 75", "update_ff75_vacuumed", "")]
+            for label, key, note in rows:
+                rate, ratio = r[key]
+                print("  %-34s %10.0f rows/s  %.2fx  %s" % (label, rate, ratio, note))
             sys.stdout.flush()
-        if not args.no_variants:
+        if not (args.no_variants or args.speed_only):
             from bench_sync_sink import SCATTERED_VARIANTS, bench_variants
 
             db = cluster.create_database("bench_sync_lab")
@@ -202,7 +235,9 @@ def main():
                     print("  %-40s %10.0f rows/s  %.2fx  (raw COPY %.0f rows/s)  HOT %3.0f%%"
                           % (name, rate, ratio, raw, 100 * hot))
                 sys.stdout.flush()
-        if args.emulator:
+        if not args.no_variants or args.speed_only:
+            speed(cluster, args.rows)
+        if args.emulator and not args.speed_only:
             from bench_sync_e2e import bench_e2e  # needs the TDS emulator
 
             bench_e2e(cluster, args.e2e_rows, tuple(int(x) for x in args.delta_sizes.split(",")))

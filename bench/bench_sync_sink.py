@@ -24,7 +24,15 @@ same transaction (crash-safe as the engine is). Only the apply is timed. Variant
                        transaction's insert counter of the target (pg_stat_get_xact_tuples_inserted) before and after
   +temp_buffers 64MB   the engine now: the session's temp_buffers raised from 8MB before its first temp table, so a
                        page's staging table stays in local buffers (on its own connection, a setting fixed early)
-The staging table is a TEMP table, which is never WAL-logged: an UNLOGGED staging table is the same idea.
+The staging table is a TEMP table, which is never WAL-logged: an UNLOGGED staging table is the same idea
+(bench_speed measures both).
+
+bench_speed (issue 10, "Speed"): every row updated, the engine's MERGE from a kept TEMP staging table on a
+temp_buffers 64MB connection against (a) a parallel COPY of the page's two key halves over two more connections
+into an UNLOGGED staging table, (b) the guard t.rv IS DISTINCT FROM s.rv, (c) pages of 2x and 4x the rows,
+(d) ON CONFLICT from TEMP and from UNLOGGED staging and MERGE from UNLOGGED staging, (e) ANALYZE of the staging
+table, work_mem 64MB, synchronous_commit off, target fill factors 50 and 100, and DELETE of the superseded rows +
+a COPY straight into the target. Median of 3 wall ratios (each run between two raw COPYs) and of 3 CPU ratios.
 
 Run through bench/bench_sync.py (it prints these beside the engine's own figures).
 """
@@ -265,3 +273,252 @@ def apply_unnest(c, tgt, pages, keep_staging=False, async_commit=False):
             _save_state(cur, int.from_bytes(page[-1][2], "big") + 1, i)
             c.commit()
     return ins, upd
+
+
+# ---- issue 10, "Speed": the ideas measured against the engine's path (median of repeats) --------------------
+
+def _unlogged(c, name, like):
+    c.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+    c.execute(sql.SQL("CREATE UNLOGGED TABLE {} (LIKE {})").format(sql.Identifier(name), sql.Identifier(like)))
+    c.commit()
+    return sql.Identifier(name)
+
+
+MERGE_SQL = ("MERGE INTO {t} AS t USING {s} AS s ON t.id = s.id"
+             " WHEN MATCHED AND {guard} THEN UPDATE SET name = s.name, rv = s.rv"
+             " WHEN NOT MATCHED THEN INSERT (id, name, rv) VALUES (s.id, s.name, s.rv)")
+
+
+def _merge_xact(cur, tgt, t, stg, guard="t.rv < s.rv"):
+    """The engine's MERGE: its inserted/updated split from the transaction's insert counter of the target."""
+    cur.execute("SELECT pg_stat_get_xact_tuples_inserted(%s::regclass)", (tgt,))
+    ins0 = cur.fetchone()[0]
+    cur.execute("SAVEPOINT lab")
+    cur.execute(sql.SQL(MERGE_SQL.replace("{guard}", guard)).format(t=t, s=stg))
+    n = cur.rowcount
+    cur.execute("RELEASE SAVEPOINT lab")
+    cur.execute("SELECT pg_stat_get_xact_tuples_inserted(%s::regclass)", (tgt,))
+    new = cur.fetchone()[0] - ins0
+    return new, n - new
+
+
+def _on_conflict(cur, t, stg):
+    cur.execute(sql.SQL(
+        "WITH u AS (INSERT INTO {t} AS t (id, name, rv) SELECT s.id, s.name, s.rv FROM {s} s"
+        " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, rv = EXCLUDED.rv WHERE t.rv < EXCLUDED.rv"
+        " RETURNING (xmax = 0) AS ins)"
+        " SELECT count(*) FILTER (WHERE ins), count(*) FILTER (WHERE NOT ins) FROM u").format(t=t, s=stg))
+    return cur.fetchone()
+
+
+def speed_staged(c, tgt, pages, staging="temp", how="merge", guard="t.rv < s.rv", analyze=False,
+                 async_commit=False, work_mem=None, **_):
+    """One page per transaction: COPY the page into a staging table (``temp``: ON COMMIT DELETE ROWS, kept
+    for the window; ``unlogged``: a shared UNLOGGED table, TRUNCATEd in the page's transaction), apply it
+    (``merge`` as the engine, ``on_conflict``), the watermark, COMMIT."""
+    t = sql.Identifier(tgt)
+    if staging == "temp":
+        stg = sql.Identifier("lab_keep")
+        c.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS").format(stg, t))
+        c.commit()
+    else:
+        stg = _unlogged(c, "lab_ustg", tgt)
+    ins = upd = 0
+    with c.cursor() as cur:
+        for page in pages:
+            if async_commit:
+                cur.execute("SET LOCAL synchronous_commit = off")
+            if work_mem:
+                cur.execute(sql.SQL("SET LOCAL work_mem = {}").format(sql.Literal(work_mem)))
+            _copy(cur, stg, page)
+            if analyze:
+                cur.execute(sql.SQL("ANALYZE {}").format(stg))
+            i, u = _merge_xact(cur, tgt, t, stg, guard) if how == "merge" else _on_conflict(cur, t, stg)
+            ins, upd = ins + i, upd + u
+            if staging != "temp":
+                cur.execute(sql.SQL("TRUNCATE {}").format(stg))
+            _save_state(cur, int.from_bytes(page[-1][2], "big") + 1, i)
+            c.commit()
+    if staging != "temp":
+        c.execute(sql.SQL("DROP TABLE {}").format(stg))
+        c.commit()
+    return ins, upd
+
+
+def _load_half(h, stg, rows, errors):
+    try:
+        with h.cursor() as hc:
+            _copy(hc, stg, rows)
+        h.commit()
+    except BaseException as e:  # raised by the caller
+        errors.append(e)
+
+
+def speed_parallel_copy(c, tgt, pages, conninfo=None, helper_cpu=None, **_):
+    """(a) Each page split into two disjoint key ranges, COPYed at once over two more connections into a shared
+    UNLOGGED staging table (each COPY commits: staging is scratch, the page is not applied yet); then the page's
+    own transaction on the engine connection: MERGE, TRUNCATE staging, watermark, COMMIT. A crash before that
+    commit leaves staging rows no run reads (a server crash empties an UNLOGGED table; a killed client's rows are
+    TRUNCATEd by the next page or run before its COPY), so the exactly-once effect rests on the one commit still."""
+    import threading
+
+    import psycopg
+
+    t = sql.Identifier(tgt)
+    stg = _unlogged(c, "lab_pstg", tgt)
+    helpers = [psycopg.connect(**conninfo) for _ in range(2)]
+    ins = upd = 0
+    try:
+        with c.cursor() as cur:
+            for page in pages:
+                keys = sorted(r[0] for r in page)
+                mid = keys[len(keys) // 2]
+                halves = ([r for r in page if r[0] < mid], [r for r in page if r[0] >= mid])
+                errors = []
+                threads = [threading.Thread(target=_load_half, args=(h, stg, half, errors))
+                           for h, half in zip(helpers, halves, strict=True)]
+                for th in threads:
+                    th.start()
+                for th in threads:
+                    th.join(600)
+                if errors:
+                    raise errors[0]
+                i, u = _merge_xact(cur, tgt, t, stg)
+                ins, upd = ins + i, upd + u
+                cur.execute(sql.SQL("TRUNCATE {}").format(stg))
+                _save_state(cur, int.from_bytes(page[-1][2], "big") + 1, i)
+                c.commit()
+    finally:
+        if helper_cpu is not None:  # their backends' CPU seconds, read before they exit
+            helper_cpu.append(_cpu([h.info.backend_pid for h in helpers]) - time.process_time())
+        for h in helpers:
+            h.close()
+    c.execute(sql.SQL("DROP TABLE {}").format(stg))
+    c.commit()
+    return ins, upd
+
+
+def speed_delete_copy(c, tgt, pages, **_):
+    """(e) No UPDATE: the page's keys and rowversions COPYed to a narrow temp table; the target rows they
+    supersede (guard t.rv < k.rv) deleted; the keys the target keeps (a newer or equal version) read back; the
+    rest of the page COPYed straight into the target (COPY's batched heap insert), all in the page's transaction
+    with the watermark. (An application's UPDATE triggers on the target would see DELETE + INSERT.)"""
+    t = sql.Identifier(tgt)
+    k = sql.Identifier("lab_keys")
+    c.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (id integer, rv bytea) ON COMMIT DELETE ROWS").format(k))
+    c.commit()
+    ins = upd = 0
+    with c.cursor() as cur:
+        for page in pages:
+            with cur.copy(sql.SQL("COPY {} (id, rv) FROM STDIN (FORMAT BINARY)").format(k)) as cp:
+                cp.set_types(["int4", "bytea"])
+                for r in page:
+                    cp.write_row((r[0], r[2]))
+            cur.execute(sql.SQL("DELETE FROM {t} t USING {k} k WHERE t.id = k.id AND t.rv < k.rv").format(t=t, k=k))
+            u = cur.rowcount
+            cur.execute(sql.SQL("SELECT k.id FROM {k} k JOIN {t} t ON t.id = k.id").format(t=t, k=k))
+            keep = {r[0] for r in cur.fetchall()}
+            _copy(cur, t, [r for r in page if r[0] not in keep] if keep else page)
+            i = len(page) - len(keep) - u
+            ins, upd = ins + i, upd + u
+            _save_state(cur, int.from_bytes(page[-1][2], "big") + 1, i)
+            c.commit()
+    return ins, upd
+
+
+SPEED_VARIANTS = [
+    # name, function, target fillfactor, page multiplier (0: the whole window in one page), keywords
+    ("MERGE, temp staging, fill factor 75 (before)", speed_staged, 75, 1, {}),
+    ("(a) parallel COPY x2 -> unlogged, MERGE", speed_parallel_copy, 75, 1, {}),
+    ("(b) MERGE, guard rv IS DISTINCT FROM", speed_staged, 75, 1, {"guard": "t.rv IS DISTINCT FROM s.rv"}),
+    ("(c) MERGE, pages x2", speed_staged, 75, 2, {}),
+    ("(c) MERGE, pages x4", speed_staged, 75, 4, {}),
+    ("(d) ON CONFLICT, temp staging", speed_staged, 75, 1, {"how": "on_conflict"}),
+    ("(d) ON CONFLICT, unlogged staging", speed_staged, 75, 1, {"how": "on_conflict", "staging": "unlogged"}),
+    ("(d) MERGE, unlogged staging", speed_staged, 75, 1, {"staging": "unlogged"}),
+    ("(e) MERGE, ANALYZE staging", speed_staged, 75, 1, {"analyze": True}),
+    ("(e) MERGE, work_mem 64MB", speed_staged, 75, 1, {"work_mem": "64MB"}),
+    ("(e) MERGE, synchronous_commit off", speed_staged, 75, 1, {"async_commit": True}),
+    ("(e) MERGE, fill factor 50 (the engine now)", speed_staged, 50, 1, {}),
+    ("(e) MERGE, fill factor 100", speed_staged, 100, 1, {}),
+    ("(e) DELETE superseded + COPY into target", speed_delete_copy, 75, 1, {}),
+    ("(c)+(e) fill factor 50, pages x2", speed_staged, 50, 2, {}),
+]
+
+
+def _cpu(pids):
+    """CPU seconds (user + system) of this process and of the given server backends (read from /proc: the
+    throwaway cluster runs on this host)."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    total = time.process_time()
+    for pid in pids:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _raw_copy_timed(c, rows):
+    """raw_copy's wall rows/s and its CPU seconds (client + backend)."""
+    pid = c.info.backend_pid
+    cpu0 = _cpu([pid])
+    rate = raw_copy(c, rows)
+    return rate, _cpu([pid]) - cpu0
+
+
+def bench_speed(cluster, db, n, page, repeats=3, variants=SPEED_VARIANTS):
+    """{variant: (median wall ratio, [wall ratios], median CPU ratio, median rows/s, HOT share, size)}: every row of an
+    N-row target updated, in pages of ``page`` rows (each page + its watermark one transaction), on a connection
+    with temp_buffers 64MB (as the engine's). Each repeat runs every variant once between two raw COPYs of the
+    same rows; its wall ratio is against the geometric mean of those two (the shared machine's load moves), its
+    CPU ratio is raw COPY's CPU seconds (client + backend) over the variant's (client + every backend it used):
+    what the wall ratio would be on an idle machine for one connection (the parallel variant spends its CPU on
+    two cores at once, so its CPU ratio understates it). The target is VACUUMed after its load, as autovacuum
+    leaves a table before the next delta. ``size``: the target's size after the update over the raw COPY table's
+    (the same rows packed)."""
+    import statistics
+
+    import psycopg
+
+    rows = [(i, "customer name %08d" % i, (2001 + i).to_bytes(8, "big")) for i in range(n)]
+    rows2 = [(k, "renamed %08d" % k, (2001 + n + k).to_bytes(8, "big")) for k in range(n)]
+    got = {}
+    conninfo = cluster.conninfo(db)
+    with psycopg.connect(**conninfo) as c:
+        c.execute(STATE_DDL)
+        c.commit()
+        for _rep in range(repeats):
+            for name, fn, ff, mult, kw in variants:
+                c.autocommit = True
+                _load_target(c, "lab_t", rows, ff)
+                c.autocommit = False
+                base1, cpu_b1 = _raw_copy_timed(c, rows2)
+                ac = psycopg.connect(**conninfo, options="-c temp_buffers=64MB")
+                pids, helper_cpu = [ac.info.backend_pid], []
+                try:
+                    cpu0 = _cpu(pids)
+                    t0 = time.perf_counter()
+                    ins, upd = fn(ac, "lab_t", paged(rows2, page * mult if mult else n), conninfo=conninfo,
+                                  helper_cpu=helper_cpu, **kw)
+                    rate = n / (time.perf_counter() - t0)
+                    cpu = _cpu(pids) - cpu0 + sum(helper_cpu)
+                finally:
+                    ac.close()
+                base2, cpu_b2 = _raw_copy_timed(c, rows2)
+                assert (ins, upd) == (0, n), (name, ins, upd)
+                check = c.execute("SELECT count(*), count(*) FILTER (WHERE name LIKE 'renamed %%') FROM public.lab_t")
+                assert check.fetchone() == (n, n), name
+                c.commit()
+                size = c.execute("SELECT pg_table_size('public.lab_t')::float / pg_table_size('public.raw')"
+                                 ).fetchone()[0]
+                c.commit()
+                hot = _hot_share(c, "public.lab_t")
+                base = (base1 * base2) ** 0.5
+                got.setdefault(name, []).append((rate / base, (cpu_b1 + cpu_b2) / 2 / max(cpu, 1e-3), rate, hot, size))
+        c.execute("DROP TABLE IF EXISTS public.lab_t, public.raw, public.lab_state")
+        c.commit()
+    med = statistics.median
+    return {name: (med(r[0] for r in runs), [r[0] for r in runs], med(r[1] for r in runs), med(r[2] for r in runs),
+                   runs[-1][3], runs[-1][4]) for name, runs in got.items()}
