@@ -4,8 +4,11 @@
 """The local instance's network host: names and addresses derived from the instance directory.
 
 Pure functions (unit-tested); plugins/modules/local_network.py does the work. Names derive from a hash of the
-instance directory, so two instances in different directories never share a namespace name; everything else
-(interfaces, WireGuard port, addresses) lives inside that namespace and cannot collide with another one.
+instance directory, so two instances in different directories get different namespace names; everything else
+(interfaces, WireGuard port, addresses) lives inside that namespace and cannot collide with another one. The
+namespace's loopback carries the owner's marker (its interface alias, ``owner_marker``), so the module can tell a
+namespace of its own instance from one of another instance whose directory hashes alike (it then refuses to
+start and never stops or deletes the other one).
 Every address is in a documentation range: 203.0.113.0/24 for the underlay bridge clients attach to,
 198.51.100.0/24 and fd00::/8 for the VPN.
 """
@@ -16,6 +19,10 @@ __metaclass__ = type
 
 import hashlib
 import os
+
+
+CAP_NET_ADMIN, CAP_SYS_ADMIN = 12, 21
+MARKER_PREFIX = "berqenas-local "
 
 
 class LocalNetError(Exception):
@@ -36,6 +43,7 @@ def layout(home):
     return {
         "id": iid,
         "netns": "bq-" + iid,
+        "marker": owner_marker(home),
         "bridge": "bqlan0",
         "underlay_address": "203.0.113.1/24",
         "underlay_network": "203.0.113.0/24",
@@ -55,3 +63,39 @@ def client_link_names(iid, n):
     if not 0 <= int(n) <= 999:
         raise LocalNetError("local network: client number %r out of range 0-999" % (n,))
     return "bqc%s%d" % (iid[:6], int(n)), "bqcl0"
+
+
+def owner_marker(home):
+    """The alias the instance puts on its namespace's loopback: the prefix and the full SHA-256 of its directory."""
+    instance_id(home)  # the same validation
+    return MARKER_PREFIX + hashlib.sha256(os.path.normpath(home).encode("utf-8")).hexdigest()
+
+
+def owner(alias, home):
+    """Whose namespace a loopback alias says it is: "ours" (HOME's marker), "foreign" (another instance's
+    marker or anything else) or "unmarked" (no alias: created before markers, or cut off before it got one)."""
+    alias = (alias or "").strip()
+    if not alias:
+        return "unmarked"
+    return "ours" if alias == owner_marker(home) else "foreign"
+
+
+def effective_capabilities(status_path="/proc/self/status"):
+    """The CapEff bit mask of this process."""
+    with open(status_path) as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    raise LocalNetError("local network: no CapEff line in %s" % status_path)
+
+
+def privilege_problem(capeff):
+    """None when a process with the CapEff mask CAPEFF can build the local network host, else the message
+    (network namespaces, their mounts and interfaces need CAP_SYS_ADMIN and CAP_NET_ADMIN, in practice root)."""
+    missing = [name for bit, name in ((CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"))
+               if not capeff >> bit & 1]
+    if not missing:
+        return None
+    return ("the local VPN + gateway host needs root (%s missing: it creates a network namespace, mounts and "
+            "interfaces); run it as root, or use --no-network for PostgreSQL and the tenants only"
+            % " and ".join(missing))

@@ -57,6 +57,19 @@ def free_port(host="127.0.0.1"):
         s.close()
 
 
+def port_free(port, host="127.0.0.1"):
+    """Whether a listener could bind HOST:PORT now (SO_REUSEADDR, as PostgreSQL and the local forwarder bind)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, int(port)))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 def _run_user():
     """The user that runs the server: postgres when we are root, else ourselves."""
     if os.geteuid() == 0:

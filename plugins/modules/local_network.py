@@ -20,6 +20,12 @@ description:
     C(community.docker.nsenter) connection on the anchor's PID, so wireguard-go and ufw run there like on any host.
   - With O(forward_port), a forwarder on the host's 127.0.0.1:PORT connects into the namespace's 127.0.0.1:PORT
     (the local PostgreSQL runs inside the namespace so VPN peers reach it with their own addresses).
+  - The namespace's loopback carries the instance's marker (its interface alias, C(berqenas-local <SHA-256 of the
+    directory>)). A namespace of that name without this instance's marker (another instance whose directory hashes
+    alike, or something else) is refused on V(started) and left alone on V(stopped) and V(absent) (a warning).
+  - Every step of V(started) runs only when its result is missing, so a start cut off half-way (Ctrl-C) is completed
+    by the next one, and V(absent) removes what it left (the instance directory too when nothing else is in it).
+  - Needs CAP_SYS_ADMIN and CAP_NET_ADMIN (root); without them it fails before touching anything.
   - The host's firewall, routes, interfaces and C(/etc) are not touched.
 options:
   home:
@@ -80,6 +86,8 @@ layout:
 """
 
 import ctypes
+import errno
+import json
 import os
 import shutil
 import signal
@@ -89,7 +97,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.berqenas.platform.plugins.module_utils.localnet import LocalNetError, layout
+from ansible_collections.berqenas.platform.plugins.module_utils.localnet import (
+    LocalNetError, effective_capabilities, layout, owner, privilege_problem)
 
 CLONE_NEWNET = 0x40000000
 ANCHOR_SCRIPT = ('mount -t overlay overlay -o "lowerdir=/etc,upperdir=$1,workdir=$2" /etc'
@@ -97,14 +106,20 @@ ANCHOR_SCRIPT = ('mount -t overlay overlay -o "lowerdir=/etc,upperdir=$1,workdir
                  ' && echo $$ > "$3" && exec sleep infinity')
 
 
-def _alive(pidfile):
+def _pidfile(pidfile):
+    """(pid, the rest of the line) of a pid file whose process lives, else (None, None)."""
     try:
         with open(pidfile) as f:
-            pid = int(f.read().strip())
+            words = f.read().split()
+        pid = int(words[0])
         os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
-        return None
+        return pid, words[1:]
+    except (OSError, ValueError, IndexError):
+        return None, None
+
+
+def _alive(pidfile):
+    return _pidfile(pidfile)[0]
 
 
 def _netns_exists(name):
@@ -118,6 +133,10 @@ def _run(module, argv):
     return out
 
 
+def _json(module, argv):
+    return json.loads(_run(module, argv) or "[]")
+
+
 def _wait(cond, what, timeout=20.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -126,6 +145,56 @@ def _wait(cond, what, timeout=20.0):
             return value
         time.sleep(0.05)
     raise LocalNetError("local network: %s not ready after %ss" % (what, timeout))
+
+
+def _ownership(module, lay, home):
+    """None when the namespace does not exist, else "ours" or "foreign" (module_utils/localnet.owner). An
+    unmarked one is ours when our anchor runs in it (made before markers existed) or when it holds nothing but
+    its loopback and our bridge (a start cut off before the marker)."""
+    netns = lay["netns"]
+    if not _netns_exists(netns):
+        return None
+    links = _json(module, ["ip", "-n", netns, "-j", "link", "show"])
+    lo = [link for link in links if link.get("ifname") == "lo"]
+    who = owner(lo[0].get("ifalias") if lo else "", home)
+    if who != "unmarked":
+        return who
+    anchor = _alive(lay["anchor_pidfile"])
+    if anchor and _run(module, ["ip", "netns", "identify", str(anchor)]).strip() == netns:
+        return "ours"
+    empty = not _run(module, ["ip", "netns", "pids", netns]).split()
+    return "ours" if empty and {link.get("ifname") for link in links} <= {"lo", lay["bridge"]} else "foreign"
+
+
+def _foreign(lay):
+    return ("local network: namespace %s exists and is not this instance's (its loopback does not carry the marker "
+            "%r): another berqenas instance whose directory hashes alike, or something else; remove it "
+            "(ip netns del %s) or use another instance directory" % (lay["netns"], lay["marker"], lay["netns"]))
+
+
+def _ensure_links(module, lay):
+    """The loopback (with the marker) and the bridge with its address, all up: each step only when missing, so a
+    start cut off half-way (Ctrl-C) is completed by the next one."""
+    changed = False
+    ns = ["ip", "-n", lay["netns"]]
+    links = {link.get("ifname"): link for link in _json(module, ns + ["-j", "link", "show"])}
+    if (links.get("lo") or {}).get("ifalias") != lay["marker"]:
+        _run(module, ns + ["link", "set", "lo", "alias", lay["marker"]])
+        changed = True
+    if lay["bridge"] not in links:
+        _run(module, ns + ["link", "add", lay["bridge"], "type", "bridge"])
+        changed = True
+    addr, plen = lay["underlay_address"].split("/")
+    info = _json(module, ns + ["-j", "addr", "show", "dev", lay["bridge"]])
+    have = [(a.get("local"), a.get("prefixlen")) for i in info for a in i.get("addr_info", [])]
+    if (addr, int(plen)) not in have:
+        _run(module, ns + ["addr", "add", lay["underlay_address"], "dev", lay["bridge"]])
+        changed = True
+    for dev in ("lo", lay["bridge"]):
+        if "UP" not in (links.get(dev) or {}).get("flags", []):
+            _run(module, ns + ["link", "set", dev, "up"])
+            changed = True
+    return changed
 
 
 def _pump(src, dst):
@@ -145,13 +214,8 @@ def _pump(src, dst):
                 pass
 
 
-def _serve(listener, port, netns):
-    """The forwarder (a daemon child): accept on the host, connect inside the namespace."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(os.path.join("/run/netns", netns), os.O_RDONLY)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        os._exit(1)
-    os.close(fd)
+def _serve(listener, port):
+    """The forwarder (a daemon child, already in the namespace): accept on the host, connect inside it."""
     while True:
         client = listener.accept()[0]
         try:
@@ -167,7 +231,15 @@ def _serve(listener, port, netns):
 def _start_forwarder(lay, port):
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", port))
+    try:
+        listener.bind(("127.0.0.1", port))
+    except OSError as exc:
+        listener.close()
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise LocalNetError("local network: the host's 127.0.0.1:%d (this instance's PostgreSQL port) is taken by "
+                            "another process; `berqenas local down` then `local up` moves PostgreSQL to a free port"
+                            % port)
     listener.listen(128)
     pid = os.fork()
     if pid == 0:  # first child: a new session, then the daemon in a grandchild
@@ -178,10 +250,17 @@ def _start_forwarder(lay, port):
             null = os.open(os.devnull, os.O_RDWR)
             for n in (0, 1, 2):
                 os.dup2(null, n)
-            fd = os.open(lay["forward_pidfile"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.write(fd, str(os.getpid()).encode())
+            # into the namespace before the pid file exists: a forwarder without one (its start cut off) is still
+            # one of the namespace's processes, which stopping ends
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(os.path.join("/run/netns", lay["netns"]), os.O_RDONLY)
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                os._exit(1)
             os.close(fd)
-            _serve(listener, port, lay["netns"])
+            fd = os.open(lay["forward_pidfile"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.write(fd, ("%d %d" % (os.getpid(), port)).encode())
+            os.close(fd)
+            _serve(listener, port)
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
@@ -208,13 +287,32 @@ def _spawn(argv):
     os.waitpid(pid, 0)
 
 
-def _stop(module, lay):
+def _end(pid):
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError:
+        return
+    _wait(lambda: not _exists(pid), "end of process %d" % pid, timeout=10)
+
+
+def _exists(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def _stop(module, lay, home):
     changed = False
     pid = _alive(lay["forward_pidfile"])
     if pid:
         os.kill(pid, signal.SIGTERM)
         changed = True
-    if _netns_exists(lay["netns"]):
+    who = _ownership(module, lay, home)
+    if who == "foreign":
+        module.warn(_foreign(lay) + "; left as it is")
+    elif who == "ours":
         out = _run(module, ["ip", "netns", "pids", lay["netns"]])
         pids = [int(p) for p in out.split()]
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -234,16 +332,16 @@ def _stop(module, lay):
     return changed
 
 
-def _start(module, lay, forward_port):
+def _start(module, lay, home, forward_port):
     changed = False
     if not _netns_exists(lay["netns"]):
         _run(module, ["ip", "netns", "add", lay["netns"]])
-        ns = ["ip", "-n", lay["netns"]]
-        _run(module, ns + ["link", "set", "lo", "up"])
-        _run(module, ns + ["link", "add", lay["bridge"], "type", "bridge"])
-        _run(module, ns + ["addr", "add", lay["underlay_address"], "dev", lay["bridge"]])
-        _run(module, ns + ["link", "set", lay["bridge"], "up"])
         changed = True
+    if _ownership(module, lay, home) == "foreign":
+        raise LocalNetError(_foreign(lay))
+    if not os.path.isdir(home):
+        os.makedirs(home, 0o700)
+    changed = _ensure_links(module, lay) or changed
     if not _alive(lay["anchor_pidfile"]):
         for d in (lay["dir"], lay["etc_upper"], lay["etc_work"]):
             if not os.path.isdir(d):
@@ -252,9 +350,14 @@ def _start(module, lay, forward_port):
                 "sh", "-c", ANCHOR_SCRIPT, "sh", lay["etc_upper"], lay["etc_work"], lay["anchor_pidfile"]])
         _wait(lambda: _alive(lay["anchor_pidfile"]), "anchor process")
         changed = True
-    if forward_port and not _alive(lay["forward_pidfile"]):
-        _start_forwarder(lay, forward_port)
-        changed = True
+    if forward_port:
+        pid, rest = _pidfile(lay["forward_pidfile"])
+        if pid and rest != [str(forward_port)]:  # forwarding a port PostgreSQL left (it moved to a free one)
+            _end(pid)
+            pid = None
+        if not pid:
+            _start_forwarder(lay, forward_port)
+            changed = True
     return changed
 
 
@@ -266,26 +369,31 @@ def main():
     ), supports_check_mode=True)
     p = module.params
     home = os.path.abspath(p["home"])
-    if os.geteuid() != 0 and not module.check_mode:
-        module.fail_json(msg="local network: needs root (namespaces, mounts); set local_platform_network: false "
-                             "for a database-only instance")
     if "," in home or ":" in home:
         module.fail_json(msg="local network: instance directory %s: ',' and ':' are not allowed" % home)
     if p["forward_port"] is not None and not 1024 <= p["forward_port"] <= 65535:
         module.fail_json(msg="local network: forward_port %s out of range 1024-65535" % p["forward_port"])
     try:
         lay = layout(home)
+        # stopping or removing what does not exist needs no privileges (`local down` of a --no-network instance)
+        needed = p["state"] == "started" or _netns_exists(lay["netns"]) or _alive(lay["forward_pidfile"])
+        problem = privilege_problem(effective_capabilities())
+        if problem and needed and not module.check_mode:
+            module.fail_json(msg="local network: " + problem + " (in a playbook: local_platform_network: false)")
         up = _netns_exists(lay["netns"]) and _alive(lay["anchor_pidfile"]) and (
             not p["forward_port"] or _alive(lay["forward_pidfile"]))
         if module.check_mode:
             changed = not up if p["state"] == "started" else (
                 _netns_exists(lay["netns"]) or (p["state"] == "absent" and os.path.exists(lay["dir"])))
         elif p["state"] == "started":
-            changed = _start(module, lay, p["forward_port"])
+            changed = _start(module, lay, home, p["forward_port"])
         else:
-            changed = _stop(module, lay)
+            changed = _stop(module, lay, home)
             if p["state"] == "absent" and os.path.exists(lay["dir"]):
                 shutil.rmtree(lay["dir"])
+                changed = True
+            if p["state"] == "absent" and os.path.isdir(home) and not os.listdir(home):
+                os.rmdir(home)  # what a start cut off before anything else left: the directory it made
                 changed = True
     except LocalNetError as exc:
         module.fail_json(msg=str(exc))

@@ -114,7 +114,8 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.berqenas.platform.plugins.module_utils.pgcluster import Cluster, ClusterError
+from ansible_collections.berqenas.platform.plugins.module_utils.pgcluster import (
+    Cluster, ClusterError, free_port, port_free)
 
 
 def default_base(home):
@@ -161,8 +162,9 @@ def main():
                     os.makedirs(home, mode=0o700)
                 if os.geteuid() == 0:
                     for d in ("/var/lib/berqenas", "/var/lib/berqenas/local"):
-                        if not os.path.isdir(d):
-                            os.makedirs(d, mode=0o755)
+                        os.makedirs(d, mode=0o755, exist_ok=True)  # another instance may make them meanwhile
+                if cluster.port and p["port"] is None and not port_free(cluster.port):
+                    cluster.port = free_port()  # its last port went to another process (another instance's, say)
                 cluster.init()
                 cluster.start(netns=p["netns"])
                 cluster.wait_ready()
@@ -180,8 +182,11 @@ def main():
                 parent = os.path.dirname(cluster.base_dir)
                 if parent == "/var/lib/berqenas/local":  # the directories this module made, when now empty
                     for d in (parent, os.path.dirname(parent)):
-                        if os.path.isdir(d) and not os.listdir(d):
+                        try:
                             os.rmdir(d)
+                        except OSError:
+                            break  # not empty (another instance's cluster), or gone
+
         running = cluster.running() if not module.check_mode else (p["state"] == "started")
     except ClusterError as exc:
         module.fail_json(msg=str(exc))

@@ -36,3 +36,25 @@ def test_a_relative_home_is_refused(home):
 def test_client_number_out_of_range():
     with pytest.raises(localnet.LocalNetError, match="out of range"):
         localnet.client_link_names("12345678", 1000)
+
+
+def test_the_marker_tells_the_owner_of_a_namespace():
+    a, b = "/srv/a/.berqenas", "/srv/b/.berqenas"
+    assert localnet.layout(a)["marker"] == localnet.owner_marker(a) != localnet.owner_marker(b)
+    assert localnet.owner(localnet.owner_marker(a), a) == "ours"
+    assert localnet.owner(localnet.owner_marker(b), a) == "foreign"
+    assert localnet.owner("something else", a) == "foreign"
+    assert localnet.owner("", a) == "unmarked" and localnet.owner(None, a) == "unmarked"
+    assert len(localnet.owner_marker(a)) < 256  # an interface alias holds 255 bytes
+
+
+def test_privileges_named_by_what_is_missing(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("Name:\tx\nCapEff:\t0000000000201000\n")  # CAP_NET_ADMIN (12) and CAP_SYS_ADMIN (21)
+    assert localnet.privilege_problem(localnet.effective_capabilities(str(status))) is None
+    msg = localnet.privilege_problem(1 << localnet.CAP_NET_ADMIN)
+    assert "needs root" in msg and "CAP_SYS_ADMIN missing" in msg and "--no-network" in msg
+    assert "CAP_NET_ADMIN and CAP_SYS_ADMIN missing" in localnet.privilege_problem(0)
+    status.write_text("Name:\tx\n")
+    with pytest.raises(localnet.LocalNetError, match="CapEff"):
+        localnet.effective_capabilities(str(status))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..app import App, json_option, pass_app
+from ..app import App, CommandError, json_option, pass_app
 from ..paths import collection_root
 
 LOCAL_INVENTORY = "inventories/local/hosts.yml"
@@ -32,6 +32,12 @@ def group():
 @pass_app
 def up(app: App, network: bool):
     """Start the local platform (created on first use) and write its inventory."""
+    if network:  # before anything is touched (the local_network module checks the same)
+        from ansible_collections.berqenas.platform.plugins.module_utils import localnet
+
+        problem = localnet.privilege_problem(localnet.effective_capabilities())
+        if problem:
+            raise CommandError("local up: " + problem)
     result = app.run_or_fail("local_up.yml", {"berqenas_local_network": network}, inventory=_inventory())
     data = dict(result.answer)
     data.pop("inventory", None)
