@@ -15,3 +15,19 @@ def test_cluster_accepts_superuser_over_socket_and_scram_over_tcp(pg_cluster):
                 pg_cluster.tcp_connect("postgres", "harness_probe", "wrong")
         finally:
             c.execute("DROP ROLE harness_probe")
+
+
+def test_port_free_sees_a_listener():
+    import socket
+
+    from ansible_collections.berqenas.platform.plugins.module_utils import pgcluster
+
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        assert not pgcluster.port_free(port)  # what local_postgres asks before it reuses a saved port
+    finally:
+        s.close()
+    assert pgcluster.port_free(port)
