@@ -217,10 +217,11 @@ class PymssqlSource(object):
         r = self._query(tsql.ct_versions(), (tsql.quote_table(schema, table),), action="read change tracking versions")
         return tuple(None if v is None else int(v) for v in r[0][:2])
 
-    def ct_deleted_keys(self, schema, table, key_columns, last):
+    def ct_deleted_keys(self, schema, table, key_columns, last, context=None):
         """One SNAPSHOT transaction: (current version, min valid version, keys deleted since ``last``). The
         current version is the window's upper bound: every change up to it is visible in the snapshot and
-        none after it. The keys are None when ``last`` is below the min valid version (too old)."""
+        none after it. The keys are None when ``last`` is below the min valid version (too old). With
+        ``context`` (bytes), deletes whose last change carried that change tracking context are left out."""
         if self.conn is None:
             self.connect()
         try:
@@ -232,7 +233,8 @@ class PymssqlSource(object):
                 current, min_valid = (None if v is None else int(v) for v in cur.fetchone()[:2])
                 keys = None
                 if current is not None and min_valid is not None and int(last) >= min_valid:
-                    cur.execute(tsql.ct_deleted_keys(schema, table, key_columns), (int(last),))
+                    cur.execute(tsql.ct_deleted_keys(schema, table, key_columns, context is not None), (
+                        (int(last),) if context is None else (int(last), bytearray(context))))
                     keys = [tuple(r) for r in cur.fetchall()]
                 cur.execute(tsql.CT_COMMIT)
             finally:

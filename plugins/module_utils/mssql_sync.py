@@ -34,8 +34,8 @@ from ansible.module_utils.six.moves import queue
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_tsql as tsql
 from ansible_collections.berqenas.platform.plugins.module_utils.mssql import SourceError
 from ansible_collections.berqenas.platform.plugins.module_utils.pgconn import psycopg, sql
-from ansible_collections.berqenas.platform.plugins.module_utils.sync_capture import mark_sync_session
-from ansible_collections.berqenas.platform.plugins.module_utils.sync_reverse import reverse_table
+from ansible_collections.berqenas.platform.plugins.module_utils.sync_capture import CHANGE_TABLE, mark_sync_session
+from ansible_collections.berqenas.platform.plugins.module_utils.sync_reverse import ct_context, reverse_table
 # the engine's building blocks, re-exported: modules and tests use them as mssql_sync.<name>
 from ansible_collections.berqenas.platform.plugins.module_utils.sync_state import (
     JOB_TABLE, LOCK_CLASS, STATE_COLUMNS, STATE_SCHEMA, STATE_TABLE, _ident, _type, ensure_state_table, job_lock_id,
@@ -779,10 +779,16 @@ class SyncEngine(object):
         (read in one SNAPSHOT transaction up to CHANGE_TRACKING_CURRENT_VERSION()) are deleted from the target
         in ONE PostgreSQL transaction with the new version stored beside the watermark: a crash before the
         commit replays the same deletes (no-ops for keys already gone), after it they are never read again.
-        Returns the version stored."""
+        Returns the version stored.
+
+        Direction both: the reverse direction's own deletes carry the job's change tracking context and are not
+        read back, and a key with a change-log entry still pending (changed in PostgreSQL after the reverse step
+        read its window) is not deleted: the next run's reverse step finds it deleted on SQL Server, a conflict
+        the table's policy decides."""
         spec = plan.spec
-        current, min_valid, keys = self.source.ct_deleted_keys(spec.source_schema, spec.source_table, plan.keys,
-                                                               last)
+        both = spec.direction == "both"
+        current, min_valid, keys = self.source.ct_deleted_keys(
+            spec.source_schema, spec.source_table, plan.keys, last, context=ct_context(self.job) if both else None)
         if keys is None:  # cleaned up between the check at the start of the run and this read
             raise RewindError(
                 "table %s: change tracking's min valid version %s is above the stored version %d: the changes since "
@@ -799,8 +805,20 @@ class SyncEngine(object):
                 for r in keys:
                     cp.write_row(transform(r) if transform else r)
             match = sql.SQL(" AND ").join(sql.SQL("k.{c} = t.{c}").format(c=_ident(k)) for k in plan.keys)
-            cur.execute(sql.SQL("DELETE FROM {} t USING {} k WHERE {}").format(tgt, kstg, match))
+            pending = sql.SQL("")
+            if both:  # lock the rows first: the check below then sees every change committed to them
+                cur.execute(sql.SQL("SELECT 1 FROM {} t JOIN {} k ON {} FOR UPDATE OF t").format(tgt, kstg, match))
+                found = cur.rowcount
+                pending = sql.SQL(" AND NOT EXISTS (SELECT 1 FROM {} c WHERE c.table_schema = {} AND c.table_name = {}"
+                                  " AND c.key = jsonb_build_object({}))").format(
+                    _ident(STATE_SCHEMA, CHANGE_TABLE), sql.Literal(spec.target_schema),
+                    sql.Literal(spec.target_table), sql.SQL(", ").join(
+                        sql.SQL("{}, t.{}").format(sql.Literal(k), _ident(k)) for k in plan.keys))
+            cur.execute(sql.SQL("DELETE FROM {} t USING {} k WHERE {}{}").format(tgt, kstg, match, pending))
             n = cur.rowcount
+            if both and found > n:
+                self.log("table %s: %d key(s) deleted on SQL Server were changed in PostgreSQL meanwhile: kept for the "
+                         "next run's conflict check" % (spec.source_name, found - n))
         self._save_ct_version(cur, spec, current, n)
         self.conn.commit()
         res["deleted"] += n

@@ -37,7 +37,11 @@ Statements (name -> text; ``{...}`` are quoted identifiers filled in by the buil
 ``ct_versions``         ``SELECT CHANGE_TRACKING_CURRENT_VERSION(), CHANGE_TRACKING_MIN_VALID_VERSION(
                         OBJECT_ID(%s))`` (the quoted two-part name as the parameter)
 ``ct_deleted_keys``     ``SELECT CT.{pk cols} FROM CHANGETABLE(CHANGES {s}.{t}, %s) AS CT
-                        WHERE CT.SYS_CHANGE_OPERATION = N'D'`` (the stored version, an integer)
+                        WHERE CT.SYS_CHANGE_OPERATION = N'D'`` (the stored version, an integer); for a table
+                        synced both ways ``... AND (CT.SYS_CHANGE_CONTEXT IS NULL OR CT.SYS_CHANGE_CONTEXT <> %s)``
+                        (the sync's own context: its deletes are not read back)
+``CT_CONTEXT``          ``WITH CHANGE_TRACKING_CONTEXT (%s)``, prefixed to the reverse direction's DML on such a
+                        table (``sync_reverse``)
 """
 
 from __future__ import absolute_import, division, print_function
@@ -239,12 +243,20 @@ def ct_versions():
     return "SELECT CHANGE_TRACKING_CURRENT_VERSION(), CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(%s))"
 
 
-def ct_deleted_keys(schema, table, key_columns):
-    """Keys deleted since a version (net operation D); param: the version (an int, a literal for pymssql)."""
+# the change tracking context of the sync's own writes (a varbinary(128) constant, the parameter)
+CT_CONTEXT = "WITH CHANGE_TRACKING_CONTEXT (%s)"
+
+
+def ct_deleted_keys(schema, table, key_columns, skip_context=False):
+    """Keys deleted since a version (net operation D); params: the version (an int, a literal for pymssql), and
+    with ``skip_context`` a context (bytearray) whose deletes are left out: SYS_CHANGE_CONTEXT is the context of
+    the key's last change, so a delete the sync made itself is skipped and any later change is not."""
     if not key_columns:
         raise TsqlError("select: no columns")
     cols = ", ".join("CT." + quote_ident(c) for c in key_columns)
     text = "SELECT %s FROM CHANGETABLE(CHANGES %s, %%s) AS CT WHERE CT.SYS_CHANGE_OPERATION = N'D'"
+    if skip_context:
+        text += " AND (CT.SYS_CHANGE_CONTEXT IS NULL OR CT.SYS_CHANGE_CONTEXT <> %%s)"
     return text % (cols, quote_table(schema, table))
 
 
@@ -267,4 +279,6 @@ def all_statement_shapes():
         "CT_READ_COMMITTED": CT_READ_COMMITTED,
         "ct_versions": ct_versions(),
         "ct_deleted_keys": ct_deleted_keys(s, t, ["id"]),
+        "ct_deleted_keys_skip_context": ct_deleted_keys(s, t, ["id"], skip_context=True),
+        "CT_CONTEXT": CT_CONTEXT,
     }

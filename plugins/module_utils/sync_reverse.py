@@ -33,6 +33,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import datetime
+import hashlib
 import json
 import uuid
 
@@ -60,6 +61,14 @@ SLOT = "\x00"  # a value's place in a statement built here (quote_ident refuses 
 
 def _q(name):
     return tsql.quote_ident(name)
+
+
+def ct_context(job):
+    """The change tracking context of a job's own SQL Server writes (``WITH CHANGE_TRACKING_CONTEXT``, on tables
+    with delete_detection change_tracking): ``berqenas`` and 16 bytes of the job name's SHA-256. The forward
+    direction's CHANGETABLE read skips changes whose last context is this one; another job's writes to the same
+    table carry another context and still reach this job."""
+    return b"berqenas" + hashlib.sha256(job.encode("utf-8")).digest()[:16]
 
 
 def _pid(*parts):
@@ -460,6 +469,9 @@ def _apply_batch(engine, w, cur, spec, rp, entries, last, rep):
     pg_rows = _pg_rows(cur, spec, rp, keydicts)
     conn.rollback()
     tbl = _qt(spec.source_schema, spec.source_table)
+    pre, pre_v = "", ()  # change tracking: the sync's own DML is tagged, its deletes are not read back as changes
+    if spec.delete_detection == "change_tracking":
+        pre, pre_v = tsql.CT_CONTEXT % SLOT + " ", (bytearray(ct_context(engine.job)),)
     deletes, updates, inserts, ms_wins, conflicts = [], [], [], [], []
     w.execute("SET XACT_ABORT ON; BEGIN TRAN", action="begin the batch")
     try:
@@ -483,19 +495,19 @@ def _apply_batch(engine, w, cur, spec, rp, entries, last, rep):
                 inserts.append(pg)
         for k in range(0, len(deletes), 500):  # one statement per 500 keys
             part = deletes[k:k + 500]
-            w.execute(_tsql("DELETE FROM %s WHERE %s", tbl, _where_keys(rp, len(part))), _key_params(rp, part),
-                      action="delete")
+            w.execute(pre + _tsql("DELETE FROM %s WHERE %s", tbl, _where_keys(rp, len(part))),
+                      pre_v + _key_params(rp, part), action="delete")
         if updates and rp.nonkey:  # one UPDATE ... FROM (VALUES ...) per REVERSE_BATCH rows
             for k in range(0, len(updates), REVERSE_BATCH):
                 part = updates[k:k + REVERSE_BATCH]
-                w.execute(_update_from_values(rp, tbl, len(part)), tuple(
+                w.execute(pre + _update_from_values(rp, tbl, len(part)), pre_v + tuple(
                     _ms_value(row[c]) for row in part for c in rp.keys + rp.nonkey), action="update")
         for k in range(0, len(inserts), REVERSE_BATCH):
             part = inserts[k:k + REVERSE_BATCH]
             one = "(" + ", ".join([SLOT] * len(rp.write_cols)) + ")"
-            w.execute(_tsql("INSERT INTO %s (%s) VALUES %s", tbl, ", ".join(_q(c) for c in rp.write_cols),
-                            ", ".join([one] * len(part))),
-                      tuple(_ms_value(r[c]) for r in part for c in rp.write_cols), action="insert")
+            w.execute(pre + _tsql("INSERT INTO %s (%s) VALUES %s", tbl, ", ".join(_q(c) for c in rp.write_cols),
+                                  ", ".join([one] * len(part))),
+                      pre_v + tuple(_ms_value(r[c]) for r in part for c in rp.write_cols), action="insert")
         written = updates + inserts
         new_rv = _ms_rows(w, spec, rp, written, lock=False, cols=rp.keys + [rp.rv]) if written else {}
         w.execute(_tsql("UPDATE %s SET last_xid = \x00, last_id = \x00 WHERE job = \x00 AND tbl = \x00", _qt(

@@ -441,9 +441,6 @@ def sync_direction_options(direction, conflict_policy, timestamp_column, delete_
     if delete_detection == "soft_delete":
         raise ValidationError("%s: direction both does not support delete_detection soft_delete (deletes flow both "
                               "ways as deletes)" % what)
-    if delete_detection == "change_tracking":
-        raise ValidationError("%s: delete_detection change_tracking is for direction forward only (use pk_diff with "
-                              "direction both)" % what)
     return direction, policy, timestamp_column
 
 

@@ -131,7 +131,7 @@ notes:
     target, V(pk_diff): keys missing from the source are deleted after each run, or V(change_tracking): the
     keys SQL Server's change tracking reports deleted (C(CHANGETABLE(CHANGES ..)) under SNAPSHOT isolation, up
     to C(CHANGE_TRACKING_CURRENT_VERSION())) are deleted in the PostgreSQL transaction that stores the new
-    version in the sync state; mode delta and direction forward only; change tracking and ALLOW_SNAPSHOT_ISOLATION
+    version in the sync state; mode delta, either direction; change tracking and ALLOW_SNAPSHOT_ISOLATION
     must be on for the database and the table; when C(CHANGE_TRACKING_MIN_VALID_VERSION) has passed the stored
     version (retention cleanup, TRUNCATE TABLE) the run is refused as for a restore, and O(on_rewind=full_resync)
     (or O(full)) reloads the table), C(direction) (V(forward),
@@ -156,7 +156,11 @@ notes:
   - "Limits of C(direction=both): mode delta only (a rowversion column); every synced column must map to one
     PostgreSQL column of the same name (a C(datetimeoffset) column, which maps to two, must be excluded);
     C(datetime)/C(datetime2) values travel to SQL Server with millisecond precision (pymssql); deletes made on
-    SQL Server reach PostgreSQL through C(delete_detection=pk_diff)."
+    SQL Server reach PostgreSQL through C(delete_detection=pk_diff) or C(delete_detection=change_tracking). With
+    change tracking the sync's own SQL Server writes are made C(WITH CHANGE_TRACKING_CONTEXT) (the job's context)
+    and skipped by the forward C(CHANGETABLE) read (C(SYS_CHANGE_CONTEXT)); a key deleted on SQL Server but
+    changed in PostgreSQL after the run applied PostgreSQL's changes is kept and decided as a conflict by the
+    next run."
   - A view can be a source (give C(key_columns), unique in the view). Its rowversion column may repeat (a join);
     pages never end inside a run of equal rowversions, so resuming at the last committed value + 1 loses none.
     Columns the view takes from other tables than the one its rowversion comes from are synced only when that

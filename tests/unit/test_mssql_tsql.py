@@ -73,6 +73,10 @@ def test_change_tracking_statements_quote_identifiers():
     assert T.ct_deleted_keys("dbo", "we]ird", ["i]d", "k"]) == (
         "SELECT CT.[i]]d], CT.[k] FROM CHANGETABLE(CHANGES [dbo].[we]]ird], %s) AS CT"
         " WHERE CT.SYS_CHANGE_OPERATION = N'D'")
+    assert T.ct_deleted_keys("dbo", "we]ird", ["i]d"], skip_context=True) == (
+        "SELECT CT.[i]]d] FROM CHANGETABLE(CHANGES [dbo].[we]]ird], %s) AS CT WHERE CT.SYS_CHANGE_OPERATION = N'D'"
+        " AND (CT.SYS_CHANGE_CONTEXT IS NULL OR CT.SYS_CHANGE_CONTEXT <> %s)")
+    assert T.CT_CONTEXT % "0x01" == "WITH CHANGE_TRACKING_CONTEXT (0x01)"
     assert "OBJECT_ID(%s)" in T.ct_versions() and "CHANGE_TRACKING_CURRENT_VERSION()" in T.ct_versions()
     with pytest.raises(T.TsqlError):
         T.ct_deleted_keys("dbo", "T", [])

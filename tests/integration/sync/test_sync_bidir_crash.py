@@ -19,15 +19,25 @@ N = 2000  # ids < N/2 are edited on SQL Server, the others in PostgreSQL (no con
 
 
 def test_kill_at_seeded_points_over_two_way_traffic_then_resume(emulated_mssql_db, pg_cluster, tenant):
-    db = emulated_mssql_db
-    rng = random.Random(SEED)
+    kill_over_two_way_traffic(emulated_mssql_db, pg_cluster, tenant, "pk_diff", SEED, KILLS, N)
+
+
+def kill_over_two_way_traffic(db, pg_cluster, tenant, delete_detection, seed, kills_wanted, n_rows, kill_range=(3, 45),
+                              prepare=None):
+    """Mixed two-way traffic on dbo.B (``n_rows`` rows), a run SIGKILLed before its N-th PostgreSQL statement
+    (N seeded in ``kill_range``) after each round, until ``kills_wanted`` runs were killed; then two clean runs:
+    both sides equal the model, no conflict recorded. ``prepare(db)`` runs after the table is created (e.g. to
+    enable change tracking)."""
+    rng = random.Random(seed)
     db.execute("CREATE TABLE dbo.B (id int NOT NULL PRIMARY KEY, name nvarchar(60) NULL, qty int NULL, "
                "rv rowversion NOT NULL)")
-    for k in range(0, N, 1000):
+    if prepare is not None:
+        prepare(db)
+    for k in range(0, n_rows, 1000):
         db.execute("INSERT INTO dbo.B (id, name, qty) VALUES " + ", ".join(
-            "(%d, N'n%d', 0)" % (i, i) for i in range(k, k + 1000)))
-    model = {i: ("n%d" % i, 0) for i in range(N)}
-    tables = [{"source": "[dbo].[B]", "direction": "both", "delete_detection": "pk_diff"}]
+            "(%d, N'n%d', 0)" % (i, i) for i in range(k, min(n_rows, k + 1000))))
+    model = {i: ("n%d" % i, 0) for i in range(n_rows)}
+    tables = [{"source": "[dbo].[B]", "direction": "both", "delete_detection": delete_detection}]
     cfg = child_config(db, pg_cluster, tenant, tables, commit_rows=300, lock_timeout=30)
     first = spawn(cfg)
     out, err = first.communicate(timeout=120)
@@ -35,13 +45,13 @@ def test_kill_at_seeded_points_over_two_way_traffic_then_resume(emulated_mssql_d
     t = sql.Identifier(tenant.name, "B")
     kills = completed = resumed = 0
     points = []
-    next_pg, next_ms = 10 * N, 20 * N
+    next_pg, next_ms = 10 * n_rows, 20 * n_rows
     t_start = time.monotonic()
-    for attempt in range(1, 3 * KILLS):
-        if kills >= KILLS:
+    for attempt in range(1, 3 * kills_wanted):
+        if kills >= kills_wanted:
             break
-        # SQL Server side: update a range, insert one, delete one (ids < N/2 and its own inserts)
-        lo = rng.randrange(0, N // 2 - 40)
+        # SQL Server side: update a range, insert one, delete one (ids < n_rows/2 and its own inserts)
+        lo = rng.randrange(0, n_rows // 2 - 40)
         db.execute("UPDATE dbo.B SET qty = qty + 1, name = N'ms%d' WHERE id >= %d AND id < %d" % (attempt, lo, lo + 30))
         for i in range(lo, lo + 30):
             if i in model:
@@ -49,17 +59,17 @@ def test_kill_at_seeded_points_over_two_way_traffic_then_resume(emulated_mssql_d
         db.execute("INSERT INTO dbo.B (id, name, qty) VALUES (%d, N'msnew', 1)" % next_ms)
         model[next_ms] = ("msnew", 1)
         next_ms += 1
-        d = rng.randrange(0, N // 2)
+        d = rng.randrange(0, n_rows // 2)
         if d in model:
             db.execute("DELETE FROM dbo.B WHERE id = %d" % d)
             del model[d]
-        # PostgreSQL side: the same on ids >= N/2 and its own inserts
-        lo = rng.randrange(N // 2, N - 40)
+        # PostgreSQL side: the same on ids >= n_rows/2 and its own inserts
+        lo = rng.randrange(n_rows // 2, n_rows - 40)
         with tenant.connect() as c:
             c.execute(sql.SQL("UPDATE {} SET qty = qty + 1, name = %s WHERE id >= %s AND id < %s").format(t),
                       ("pg%d" % attempt, lo, lo + 30))
             c.execute(sql.SQL("INSERT INTO {} (id, name, qty) VALUES (%s, 'pgnew', 1)").format(t), (next_pg,))
-            d = rng.randrange(N // 2, N)
+            d = rng.randrange(n_rows // 2, n_rows)
             if d in model:
                 c.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(t), (d,))
         for i in range(lo, lo + 30):
@@ -71,7 +81,7 @@ def test_kill_at_seeded_points_over_two_way_traffic_then_resume(emulated_mssql_d
             del model[d]
         # killed just before its N-th PostgreSQL statement: inside the reverse batch's PostgreSQL half (after
         # SQL Server committed), between forward pages, in pk_diff, at the lock ...
-        kill_at = rng.randrange(3, 45)
+        kill_at = rng.randrange(*kill_range)
         p = spawn(dict(cfg, kill_at=kill_at))
         out, err = p.communicate(timeout=120)
         if p.returncode == -signal.SIGKILL:
@@ -81,7 +91,7 @@ def test_kill_at_seeded_points_over_two_way_traffic_then_resume(emulated_mssql_d
             assert p.returncode == 0, (kill_at, out, err)
             completed += 1
             resumed += '"resumed": true' in out  # found a batch SQL Server committed and PostgreSQL had not
-    assert kills >= KILLS, (kills, completed)
+    assert kills >= kills_wanted, (kills, completed)
     for _ in range(2):  # resume; the second run must find nothing left to do on either side
         final = spawn(cfg)
         out, err = final.communicate(timeout=120)
@@ -98,5 +108,5 @@ def test_kill_at_seeded_points_over_two_way_traffic_then_resume(emulated_mssql_d
     assert conflicts == []  # a change applied twice would have looked like a change made on the other side
     assert [r[:3] for r in ms] == sorted((k, v[0], v[1]) for k, v in model.items())  # nothing lost or doubled
     print("two-way crash test (seed %d): %d kills, %d runs completed (%d resumed a batch SQL Server had committed), "
-          "%.1fs; kill points (attempt, statement) %s" % (SEED, kills, completed, resumed, time.monotonic() - t_start,
+          "%.1fs; kill points (attempt, statement) %s" % (seed, kills, completed, resumed, time.monotonic() - t_start,
                                                          points))
