@@ -121,6 +121,10 @@ def test_change_tracking_context_tags_a_change_and_the_last_change_decides(mssql
     db.execute("WITH CHANGE_TRACKING_CONTEXT (0x0a0b) UPDATE dbo.T SET name = N'v' WHERE id = 2")
     assert _ctx(db, v1) == [(1, "D", b"bq\x01\x02"), (2, "U", b"\x0a\x0b"), (3, "U", b"bq\x01\x02"),
                             (4, "U", None), (5, "I", None)]
+    # the reverse sync's batch update form (UPDATE .. FROM (VALUES ..)) takes the clause too: matched rows only
+    db.execute("WITH CHANGE_TRACKING_CONTEXT (0x62710102) UPDATE t SET name = v.name FROM dbo.T AS t INNER JOIN"
+               " (VALUES (CAST(3 AS int), CAST(N'c3' AS nvarchar(max))), (9, N'none')) AS v (id, name) ON t.id = v.id")
+    assert _ctx(db, v1)[2] == (3, "U", b"bq\x01\x02") and len(_ctx(db, v1)) == 5
     mine = db.execute("SELECT CT.id FROM CHANGETABLE(CHANGES dbo.T, %d) AS CT WHERE CT.SYS_CHANGE_CONTEXT IS NULL OR"
                       " CT.SYS_CHANGE_CONTEXT <> 0x62710102 ORDER BY CT.id" % v1)
     assert [r[0] for r in mine] == [2, 4, 5]

@@ -126,6 +126,10 @@ def test_no_echo_after_ten_idle_cycles(mssql_db, pg_cluster, tenant):
     _pg_exec(tenant, "INSERT INTO {t} (id, name, qty) VALUES (7, 'pg', 7)")
     db.execute("DELETE FROM dbo.Items WHERE id = 3")
     db.execute("UPDATE dbo.Items SET qty = 77 WHERE id = 4")
+    before = _ct_version(db), _ms(db), _log_size(tenant)
+    check = sync(db, pg_cluster, tenant, _tables(), check_mode=True)["tables"][0]  # predicts, writes nothing
+    assert check["changed"] and check["reverse"]["pending"] == 3 and check["pending"] == 1
+    assert (_ct_version(db), _ms(db), _log_size(tenant)) == before
     r = sync(db, pg_cluster, tenant, _tables())["tables"][0]
     assert r["reverse"]["applied"] == 3 and r["deleted"] == 1
     version, dbts, rows, log = _ct_version(db), bytes(db.execute("SELECT @@DBTS")[0][0]), _ms(db), _log_size(tenant)
