@@ -211,10 +211,13 @@ def window_bound(cur):
 def pending(cur, schema, table, after, bound, limit):
     """Up to ``limit`` change-log entries of a table after position ``after`` = (xid, id) and below the
     transaction id ``bound``, in (xid, id) order: [(xid, id, op, key dict, old_rv bytes or None, at, old row
-    dict or None)]."""
+    dict or None)]. Ordered by the xid8 column itself (an unqualified ``xid`` in ORDER BY is the text output
+    column: '1000' before '999', a sort of every later entry instead of an index range, and a page past the
+    entries of the smaller transaction id)."""
     cur.execute(sql.SQL(
-        "SELECT xid::text, id, op, key, old_rv, at, old FROM {} WHERE table_schema = %s AND table_name = %s"
-        " AND (xid, id) > (%s::text::xid8, %s) AND xid < %s::text::xid8 ORDER BY xid, id LIMIT %s").format(
+        "SELECT c.xid::text, c.id, c.op, c.key, c.old_rv, c.at, c.old FROM {} c WHERE c.table_schema = %s"
+        " AND c.table_name = %s AND (c.xid, c.id) > (%s::text::xid8, %s) AND c.xid < %s::text::xid8"
+        " ORDER BY c.xid, c.id LIMIT %s").format(
             _ident(STATE_SCHEMA, CHANGE_TABLE)),
         (schema, table, str(after[0]), int(after[1]), str(bound), int(limit)))
     return [(int(x), i, op, k, bytes(rv) if rv is not None else None, at, old)

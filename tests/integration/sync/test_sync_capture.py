@@ -112,3 +112,24 @@ def test_hostile_names_are_quoted(tenant):
     with tenant.connect(autocommit=False) as c:
         C.remove_capture(c, tenant.name, name)
         assert C.trigger_args(c.cursor(), tenant.name, name) is None
+
+
+def test_entries_are_paged_in_numeric_transaction_order(tenant, pg_cluster):
+    """pending() pages in (xid, id) order by number: transaction 999's entries before 1000's (ordered as text,
+    '1000' < '999', the page after 1000's entries would start past 999's and lose them)."""
+    _table(tenant, "X")
+    with tenant.connect(autocommit=False) as c:
+        C.install_capture(c, tenant.name, "X", ["id"], "rv")
+    with pg_cluster.connect(tenant.db) as c:
+        for xid, key in (("1000", 2), ("999", 1), ("1000", 3)):
+            c.execute("INSERT INTO berqenas.sync_change (xid, table_schema, table_name, op, key)"
+                      " VALUES (%s::xid8, %s, 'X', 'I', %s::jsonb)", (xid, tenant.name, '{"id": %d}' % key))
+        cur = c.cursor()
+        pos, seen = (0, 0), []
+        for _ in range(5):
+            page = C.pending(cur, tenant.name, "X", pos, 1 << 40, 1)
+            if not page:
+                break
+            seen.append((page[0][0], page[0][3]["id"]))
+            pos = page[0][:2]
+    assert seen == [(999, 1), (1000, 2), (1000, 3)]
