@@ -12,11 +12,12 @@ One run, per table (before the forward load of the same table):
    transaction as the batch, and a run that finds it ahead of PostgreSQL's skips those entries;
 2. change-log entries below the window bound are read in batches, one action per key (the last
    operation; the row's current PostgreSQL values);
-3. per batch, ONE SQL Server transaction (``SET XACT_ABORT ON``): the current rows are read WITH
-   (UPDLOCK, HOLDLOCK); a key whose rowversion differs from the one PostgreSQL last knew (the target
-   row's rowversion column, or a tombstone's ``old_rv``) changed on both sides: a conflict, resolved by
-   the table's ``conflict_policy``; deletes, one ``UPDATE ... FROM (VALUES ...)`` for the updates,
-   multi-row inserts; the new rowversions read back; the applied position recorded; COMMIT;
+3. per batch, ONE SQL Server transaction (``SET XACT_ABORT ON``): the keys' current rowversions are read
+   WITH (UPDLOCK, HOLDLOCK) (whole rows only for the keys whose rowversion moved); a key whose rowversion
+   differs from the one PostgreSQL last knew (the target row's rowversion column, or a tombstone's
+   ``old_rv``) changed on both sides: a conflict, resolved by the table's ``conflict_policy``; deletes,
+   one ``UPDATE ... FROM (VALUES ...)`` for the updates, multi-row inserts; the new rowversions read back;
+   the applied position recorded; COMMIT;
 4. then ONE PostgreSQL transaction: the new rowversions written into the target rows (echo prevention:
    the forward sync's version guard then finds nothing newer to load, so the sync's own SQL Server writes
    never come back as changes), the rows SQL Server won written to PostgreSQL, the conflicts logged
@@ -372,13 +373,18 @@ def _update_from_values(rp, tbl, n):
                  " AND ".join("t.%s = v.%s" % (_q(k), _q(k)) for k in rp.keys))
 
 
+def _base_rv(rp, pg, tomb_rv):
+    """The SQL Server rowversion PostgreSQL last knew of a key: its row's, or its tombstone's."""
+    return pg.get(rp.rv) if pg is not None else tomb_rv
+
+
 def _decide(spec, rp, op, pg, ms, tomb_rv, at, first_old=None):
     """(conflict?, winner) for one key: pg = PostgreSQL's current row or None, ms = SQL Server's or None.
 
     Changed on SQL Server = its rowversion is not the one PostgreSQL last knew AND its values are not the ones
     PostgreSQL started from (``first_old``): a rowversion that moved without a change of content (the sync's
     own write whose write-back a crash lost, a no-op update) is no conflict."""
-    base = pg.get(rp.rv) if pg is not None else tomb_rv
+    base = _base_rv(rp, pg, tomb_rv)
     ms_rv = ms.get(rp.rv) if ms is not None else None
     if _norm(base) == _norm(ms_rv):
         return False, "postgresql"
@@ -475,7 +481,12 @@ def _apply_batch(engine, w, cur, spec, rp, entries, last, rep):
     deletes, updates, inserts, ms_wins, conflicts = [], [], [], [], []
     w.execute("SET XACT_ABORT ON; BEGIN TRAN", action="begin the batch")
     try:
-        ms = _ms_rows(w, spec, rp, keydicts, lock=True)
+        # the keys' rowversions first; whole rows only of the keys whose rowversion moved (conflict candidates)
+        ms = _ms_rows(w, spec, rp, keydicts, lock=True, cols=rp.keys + [rp.rv])
+        moved = [a[1] for k, a in actions.items()
+                 if k in ms and _norm(_base_rv(rp, pg_rows.get(k), a[2])) != _norm(ms[k][rp.rv])]
+        if moved:
+            ms.update(_ms_rows(w, spec, rp, moved, lock=True))
         for k, (op, key, old_rv, at, first_old) in actions.items():
             pg = pg_rows.get(k)
             if op != "D" and pg is None:
