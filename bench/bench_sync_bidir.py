@@ -4,11 +4,13 @@ TDS emulator and the real pymssql.
 Figures, each beside the baseline measured in the same run:
 
 - baseline: the emulator's own write ceiling, a plain batched insert of the same N rows (multi-row INSERT of
-  1000 rows per statement, one transaction per statement) into an empty table of the same shape;
+  1000 rows per statement, one transaction per statement) into an empty table of the same shape (primary key and
+  the unique rowversion index dbo.T has; the same insert into a table without that index is printed too);
 - reverse apply of N changed rows (every row of the table updated in PostgreSQL, captured by the trigger):
   the engine's run of the table (reverse batches: conflict check read, updates, new rowversions read back,
   applied position, then the PostgreSQL half), rows/s and the ratio to the baseline (issue target >= 0.5x);
 - reverse apply of N new rows (inserted in PostgreSQL): the multi-row insert path;
+- reverse apply of N deleted rows (those N new rows deleted in PostgreSQL): tombstones, DELETE ... IN per 500 keys;
 - capture cost: the PostgreSQL UPDATE of N rows with the trigger beside the same UPDATE without it.
 
 Run: .venv/bin/python bench/bench_sync_bidir.py [--rows 100000]
@@ -51,14 +53,17 @@ def run(cluster, db, emu):
         conn.close()
 
 
-def insert_ceiling(cur, n):
-    cur.execute("CREATE TABLE dbo.B (id int NOT NULL PRIMARY KEY, name nvarchar(50) NULL, rv rowversion NOT NULL)")
+def insert_ceiling(cur, n, table, rv_index):
+    cur.execute("CREATE TABLE dbo.%s (id int NOT NULL PRIMARY KEY, name nvarchar(50) NULL, rv rowversion NOT NULL)"
+                % table)
+    if rv_index:  # as dbo.T (bench_sync_e2e.seed)
+        cur.execute("CREATE UNIQUE NONCLUSTERED INDEX ix_%s_rv ON dbo.%s (rv)" % (table, table))
     t0 = time.perf_counter()
     for k in range(0, n, 1000):
         ids = range(k, min(n, k + 1000))
         cur.execute("BEGIN TRAN")
         values = ", ".join(["(%s, %s)"] * len(ids))
-        cur.execute("INSERT INTO dbo.B (id, name) VALUES %s" % values,  # noqa: S608 (placeholders only)
+        cur.execute("INSERT INTO dbo.%s (id, name) VALUES %s" % (table, values),  # noqa: S608 (placeholders only)
                     tuple(v for i in ids for v in (i, "pg name %08d" % i)))
         cur.execute("COMMIT TRAN")
     return n / (time.perf_counter() - t0)
@@ -86,7 +91,8 @@ def main():
         seed(cur, n)
         t, dt = run(cluster, db, emu)  # initial forward load, installs the capture trigger
         assert t["inserted"] == n, t
-        ceiling = insert_ceiling(cur, n)
+        ceiling = insert_ceiling(cur, n, "B", rv_index=True)
+        ceiling_noindex = insert_ceiling(cur, n, "B2", rv_index=False)
 
         with cluster.connect(db) as c:
             c.execute('CREATE TABLE bench.plain AS SELECT * FROM bench."T"')
@@ -108,15 +114,23 @@ def main():
         assert t["reverse"]["inserted"] == n, t["reverse"]
         ins_rate = n / dt
 
+        with cluster.connect(db) as c:
+            c.execute('DELETE FROM bench."T" WHERE id >= %s', (n,))
+        t, dt = run(cluster, db, emu)
+        assert t["reverse"]["deleted"] == n, t["reverse"]
+        del_rate = n / dt
+
         # an idle run afterwards: nothing written on either side
         t, dt = run(cluster, db, emu)
         idle = (t["reverse"]["applied"], t["updated"], t["inserted"])
 
         print("reverse sync (PostgreSQL -> SQL Server) through the TDS emulator, %d rows" % n)
         print("  emulator write ceiling: batched INSERT (baseline) %9.0f rows/s  1.00x" % ceiling)
+        print("  (the same INSERT into a table without the rowversion index: %.0f rows/s)" % ceiling_noindex)
         print("  reverse apply, %d updated rows              %9.0f rows/s  %.2fx  (target >= 0.50x)"
               % (n, upd_rate, upd_rate / ceiling))
         print("  reverse apply, %d inserted rows             %9.0f rows/s  %.2fx" % (n, ins_rate, ins_rate / ceiling))
+        print("  reverse apply, %d deleted rows              %9.0f rows/s  %.2fx" % (n, del_rate, del_rate / ceiling))
         print("  capture: UPDATE of %d rows with the trigger %9.0f rows/s  %.2fx of the same UPDATE without it "
               "(%.0f rows/s)" % (n, trig_upd, trig_upd / plain_upd, plain_upd))
         print("  idle run afterwards: reverse applied %d, forward updated %d, inserted %d" % idle)
