@@ -230,7 +230,7 @@ def main():
                 v = bench_variants(cluster, db, args.rows, COMMIT_ROWS, REPEATS, changed,
                                    **({"variants": variants} if variants else {}))
                 print("sink variants on %d rows, %s, pages of %d; each beside a raw COPY of as many rows just "
-                      "before it (best of %d)" % (args.rows, title, COMMIT_ROWS, REPEATS))
+                      "before it (median of %d)" % (args.rows, title, COMMIT_ROWS, REPEATS))
                 for name, (rate, ratio, raw, hot) in v.items():
                     print("  %-40s %10.0f rows/s  %.2fx  (raw COPY %.0f rows/s)  HOT %3.0f%%"
                           % (name, rate, ratio, raw, 100 * hot))
