@@ -158,6 +158,42 @@ def _sorted_nets(nets):
     return sorted(uniq.values(), key=lambda n: (n.version, int(n.network_address), n.prefixlen))
 
 
+def check_exposure(exp, i=0):
+    """One exposure's own fields, without their context (the VPN peers, the database, the host's addresses):
+    keys, tenant, name, state, service or target, public port, allow-list. -> (tenant, name, state)."""
+    if not isinstance(exp, dict):
+        raise GatewayError("invalid exposure #%d: expected a mapping" % i)
+    unknown = set(exp) - {"tenant", "name", "service", "target", "public_port", "allow", "state"}
+    if unknown:
+        raise GatewayError("invalid exposure #%d: unknown keys %s" % (i, ", ".join(sorted(map(str, unknown)))))
+    tenant = validate_name(exp.get("tenant"))
+    name = validate_exposure_name(exp.get("name") or "db")
+    state = exp.get("state", "present")
+    if state not in ("present", "absent"):
+        raise GatewayError("invalid state %r of exposure %s/%s: present or absent" % (state, tenant, name))
+    if state == "absent":
+        return tenant, name, state
+    service = exp.get("service")
+    target = exp.get("target")
+    if service is not None and target is not None:
+        raise GatewayError("exposure %s/%s: give either service or target, not both" % (tenant, name))
+    if service is not None:
+        reject_template(service, "service")
+        if service != "postgres":
+            raise GatewayError("exposure %s/%s: unknown service %r (postgres, or give a target)" % (
+                tenant, name, service))
+    if target is not None:
+        validate_target(target)
+    if exp.get("public_port") is not None:
+        validate_port(exp["public_port"], "public port")
+    allow = exp.get("allow") or []
+    if not isinstance(allow, list):
+        raise GatewayError("exposure %s/%s: allow must be a list of CIDRs" % (tenant, name))
+    for c in allow:
+        validate_cidr(c, "allowed CIDR")
+    return tenant, name, state
+
+
 def normalize_exposures(exposures, peers, postgres, local_addresses=(), reserved_ports=()):
     """Validate exposures and resolve each one to its sources, target and kind.
 
@@ -175,16 +211,7 @@ def normalize_exposures(exposures, peers, postgres, local_addresses=(), reserved
     seen = set()
     result = []
     for i, exp in enumerate(exposures):
-        if not isinstance(exp, dict):
-            raise GatewayError("invalid exposure #%d: expected a mapping" % i)
-        unknown = set(exp) - {"tenant", "name", "service", "target", "public_port", "allow", "state"}
-        if unknown:
-            raise GatewayError("invalid exposure #%d: unknown keys %s" % (i, ", ".join(sorted(map(str, unknown)))))
-        tenant = validate_name(exp.get("tenant"))
-        name = validate_exposure_name(exp.get("name") or "db")
-        state = exp.get("state", "present")
-        if state not in ("present", "absent"):
-            raise GatewayError("invalid state %r of exposure %s/%s: present or absent" % (state, tenant, name))
+        tenant, name, state = check_exposure(exp, i)
         if (tenant, name) in seen:
             raise GatewayError("duplicate exposure %s/%s" % (tenant, name))
         seen.add((tenant, name))
@@ -192,24 +219,15 @@ def normalize_exposures(exposures, peers, postgres, local_addresses=(), reserved
             continue
         service = exp.get("service")
         target = exp.get("target")
-        if service is not None and target is not None:
-            raise GatewayError("exposure %s/%s: give either service or target, not both" % (tenant, name))
         if service is None and target is None:
             service = "postgres"
         if service is not None:
-            reject_template(service, "service")
-            if service != "postgres":
-                raise GatewayError("exposure %s/%s: unknown service %r (postgres, or give a target)" % (
-                    tenant, name, service))
             host, port = pg_host, pg_port
         else:
             host, port = validate_target(target)
         public = exp.get("public_port")
         public = port if public is None else validate_port(public, "public port")
-        allow = exp.get("allow") or []
-        if not isinstance(allow, list):
-            raise GatewayError("exposure %s/%s: allow must be a list of CIDRs" % (tenant, name))
-        allow_nets = [validate_cidr(c, "allowed CIDR") for c in allow]
+        allow_nets = [validate_cidr(c, "allowed CIDR") for c in exp.get("allow") or []]
         vpn_nets = [n for p in peers if p["enabled"] and p["tenant"] == tenant for n in p["addresses"]]
         local = is_local_host(host, local_addresses)
         if local and public != port:

@@ -19,6 +19,8 @@ import copy
 import json
 import re
 
+from ansible_collections.berqenas.platform.plugins.module_utils import validation
+
 PERM_KINDS = ("select", "insert", "update", "delete")
 ROOT_FIELDS = ("select", "select_by_pk", "select_aggregate", "select_stream", "insert", "insert_one", "update",
                "update_by_pk", "update_many", "delete", "delete_by_pk")
@@ -189,6 +191,10 @@ def table_json(qt):
 def _check_pg_ident(v, what):
     if not isinstance(v, str) or not PG_IDENT_RE.match(v):
         raise HasuraError("%s %r: expected a PostgreSQL name of 1-63 characters" % (what, v))
+    try:  # quoted wherever it goes, but no control or invisible character and no template syntax
+        validation.table_text(v, what)
+    except validation.ValidationError as exc:
+        raise HasuraError(str(exc))
 
 
 def _check_gql(v, what):

@@ -120,6 +120,35 @@ def file_path(value, what="file"):
     return value
 
 
+# An Ansible host pattern (a group or host name, ``all``, ``web*``, ``a:b``, ``a:&b``, ``a:!b``, ``a,b``,
+# ``g[0:2]``): no spaces, quotes, shell or template syntax, control or look-alike characters.
+_HOST_PATTERN_RE = re.compile(r"^[A-Za-z0-9_*][A-Za-z0-9_.*:!&,\[\]-]{0,254}\Z")
+
+
+def host_pattern(value, what="host pattern"):
+    """An Ansible host pattern: 1-255 ASCII letters, digits and ``_ . * : ! & , [ ] -``, starting with a
+    letter, digit, ``_`` or ``*``."""
+    if not isinstance(value, str) or not _HOST_PATTERN_RE.match(value):
+        raise ValidationError("invalid %s %r: 1-255 ASCII letters, digits and _ . * : ! & , [ ] -, starting with a "
+                              "letter, digit, _ or *" % (what, value))
+    return value
+
+
+def http_url(value, what="URL"):
+    """An http(s) URL ``http(s)://host[:port][/path]``: one line, at most 2048 characters, no template syntax,
+    whitespace, control or invisible characters."""
+    text(value, what)
+    bad = _bad_char(value)
+    if bad is not None or len(value) > 2048 or not re.match(r"^https?://[^\s/?#]+", value) or re.search(r"\s", value):
+        raise ValidationError("invalid %s %r: expected http(s)://host[:port]" % (what, value[:60]))
+    return value
+
+
+def path_text(value, what="path"):
+    """A path (to read or to write): file_path's rule, and no template syntax."""
+    return one_line(file_path(value, what), what)
+
+
 # ------------------------------------------------------------------------------------------ names
 # One family: a name is lower-case ASCII of a kind's pattern. Names that become PostgreSQL objects, pg_hba
 # fields or sync-state keys (tenants, remote databases) must also not be a reserved word or prefix; exposure and
