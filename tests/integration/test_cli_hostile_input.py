@@ -184,6 +184,14 @@ _TABLE_REFUSED = {
     "192.0.2.1:99999",
 }
 ACCEPTED[(("remotedb", "add"), "tables")] = set(HOSTILE) - _TABLE_REFUSED
+# a PostgreSQL table name (Hasura): quoted too, at most 63 characters; what the T-SQL parser refuses is SQL
+# Server's rule, PostgreSQL takes these
+_PG_TABLE_OK = {t for t in set(HOSTILE) - _TABLE_REFUSED if len(t) <= 63} | {
+    "..", "../../etc/passwd", "[]", "192.0.2.0/24/8", "192.0.2.1/33", "192.0.2.1:99999", "300.1.1.1", "host..example"}
+for _cmd in ("track", "untrack"):
+    ACCEPTED[(("hasura", _cmd), "tables")] = _PG_TABLE_OK
+for _cmd in ("mirror", "track", "untrack"):
+    ACCEPTED[(("hasura", _cmd), "tenant")] = {"yesterday"}
 ACCEPTED[(("sync", "run"), "tables")] = set(HOSTILE) - _TABLE_REFUSED
 # JWT claims namespaces (validation.claims_namespace: an http(s) URL or a word)
 ACCEPTED[(("token", "key", "add"), "claims_namespace")] = {
@@ -250,6 +258,8 @@ def platform(pg_cluster):
         d["berqenas_tenants"] = [{"name": "acme"}]
     with store.edit("vpn.yml") as d:
         d["berqenas_vpn_peers"] = [{"name": "acme-laptop", "tenant": "acme"}]
+    with store.edit("hasura.yml") as d:  # configured: track/untrack reach their playbook when a table passes
+        d["berqenas_hasura_url"] = "http://127.0.0.1:9"
     with store.edit("remotedbs.yml") as d:
         d["berqenas_remotedbs"] = [{"name": "acme_erp", "tenant": "acme", "tables": ["[dbo].[Orders]"]}]
     ks = apikeys.Keystore(home / "apikeys.json")
