@@ -144,11 +144,11 @@ def test_no_echo_after_ten_idle_cycles(mssql_db, pg_cluster, tenant):
     assert _log_size(tenant) == log == (0, log[1])  # nothing captured in PostgreSQL either
 
 
-def test_own_deletes_not_read_back_and_a_concurrent_edit_becomes_one_conflict(emulated_mssql_db, pg_cluster, tenant):
+def test_own_deletes_not_read_back_and_a_concurrent_edit_becomes_one_conflict(mssql_db, pg_cluster, tenant):
     """While a run is between its two directions (after the reverse batch committed on SQL Server), PostgreSQL
     inserts again the key the batch deleted and edits a key SQL Server deleted: neither is deleted by the forward
     change tracking step; the next run applies the insert and finds the edit in conflict with SQL Server's delete."""
-    db = emulated_mssql_db
+    db = mssql_db
     _seed(db, 4)
     sync(db, pg_cluster, tenant, _tables())
     v0 = _ct_version(db)
