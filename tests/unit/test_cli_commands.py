@@ -33,12 +33,12 @@ class FakeRunner:
         self.status: dict[str, str] = {}
 
     def __call__(self, playbook, *, inventory, extravars=None, check=False, diff=False, limit=None, verbosity=0,
-                 timeout=None, progress=None, env=None):
+                 timeout=None, progress=None, env=None, keep_dir=None):
         vars_dir = self.inventory / "group_vars" / "all"
         state = {p.name: yaml.safe_load(p.read_text().replace("!unsafe ", "")) or {}
                  for p in sorted(vars_dir.glob("*.yml"))} if vars_dir.is_dir() else {}
         self.calls.append({"playbook": playbook, "extravars": dict(extravars or {}), "check": check,
-                           "state": state})
+                           "state": state, "keep_dir": keep_dir})
         if playbook == "tenant_show.yml":  # the play fetches the credentials file into berqenas_fetch_dir
             name = extravars["berqenas_tenant"]
             Path(extravars["berqenas_fetch_dir"], f"{name}.json").write_text(json.dumps(
@@ -509,3 +509,22 @@ def test_local_up_status_down(cli):
     assert cli.fake.calls[-1]["extravars"]["berqenas_local_state"] == "absent"
     cli.fake.status["local_up.yml"] = "canceled"
     assert cli("local", "up", "--json").code == 130
+
+
+def test_keep_artifacts_reaches_the_runner(cli, monkeypatch):
+    """--keep-artifacts DIR (or BERQENAS_KEEP_ARTIFACTS) is handed to every run as an absolute keep_dir; without
+    it nothing is kept; a file is not a directory to keep them in (usage error, nothing run)."""
+    with_tenants(cli, "acme")
+    assert cli("tenant", "list", "--json").code == 0
+    assert cli.fake.calls[-1]["keep_dir"] is None
+    keep = cli.tmp / "keep"
+    assert cli("--keep-artifacts", str(keep), "tenant", "list", "--json").code == 0
+    assert cli.fake.calls[-1]["keep_dir"] == keep and keep.is_absolute()
+    monkeypatch.setenv("BERQENAS_KEEP_ARTIFACTS", str(keep / "env"))
+    assert cli("tenant", "list", "--json").code == 0
+    assert cli.fake.calls[-1]["keep_dir"] == keep / "env"
+    monkeypatch.delenv("BERQENAS_KEEP_ARTIFACTS")
+    (cli.tmp / "afile").write_text("")
+    before = len(cli.fake.calls)
+    r = cli("--keep-artifacts", str(cli.tmp / "afile"), "tenant", "list", "--json")
+    assert r.code == 2 and len(cli.fake.calls) == before, r

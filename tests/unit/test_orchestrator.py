@@ -101,3 +101,32 @@ def test_every_group_module_is_registered():
     modules = [m.name for m in pkgutil.iter_modules(cli.__path__)]
     groups = [getattr(importlib.import_module(f"berqenas_orchestrator.cli.{m}"), "group", None) for m in modules]
     assert {g.name for g in groups if g is not None} == {g.name for g in cli.GROUPS} == set(root.commands)
+
+
+def test_kept_runner_dir_is_a_private_copy(tmp_path):
+    """--keep-artifacts: the private data dir is copied whole, directories 0700 and files 0600 however wide the
+    originals were; symlinks are not followed (a link to /etc/shadow is not copied)."""
+    pdd = tmp_path / "pdd"
+    (pdd / "artifacts" / "id" / "job_events").mkdir(parents=True)
+    (pdd / "artifacts").chmod(0o755)
+    (pdd / "berqenas-vars.yml").write_text("berqenas_home: '/h'\n")
+    (pdd / "artifacts" / "id" / "stdout").write_text("PLAY [x]\n")
+    (pdd / "artifacts" / "id" / "stdout").chmod(0o644)
+    (pdd / "artifacts" / "id" / "job_events" / "1-u.json").write_text("{}")
+    (pdd / "artifacts" / "id" / "link").symlink_to("/etc/hostname")
+    keep = tmp_path / "keep" / "runs"
+    copy = runner.keep_private_data_dir(str(pdd), keep, runner.Path("/x/tenant_apply.yml"))
+    assert os.path.dirname(copy) == str(keep) and os.path.basename(copy).split("-")[1] == "tenant_apply"
+    assert stat.S_IMODE(os.stat(keep).st_mode) == 0o700
+    found = {}
+    for base, dirs, files in os.walk(copy):
+        for n in dirs + files:
+            p = os.path.join(base, n)
+            found[os.path.relpath(p, copy)] = stat.S_IMODE(os.lstat(p).st_mode)
+    assert found == {"berqenas-vars.yml": 0o600, "artifacts": 0o700, "artifacts/id": 0o700,
+                     "artifacts/id/stdout": 0o600, "artifacts/id/job_events": 0o700,
+                     "artifacts/id/job_events/1-u.json": 0o600}
+    assert open(os.path.join(copy, "artifacts/id/stdout")).read() == "PLAY [x]\n"
+    assert stat.S_IMODE(os.stat(copy).st_mode) == 0o700
+    second = runner.keep_private_data_dir(str(pdd), keep, runner.Path("/x/tenant_apply.yml"))
+    assert second != copy  # one new directory per run

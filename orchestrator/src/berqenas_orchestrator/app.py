@@ -50,8 +50,9 @@ class CommandError(click.ClickException):
 
 class App:
     def __init__(self, home: Path, inventory: Path | None, verbose: int = 0, timeout: int | None = None,
-                 controller=None):
+                 controller=None, keep_artifacts: Path | None = None):
         self.home = home
+        self.keep_artifacts = keep_artifacts  # --keep-artifacts: each run's runner files are copied there
         self.timeout = timeout
         self.controller = controller  # controller.Controller: playbooks run as AWX job templates there
         self._inventory = inventory
@@ -120,7 +121,8 @@ class App:
                                    diff=diff, limit=limit, timeout=timeout or self.timeout,
                                    verbosity=self.verbose,
                                    progress=None if quiet else self.progress,
-                                   env={"BERQENAS_HOME": str(self.home), **vault.run_env(self)})
+                                   env={"BERQENAS_HOME": str(self.home), **vault.run_env(self)},
+                                   keep_dir=self.keep_artifacts)
 
     def run_or_fail(self, playbook: str, extravars: dict | None = None, **kw) -> runner.RunResult:
         result = self.run(playbook, extravars, **kw)

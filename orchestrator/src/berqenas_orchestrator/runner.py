@@ -1,6 +1,8 @@
 """The one adapter between the orchestrator and Ansible: ansible-runner, run in-process.
 
-- a private data dir made for each run (0700) and deleted afterwards; runner's env files suppressed;
+- a private data dir made for each run (0700) and deleted afterwards; runner's env files suppressed; with
+  ``keep_dir`` (``berqenas --keep-artifacts DIR``) the run's events are written too and the whole dir is copied
+  to a new 0700 directory under DIR first (files 0600), for debugging;
 - ``quiet=True``: Ansible's own output never reaches stdout (kept clean for ``--json``);
 - the environment is an allow-list (runner copies os.environ into the child and into its artifacts'
   ``command`` file, so only what is listed here may exist while the run is prepared);
@@ -17,6 +19,8 @@ import contextlib
 import os
 import shutil
 import signal
+import stat
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -75,6 +79,7 @@ class RunResult:
     changed: int = 0
     stats: dict = field(default_factory=dict)
     diffs: list[dict] = field(default_factory=list)
+    kept: str | None = None  # the copy of the private data dir (run_playbook's keep_dir), when one was made
 
     @property
     def answer(self) -> dict:
@@ -216,11 +221,43 @@ def _kill_workers() -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+def keep_private_data_dir(pdd: str, keep_dir: str | Path, playbook: Path) -> str:
+    """Copy the private data dir PDD (extra vars file, artifacts/ID/{command,stdout,status,rc,job_events/}) into a
+    new directory ``KEEP_DIR/<UTC time>-<playbook>-<random>``: KEEP_DIR is made 0700 when missing, the copy's
+    directories are 0700 and its files 0600 from their creation (never wider, not even for a moment); symlinks and
+    special files are not copied. Returns the copy's path."""
+    os.makedirs(keep_dir, mode=0o700, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = tempfile.mkdtemp(prefix=f"{stamp}-{playbook.stem}-", dir=keep_dir)  # 0700
+    for base, dirs, files in os.walk(pdd):
+        rel = os.path.relpath(base, pdd)
+        target = dest if rel == "." else os.path.join(dest, rel)
+        for d in dirs:
+            if not os.path.islink(os.path.join(base, d)):
+                os.mkdir(os.path.join(target, d), 0o700)
+        for name in files:
+            src = os.path.join(base, name)
+            try:
+                fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:  # a symlink, or gone
+                continue
+            with os.fdopen(fd_in, "rb") as fin:
+                if not stat.S_ISREG(os.fstat(fin.fileno()).st_mode):
+                    continue
+                fd_out = os.open(os.path.join(target, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                                 0o600)
+                with os.fdopen(fd_out, "wb") as fout:
+                    shutil.copyfileobj(fin, fout)
+    return dest
+
+
 def run_playbook(playbook: str | Path, *, inventory: str | Path | list | None, extravars: dict | None = None,
                  check: bool = False, diff: bool = False, limit: str | None = None,
                  verbosity: int = 0, timeout: int | None = None, progress: Callable[[str], None] | None = None,
-                 env: dict[str, str] | None = None) -> RunResult:
-    """Run one playbook of the collection; never raises for a failed play (see RunResult)."""
+                 env: dict[str, str] | None = None, keep_dir: str | Path | None = None) -> RunResult:
+    """Run one playbook of the collection; never raises for a failed play (see RunResult). With KEEP_DIR the
+    run's events are written too and its private data dir is copied there (keep_private_data_dir) before it is
+    deleted; ``result.kept`` is the copy's path."""
     import ansible_runner  # imported lazily: keeps `berqenas --help` fast
 
     playbook = Path(playbook) if os.path.isabs(str(playbook)) else paths.playbook(str(playbook))
@@ -235,7 +272,7 @@ def run_playbook(playbook: str | Path, *, inventory: str | Path | list | None, e
             line = progress_line(event)
             if line:
                 progress(line)
-        return False  # do not keep the event on disk
+        return keep_dir is not None  # events reach the disk only when the run is kept
 
     def on_sigint(signum, frame):
         cancelled["flag"] = True
@@ -278,7 +315,14 @@ def run_playbook(playbook: str | Path, *, inventory: str | Path | list | None, e
     finally:
         _ACTIVE.remove(cancelled)
         signal.signal(signal.SIGINT, previous)
-        shutil.rmtree(pdd, ignore_errors=True)
+        try:
+            if keep_dir is not None:
+                result.kept = keep_private_data_dir(pdd, keep_dir, playbook)
+                print(f"runner files of {playbook.name} kept in {result.kept}", file=sys.stderr)
+        except OSError as exc:  # the run's own outcome stands; the operator learns why nothing was kept
+            print(f"could not keep the runner files of {playbook.name} in {keep_dir}: {exc}", file=sys.stderr)
+        finally:
+            shutil.rmtree(pdd, ignore_errors=True)
     return result
 
 

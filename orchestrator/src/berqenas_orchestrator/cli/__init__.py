@@ -32,9 +32,14 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
               help="File (0600) holding the controller's OAuth2 token.")
 @click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path), envvar="BERQENAS_API_KEY_FILE",
               help="Read the API key from this file (mode 0600) [env BERQENAS_API_KEY_FILE; else BERQENAS_API_KEY].")
+@click.option("--keep-artifacts", "keep_artifacts", metavar="DIR", envvar="BERQENAS_KEEP_ARTIFACTS",
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Debugging: copy each playbook run's ansible-runner files (extra vars, command, stdout, job events) "
+                   "into a new 0700 directory under DIR (files 0600) [env BERQENAS_KEEP_ARTIFACTS].")
 @click.version_option(package_name="berqenas-orchestrator", prog_name="berqenas")
 @click.pass_context
-def root(ctx, home, inventory, verbose, timeout, controller_url, controller_token_file, api_key_file):
+def root(ctx, home, inventory, verbose, timeout, controller_url, controller_token_file, api_key_file,
+         keep_artifacts):
     """berqenas: multi-tenant PostgreSQL, VPN, gateway and sync, reconciled by Ansible.
 
     Every command needs an API key (BERQENAS_API_KEY, or --api-key-file); a new install starts
@@ -47,7 +52,7 @@ def root(ctx, home, inventory, verbose, timeout, controller_url, controller_toke
     except controller.ControllerError as exc:
         raise click.UsageError(str(exc)) from None
     ctx.obj = App(home=home, inventory=inventory.resolve() if inventory else None, verbose=verbose, timeout=timeout,
-                  controller=ctrl)
+                  controller=ctrl, keep_artifacts=keep_artifacts.expanduser().resolve() if keep_artifacts else None)
     ctx.obj.api_key_file = api_key_file
     _CURRENT["app"] = ctx.obj
     if "inv" in _CURRENT:
