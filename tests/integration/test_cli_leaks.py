@@ -1,16 +1,24 @@
 """Nothing leaks: the CLI runs with known secrets (tenant passwords, a remote database password, API keys, the
-vault password, WireGuard private keys of the hub and of a peer, the Hasura admin secret, JWT signing keys) and
-none of them appears in stdout/stderr (except where a command exists to print one), runner files (the private
-data dirs in the CLI's TMPDIR, sampled while they exist: command, env/, extravars, artifacts, stdout), the audit
-log, any file under the instance, the CLI's TMPDIR or ~/.ansible (outside the 0600 files that are meant to hold
-it), or the argv and environment of any process while the commands run (sampled from /proc).
+vault password, WireGuard private keys of the hub and of a peer, the peer's QR codes, the Hasura admin secret, JWT
+signing keys) and none of them appears in stdout/stderr (except where a command exists to print one), runner files
+(the private data dirs in the CLI's TMPDIR, sampled while they exist, and every file of every run read whole from
+the copies `--keep-artifacts` makes: extra vars, command with its env, stdout, job events; plain and base64), the
+audit log, any file under the instance, the CLI's TMPDIR or ~/.ansible (outside the 0600 files that are meant to
+hold it), or the argv and environment of any process while the commands run (sampled from /proc).
+
+The vault password reaches ansible-runner as a file's path only (ANSIBLE_VAULT_PASSWORD_FILE in each kept
+run's command env), never as its value. QR codes (they encode the peer's private key by design) exist only as 0600
+files in 0700 directories of the instance: the hub's clients/ and the operator's vpn/NAME/.
 
 A secret generated during the run (a WireGuard key, a JWT key) is only known after its command, so every distinct
 /proc and file content the sampler saw is kept and scanned again at the end against every secret."""
 
+import base64
 import json
 import os
+import re
 import shutil
+import socket
 import stat
 import tempfile
 import threading
@@ -93,6 +101,94 @@ class Sampler(threading.Thread):
             return "?"
 
 
+def _forms(value: bytes) -> list[bytes]:
+    """VALUE and its base64 encodings at the three byte alignments (what a slurp or a b64encode would carry),
+    each cut to the characters that VALUE's bytes alone determine."""
+    out = [value]
+    for k in range(3):
+        enc = base64.b64encode(b"\0" * k + value)
+        part = enc[-(-4 * k // 3):4 * (k + len(value)) // 3]
+        if len(part) >= 16:
+            out.append(part)
+    return out
+
+
+def _scan_kept(root: str, known: dict) -> tuple[list, list, int]:
+    """Every file under ROOT (the --keep-artifacts directory) read whole: (hits, wrong modes, files read)."""
+    hits, modes, n = [], [], 0
+    forms = {name: _forms(v) for name, v in known.items()}
+    for base, dirs, files in os.walk(root):
+        for d in dirs:
+            if stat.S_IMODE(os.lstat(os.path.join(base, d)).st_mode) != 0o700:
+                modes.append(os.path.join(base, d))
+        for fn in files:
+            p = os.path.join(base, fn)
+            if stat.S_IMODE(os.lstat(p).st_mode) != 0o600:
+                modes.append(p)
+            with open(p, "rb") as f:
+                data = f.read()
+            n += 1
+            hits.extend((name, p) for name, fs in forms.items() if any(x in data for x in fs))
+    return hits, modes, n
+
+
+# berqenas ARGS in a private mount namespace whose /dev is an overlay of the host's (upper dir: $1) with the
+# capture's socket ($3) bound on /dev/log; the host's /dev submounts (pts, shm, ...: $4...) are bound back in
+SYSLOG_NS = r"""set -e
+up=$1 work=$2 sock=$3 old=$1.old; shift 3
+mkdir "$old"; mount --rbind /dev "$old"
+mount -t overlay overlay -o "lowerdir=/dev,upperdir=$up,workdir=$work" /dev
+while [ "$1" != -- ]; do mount --rbind "$old/$1" "/dev/$1"; shift; done; shift
+umount -l "$old"
+: >/dev/log; mount --bind "$sock" /dev/log
+exec "$@"
+"""
+
+
+class SyslogCapture(threading.Thread):
+    """The journal of the run: there is no journald on a CI box, so this stands in for its /dev/log. Every CLI
+    call runs in its own private mount namespace (SYSLOG_NS) whose /dev/log is this socket; everything below it
+    inherits that, the local network host's anchor too (its namespaces are made from the `local up` call's), so
+    each syslog(3) message of the run arrives here: Ansible modules log every invocation (their arguments, no_log
+    ones masked) on the controller and on the hub. Nothing on the host's /dev changes."""
+
+    def __init__(self, base: str):
+        super().__init__(daemon=True)
+        self.base, self.messages, self.calls = base, [], 0
+        os.makedirs(base, mode=0o700)
+        self.path = os.path.join(base, "log.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        os.chmod(self.path, 0o666)  # every user's messages (the base dir itself stays 0700)
+        self.sock.settimeout(0.2)
+        self.stop_flag = threading.Event()
+        with open("/proc/self/mountinfo") as f:  # the host's mounts below /dev (fields: id parent maj:min root PATH)
+            self.submounts = sorted({ln.split()[4][5:] for ln in f if ln.split()[4].startswith("/dev/")})
+
+    def prefix(self) -> list[str]:
+        self.calls += 1
+        up, work = (os.path.join(self.base, f"{n}{self.calls}") for n in ("up", "work"))
+        os.mkdir(up)
+        os.chmod(up, 0o755)  # the overlay's root takes the upper dir's mode: /dev must stay traversable
+        os.mkdir(work, 0o700)
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", SYSLOG_NS, "sh", up, work, self.path,
+                *self.submounts, "--"]
+
+    def run(self):
+        while not self.stop_flag.is_set():
+            try:
+                self.messages.append(self.sock.recv(1 << 16))
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def close(self):
+        self.stop_flag.set()
+        self.join(timeout=30)
+        self.sock.close()
+
+
 def _wg_keys(text: str) -> list[bytes]:
     return [ln.split("=", 1)[1].strip().encode() for ln in text.splitlines() if ln.startswith("PrivateKey")]
 
@@ -104,9 +200,11 @@ def test_no_secret_leaks(test_home, ansible_env, tds_emulator, pg_cluster, hasur
     src.execute("INSERT INTO dbo.Orders (id, note) VALUES (1, N'one')")
     home = os.path.join(test_home, "leaks")
     tmpdir = tempfile.mkdtemp(prefix="bq-leaks-tmp-")  # the CLI's TMPDIR: runner private data dirs are made here
-    env = dict(ansible_env, TMPDIR=tmpdir)
+    kept = os.path.join(tmp_path, "kept")  # --keep-artifacts: every run's runner files, read whole at the end
+    env = dict(ansible_env, TMPDIR=tmpdir, BERQENAS_KEEP_ARTIFACTS=kept)
     env.pop(apikeys.ENV_KEY, None)
-    cli = Cli(env, home)
+    journal = SyslogCapture(os.path.join(tmp_path, "syslog"))
+    cli = Cli(env, home, prefix=journal.prefix)
     sampler = Sampler([home, tmpdir, os.path.join(test_home, ".ansible")])
     known = sampler.secrets
     known["admin api key"] = apikeys.read_key_file(env[apikeys.ENV_KEY_FILE]).encode()
@@ -122,6 +220,7 @@ def test_no_secret_leaks(test_home, ansible_env, tds_emulator, pg_cluster, hasur
         return r
 
     sampler.start()
+    journal.start()
     try:
         run("local", "up", "--json")  # with the local WireGuard + gateway host (a network namespace)
         run("tenant", "create", "acme", "--json")
@@ -140,9 +239,14 @@ def test_no_secret_leaks(test_home, ansible_env, tds_emulator, pg_cluster, hasur
         known["vault password"] = open(vault_pass, "rb").read().strip()
         # WireGuard: the peer's private key is generated on the hub and fetched into a 0600 client config; no
         # command prints it (`vpn peer add` prints the config's path), so no stream is excused for it
-        peer = run("vpn", "peer", "add", "laptop1", "--tenant", "acme", "--json").json
+        peer = run("vpn", "peer", "add", "laptop1", "--tenant", "acme", "--qr", "--json").json
         with open(peer["config_file"]) as f:
             (known["wireguard peer private key"],) = _wg_keys(f.read())
+        # its QR codes encode that key: their bytes are secrets too (found wherever a copy lands, decode-free)
+        qr_txt = os.path.join(os.path.dirname(peer["qr_file"]), "laptop1.qr.txt")
+        for what, path in (("png", peer["qr_file"]), ("text", qr_txt)):
+            with open(path, "rb") as f:
+                known[f"wireguard peer qr {what}"] = f.read()
         with open(os.path.join(home, "network", "etc", "wireguard", "wg0.conf")) as f:  # the hub's /etc (overlay)
             (known["wireguard hub private key"],) = _wg_keys(f.read())
         # Hasura: the admin secret is vaulted in the inventory and reaches the engine (the double) in a playbook
@@ -183,9 +287,11 @@ def test_no_secret_leaks(test_home, ansible_env, tds_emulator, pg_cluster, hasur
         sampler.join(timeout=30)
     try:
         assert sampler.samples > 20, sampler.samples
-        assert len(known) == 11
+        assert len(known) == 13
         sampler.rescan()
         leaks = list(sampler.hits)
+        journal_hits = _check_journal(journal, known)
+        kept_hits, kept_modes, kept_files = _scan_kept(kept, known)
         for args, r, allowed in outputs:
             for name, value in known.items():
                 if value in r.stderr.encode():
@@ -205,12 +311,15 @@ def test_no_secret_leaks(test_home, ansible_env, tds_emulator, pg_cluster, hasur
                    "acme ro password": {os.path.join(home, "credentials", "acme.json")},
                    "jwt hs256 secret": {jwt_env}}  # HASURA_GRAPHQL_JWT_SECRET(S) for the engine: its purpose
         holders["wireguard peer private key"] = {peer["config_file"]}
+        holders["wireguard peer qr png"] = {peer["qr_file"]}
+        holders["wireguard peer qr text"] = {qr_txt}
         # the hub's own /etc (the namespace's overlay): wg0.conf, server.key, state.json, clients/, and the
         # temporary 0600 files of their atomic writes and of `wg syncconf`, gone by the end (so not stat-able):
         # a copy there with a wider mode is reported as "PATH (mode 0o6..)", never excused
         hub_dirs = {os.path.join(home, "network", "etc", "wireguard"),
                     os.path.join(home, "network", "etc", "berqenas", "wireguard", "wg0"),
                     os.path.join(home, "network", "etc", "berqenas", "wireguard", "wg0", "clients")}
+        ansible_tmp = os.path.join(test_home, ".ansible", "tmp") + os.sep
         bad = []
         for name, where in leaks:
             if where in holders.get(name, set()) and stat.S_IMODE(os.stat(where).st_mode) == 0o600:
@@ -219,6 +328,11 @@ def test_no_secret_leaks(test_home, ansible_env, tds_emulator, pg_cluster, hasur
                 bad.append((name, where))
                 continue
             if name.startswith("wireguard ") and os.path.dirname(where) in hub_dirs:
+                continue
+            # Ansible's own module payloads (AnsiballZ, the module's arguments inside) while a task runs: a 0600
+            # temporary in its 0700 ansible-local-* dir, copied to a 0700 ansible-tmp-* dir, both removed when the
+            # task ends (a wider mode is reported as "PATH (mode ..)" above, never excused)
+            if where.startswith((ansible_tmp + "ansible-local-", ansible_tmp + "ansible-tmp-")):
                 continue
             # a file gone by the end beside a holder: its atomic write's temporary (acme.json.tmp,
             # hasura-jwt.env.tmp, made 0600); a wider mode would be reported as "PATH (mode ..)", never excused
@@ -232,14 +346,79 @@ def test_no_secret_leaks(test_home, ansible_env, tds_emulator, pg_cluster, hasur
                 continue
             bad.append((name, where))
         assert sorted(set(bad)) == [], f"secrets found: {sorted(set(bad))}"
+        assert sorted(set(kept_hits)) == [], f"secrets in kept runner files: {sorted(set(kept_hits))}"
+        assert journal_hits == [], f"secrets in the journal (syslog): {journal_hits}"
+        assert kept_modes == [], f"kept runner files wider than 0700/0600: {kept_modes}"
+        _check_kept_runs(kept, vault_pass)
+        _check_qr_files(home, peer, qr_txt, sampler)
         # and the holders really hold them (so the scan could find them)
         assert ("vault password", vault_pass) in leaks
         assert ("acme app password", os.path.join(home, "credentials", "acme.json")) in leaks
         assert ("wireguard peer private key", peer["config_file"]) in leaks
         assert ("wireguard hub private key", os.path.join(home, "network", "etc", "wireguard", "wg0.conf")) in leaks
         assert ("jwt hs256 secret", jwt_env) in leaks
+        assert ("wireguard peer qr png", peer["qr_file"]) in leaks and ("wireguard peer qr text", qr_txt) in leaks
+        hub_clients = os.path.join(home, "network", "etc", "berqenas", "wireguard", "wg0", "clients")
+        assert ("wireguard peer qr png", os.path.join(hub_clients, "laptop1.png")) in leaks
         assert os.listdir(tmpdir) == [] or all(not n.startswith("berqenas-run-") for n in os.listdir(tmpdir))
     finally:
         cli("local", "down", "--purge", check=False)
+        journal.close()
         server.drop_database(src)
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _check_kept_runs(kept: str, vault_pass: str) -> None:
+    """The kept copies are whole runs (so the scan above read what runner wrote): each has its command, stdout and
+    job events; the vault password reached every run that needed it as ANSIBLE_VAULT_PASSWORD_FILE, a path."""
+    # in the order the runs ended (each copy is made and filled when its run ends; names have a 1 s resolution)
+    runs = sorted(os.listdir(kept), key=lambda r: os.stat(os.path.join(kept, r)).st_mtime_ns)
+    stems = {r.split("-")[1] for r in runs}  # <UTC time>-<playbook>-<random>
+    assert {"local_up", "tenant_create", "tenant_show", "vpn_apply", "vpn_peer_config", "hasura_status",
+            "remotedb_test", "sync_run", "sync_status", "tenant_list"} <= stems, runs
+    vaulted = {}
+    for run_dir in runs:
+        (ident,) = os.listdir(os.path.join(kept, run_dir, "artifacts"))
+        art = os.path.join(kept, run_dir, "artifacts", ident)
+        events = [e for e in os.listdir(os.path.join(art, "job_events")) if e.endswith(".json")]
+        assert events and not any(e.endswith("-partial.json") for e in events), (run_dir, events)
+        assert os.path.getsize(os.path.join(art, "stdout")) > 0, run_dir
+        with open(os.path.join(art, "command")) as f:
+            command = json.load(f)
+        assert "ansible-playbook" in command["command"][0], command["command"]
+        vaulted[run_dir] = command["env"].get("ANSIBLE_VAULT_PASSWORD_FILE") == vault_pass
+    # the vault is made on first need (`remotedb add`); from then on every run is handed the password file's path,
+    # the runs that decrypt (Hasura's admin secret, the remote password) too
+    first = [vaulted[r] for r in runs].index(True)
+    assert all(vaulted[r] for r in runs[first:]), vaulted
+    assert all(v for r, v in vaulted.items() if r.split("-")[1] in ("hasura_status", "remotedb_test", "sync_run"))
+
+
+def _check_qr_files(home: str, peer: dict, qr_txt: str, sampler) -> None:
+    """QR codes exist only as 0600 files in 0700 directories of the instance (the hub's clients/ and vpn/NAME/):
+    a copy of their bytes anywhere else the sampler looked would have been a hit above; here the modes, and no
+    PNG or .qr.txt file ever seen outside the instance."""
+    hub_clients = os.path.join(home, "network", "etc", "berqenas", "wireguard", "wg0", "clients")
+    for path in (peer["qr_file"], qr_txt, os.path.join(hub_clients, "laptop1.png"),
+                 os.path.join(hub_clients, "laptop1.qr.txt")):
+        assert path.startswith(home + os.sep), path
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, (path, oct(os.stat(path).st_mode))
+        assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700, path
+    with open(peer["qr_file"], "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    outside = sorted({w for data, wheres in sampler.seen.items() for w in wheres
+                      if not w.startswith(("/proc/", home + os.sep))
+                      and (data.startswith(b"\x89PNG") or w.endswith((".png", ".qr.txt")))})
+    assert outside == [], f"QR files outside the instance: {outside}"
+
+
+def _check_journal(journal: SyslogCapture, known: dict) -> list:
+    """The secrets (plain and base64) in the run's syslog messages; and the capture really heard the run: module
+    invocations logged on the controller (the tenant, remote database and Hasura modules, which take secrets) and
+    on the hub (wireguard_server, in the anchor's namespaces)."""
+    modules = {m.decode() for m in re.findall(rb"ansible-([\w.]+): Invoked", b"\n".join(journal.messages))}
+    # these take secrets (remote password, admin secret) as no_log arguments: logged masked, so no hit
+    assert {"berqenas.platform.wireguard_server", "berqenas.platform.postgres_tenants", "berqenas.platform.mssql_ping",
+            "berqenas.platform.hasura_table_info"} <= modules, (modules, len(journal.messages))
+    return sorted({(name, f"syslog message {i}") for name, v in known.items() for i, m in enumerate(journal.messages)
+                   if any(x in m for x in _forms(v))})

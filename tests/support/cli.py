@@ -36,13 +36,14 @@ def session_key_env(test_home: str) -> dict:
 
 
 class Cli:
-    def __init__(self, env: dict, home: str):
+    def __init__(self, env: dict, home: str, prefix=None):
         self.env = dict(env, BERQENAS_HOME=home)
         self.home = home
+        self.prefix = prefix or (lambda: [])  # a callable giving argv to run berqenas under (a namespace wrapper)
 
     def __call__(self, *args, check=True, timeout=600, input=None) -> CliResult:
-        proc = subprocess.run([os.path.join(VENV_BIN, "berqenas"), *args], env=self.env, capture_output=True,
-                              text=True, timeout=timeout, input=input, cwd="/")
+        proc = subprocess.run([*self.prefix(), os.path.join(VENV_BIN, "berqenas"), *args], env=self.env,
+                              capture_output=True, text=True, timeout=timeout, input=input, cwd="/")
         res = CliResult(proc.returncode, proc.stdout, proc.stderr)
         if check and proc.returncode != 0:
             raise AssertionError(f"berqenas {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
