@@ -307,7 +307,12 @@ def sqlserver_error_number(exc):
 
 
 def remotedb_check(name, tenant, make_source, ping):
-    """Connect and run one query (mssql_sync.ping: login, then the server version)."""
+    """Connect and run one query (mssql_sync.ping: login, then the server version). ``make_source`` None: the run
+    knows no password for it (an AWX job's credential holds one remote database's), reported, never tried."""
+    if make_source is None:
+        return result("remotedb", name, False, "no_password", "no password in this run (a vaulted "
+                      "berqenas_remotedb_passwords entry or the remote database's password_file)",
+                      metrics={"tenant": tenant})
     source = make_source()
     try:
         v = ping(source)

@@ -150,9 +150,11 @@ options:
         type: str
         required: true
       password:
-        description: Password.
+        description:
+          - Password.
+          - Unset (null) when the run knows none (an AWX job whose credential holds another remote database's
+            password). The check then reports C(no_password) and does not try to log in.
         type: str
-        required: true
       database:
         description: Database.
         type: str
@@ -341,7 +343,7 @@ def _remotedb_probes(module, dbs, timeout):
         def make(db=db):
             return _source(db, timeout)
         probes.append(H.Probe("remotedb", db["name"], lambda db=db, make=make: H.remotedb_check(
-            db["name"], db["tenant"], make, S.ping), timeout))
+            db["name"], db["tenant"], make if db["password"] is not None else None, S.ping), timeout))
     return probes
 
 
@@ -366,7 +368,7 @@ def _sync_probes(module, pg, sync, dbs, timeout):
             try:
                 for s in states:
                     db = by_name.get(s["job"])
-                    if db is None:
+                    if db is None or db["password"] is None:
                         continue
                     if s["job"] not in sources:
                         sources[s["job"]] = _source(db, timeout)
@@ -427,7 +429,7 @@ def main():
                 host=dict(type="str", required=True),
                 port=dict(type="int", default=1433),
                 user=dict(type="str", required=True),
-                password=dict(type="str", required=True, no_log=True),
+                password=dict(type="str", no_log=True),
                 database=dict(type="str", required=True),
                 tds_version=dict(type="str", default="7.4"),
             )),

@@ -10,6 +10,7 @@ import secrets
 import subprocess
 import time
 
+import psycopg
 import pytest
 from psycopg import sql
 
@@ -278,3 +279,138 @@ def test_sync_templates_run_with_the_sql_server_credential_only(awx, configured,
     assert unknown.rc == 1 and "nosuchdb" in unknown.json["error"], (unknown.stdout, unknown.stderr)
     events = json.dumps([awx[0].events[j] for j in awx[0].events])
     assert p["password"] not in events
+
+
+def _credential(awx, name):
+    (cred,) = [c for c in _api(awx, "GET", "/api/v2/credentials/")[1]["results"] if c["name"] == name]
+    return cred
+
+
+@pytest.mark.hasura
+@pytest.mark.health
+def test_tenant_hasura_and_health_templates_run_as_awx_jobs(awx, configured, pg_cluster, hasura):
+    """tenant list, hasura mirror, hasura status, health and tenant delete launched as AWX jobs against the session
+    PostgreSQL and the Hasura double: each job's effect, and its result."""
+    from ansible_collections.berqenas.platform.plugins.module_utils import tenants as T
+
+    db, root = awx[3], awx[4]
+    gv = root / "inventory" / "group_vars" / "all"
+    (gv / "hasura.yml").write_text(json.dumps({"berqenas_hasura_url": hasura.url}))
+    status, _ = _api(awx, "PATCH", _credential(awx, "berqenas Hasura admin secret")["url"],
+                     {"inputs": {"admin_secret": hasura.double.admin_secret}})
+    assert status == 200
+    try:
+        # the tenant, made by the reconciler the tenant create job runs (that job is tested above)
+        store = T.CredentialStore(str(root / "credentials"))
+        with pg_cluster.connect(db) as conn:
+            T.reconcile(conn, [T.TenantSpec("awxhx")], db, store)
+        app = store.load("awxhx")["app"]
+        dsn = "postgresql://%s:%s@127.0.0.1:%d/%s" % (app["user"], app["password"], pg_cluster.port, db)
+        hasura.double.environment["BERQENAS_AWXHX_DATABASE_URL"] = dsn  # the engine's own environment
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as c:
+            c.execute("CREATE TABLE awxhx.orders (id int PRIMARY KEY, total numeric)")
+
+        # tenant list: the live state of each tenant the controller's inventory lists (one never created)
+        (gv / "tenants.yml").write_text(json.dumps({"berqenas_tenants": [{"name": "awxhx"}, {"name": "awxnotyet"}]}))
+        job, failures = _launch(awx, "berqenas tenant list", {})
+        assert job["status"] == "successful", failures
+        listed = {t["name"]: t["state"] for t in job["artifacts"]["berqenas_result"]["tenants"]}
+        assert listed == {"awxhx": "ok", "awxnotyet": "missing"}, job["artifacts"]
+
+        # hasura mirror: the tenant's source and table tracked in the engine, the secret from the credential only
+        job, failures = _launch(awx, "berqenas hasura mirror", {"berqenas_tenant": "awxhx"})
+        assert job["status"] == "successful", failures
+        assert job["artifacts"]["berqenas_result"]["tracked"] == ["awxhx.orders"], job["artifacts"]
+        (src,) = [s for s in hasura.double.metadata["sources"] if s["name"] == "awxhx"]
+        assert src["configuration"]["connection_info"]["database_url"] == {"from_env": "BERQENAS_AWXHX_DATABASE_URL"}
+        assert [(t["table"]["schema"], t["table"]["name"], [p["role"] for p in t.get("select_permissions", [])])
+                for t in src["tables"]] == [("awxhx", "orders", ["awxhx_user"])], src["tables"]
+        job, failures = _launch(awx, "berqenas hasura status", {})
+        assert job["status"] == "successful", failures
+        st = job["artifacts"]["berqenas_result"]
+        assert st["is_consistent"] is True and st["inconsistent_objects"] == [], st
+        (seen,) = [s for s in st["sources"] if s["name"] == "awxhx"]
+        assert "orders" in json.dumps(seen), seen
+
+        # health: the job succeeds and carries every check's verdict; a remote database whose password the job
+        # has no credential for is reported, not tried (it failed the whole job before)
+        (gv / "zz_remotedbs.yml").write_text(json.dumps({"berqenas_remotedbs": [
+            {"name": "awxnopw", "tenant": "awxhx", "host": "127.0.0.1", "port": 9, "user": "u", "database": "d"}]}))
+        job, failures = _launch(awx, "berqenas health", {"berqenas_health_timeout": 5})
+        (gv / "zz_remotedbs.yml").unlink()
+        assert job["status"] == "successful", failures
+        checks = {(c["kind"], c["name"]): c for c in job["artifacts"]["berqenas_result"]["hosts"]["dbhost"]["database"]}
+        assert checks[("postgres", "server")]["healthy"] is True, checks
+        assert checks[("postgres", "tenant/awxhx")]["healthy"] is True, checks
+        assert (checks[("postgres", "tenant/awxnotyet")]["healthy"], checks[("postgres", "tenant/awxnotyet")]["status"]
+                ) == (False, "missing"), checks
+        assert (checks[("remotedb", "awxnopw")]["healthy"], checks[("remotedb", "awxnopw")]["status"]) == (
+            False, "no_password"), checks
+        # the Hasura check reads the metadata with the credential's admin secret
+        assert (checks[("hasura", "engine")]["healthy"], checks[("hasura", "engine")]["status"]) == (True, "ok"), checks
+
+        # tenant delete (dumped first, the survey's default): gone from the catalog, its roles too
+        job, failures = _launch(awx, "berqenas tenant delete", {"berqenas_tenant": "awxhx", "berqenas_confirm": "true"})
+        assert job["status"] == "successful", failures
+        (gone,) = job["artifacts"]["berqenas_result"]["tenants"]
+        assert (gone["name"], gone["status"]) == ("awxhx", "deleted"), gone
+        assert "awxhx" not in _schemas(pg_cluster, db)
+        with pg_cluster.connect() as c:
+            left = c.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'awxhx%'").fetchall()
+        assert left == [], left
+        assert any(f.startswith("awxhx") for f in os.listdir(root / "backups")), os.listdir(root / "backups")
+        events = json.dumps([awx[0].events[j] for j in awx[0].events])
+        assert hasura.double.admin_secret not in events and awx[2] not in events
+    finally:
+        for f in ("tenants.yml", "hasura.yml", "zz_remotedbs.yml"):
+            (gv / f).unlink(missing_ok=True)
+
+
+@pytest.mark.vpn
+@pytest.mark.gateway
+def test_vpn_and_gateway_answers_breaking_the_rules_fail_before_anything_is_touched(tmp_path, ansible_env):
+    """No machine: a VPN hub that is this host over a local connection (only the read-only status template runs on
+    it) and a gateway no module can run on (no Python there): a bad answer is refused by AWX's survey, by the
+    playbook's argument spec or by the module's own rule, with a clear message, before anything is read or
+    changed. (A template in an answer stays text: test_survey_and_argument_spec_refuse_bad_answers_...)"""
+    from tests.support.awx_double import TemplateJobs
+
+    inv = tmp_path / "inventory"
+    (inv / "group_vars" / "all").mkdir(parents=True)
+    (inv / "hosts.yml").write_text(json.dumps({"all": {"children": {
+        "wireguard": {"hosts": {"hub": {"ansible_connection": "local",
+                                        "ansible_python_interpreter": os.path.join(VENV_BIN, "python")}}},
+        "berqenas_gateway": {"hosts": {"gw": {"ansible_connection": "local",
+                                              "ansible_python_interpreter": "/nonexistent/python3"}}}}}}))
+    # the gateway's peers given: gateway_peers.yml reads nothing on the hub
+    (inv / "group_vars" / "all" / "gateway.yml").write_text(json.dumps({"gateway_vpn_peers": [],
+                                                                       "berqenas_exposures": []}))
+    names = ("berqenas vpn status", "berqenas gateway apply")
+    jobs = TemplateJobs(tmp_path, inv, names, ansible_env, timeout=180)
+    try:
+        def failed(name, answers, want):
+            job, fails = jobs.launch(name, answers)
+            assert job["status"] == "failed" and any(want in str(m) for m in fails), (job["job_explanation"], fails)
+            return job, jobs.double.events[job["id"]]
+
+        # VPN: an interface name the survey's length allows and the rule does not: refused before anything is read
+        _, events = failed("berqenas vpn status", {"berqenas_vpn_interface": "wg0;id"}, "invalid interface 'wg0;id'")
+        assert [e["event_data"]["task"] for e in events if e["event"] == "runner_on_ok"] == ["Validate the inputs"]
+
+        # gateway: AWX's survey refuses a state it does not offer, and no job starts
+        n = len(jobs.double.jobs)
+        status, body = jobs.api("POST", f"/api/v2/job_templates/{jobs.ids['berqenas gateway apply']}/launch/",
+                                {"extra_vars": {"berqenas_gateway_state": "destroy"}})
+        assert status == 400 and "destroy" in json.dumps(body["variables_needed_to_start"]), body
+        assert len(jobs.double.jobs) == n
+        # the same answer on a template whose survey an operator turned off (prompting for variables instead):
+        # the playbook's argument spec refuses it, and no module ran on the gateway
+        status, _ = jobs.api("PATCH", f"/api/v2/job_templates/{jobs.ids['berqenas gateway apply']}/",
+                             {"survey_enabled": False, "ask_variables_on_launch": True})
+        assert status == 200
+        _, events = failed("berqenas gateway apply", {"berqenas_gateway_state": "destroy"},
+                           "berqenas_gateway_state must be one of: present, absent")
+        on_gw = {e["event_data"]["task"] for e in events if e["event_data"].get("host") == "gw"}
+        assert on_gw == {"Validate the inputs"}, events
+    finally:
+        jobs.close()

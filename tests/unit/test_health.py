@@ -136,6 +136,15 @@ def test_sqlserver_error_number_through_the_sync_error():
         assert H.sqlserver_error_number(e) == 18456
 
 
+def test_a_remote_database_without_a_password_is_reported_not_tried():
+    def ping(source):
+        raise AssertionError("no login may be tried without a password")
+
+    r = H.remotedb_check("erp", "acme", None, ping)
+    assert (r["healthy"], r["status"], r["metrics"]) == (False, "no_password", {"tenant": "acme"})
+    assert "password_file" in r["detail"]
+
+
 def _checks(n):
     return [{"kind": "wireguard", "host": "hub", "name": "wg0/peer/p%d" % i, "healthy": i % 2 == 0,
              "status": "ok" if i % 2 == 0 else "stale", "since": None if i % 2 == 0 else "2026-12-02T10:00:00Z",
