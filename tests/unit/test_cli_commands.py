@@ -200,9 +200,10 @@ def test_tenant_list_and_show(cli):
 # ---------------------------------------------------------------------------------------------- vpn
 
 def _vpn_answers(cli, name="laptop1"):
+    # vpn_apply.yml imports vpn_peer_config.yml when berqenas_vpn_peer is given: one run publishes both answers
     cli.fake.answers["vpn_apply.yml"] = {"peers": [
-        {"name": name, "tenant": "acme", "addresses": ["198.51.100.2/32"], "key_source": "generated"}]}
-    cli.fake.answers["vpn_peer_config.yml"] = {"files": [f"{name}.conf", f"{name}.png"]}
+        {"name": name, "tenant": "acme", "addresses": ["198.51.100.2/32"], "key_source": "generated"}],
+        "peer": name, "files": [f"{name}.conf", f"{name}.png"]}
 
 
 def test_vpn_peer_add_json_state_and_fetch(cli):
@@ -214,10 +215,11 @@ def test_vpn_peer_add_json_state_and_fetch(cli):
     dest = str(cli.tmp / "home" / "vpn" / "laptop1")
     assert res.json == {"name": "laptop1", "tenant": "acme", "addresses": ["198.51.100.2/32"],
                         "config_file": f"{dest}/laptop1.conf", "qr_file": None}
-    assert cli.fake.playbooks == ["vpn_apply.yml", "vpn_peer_config.yml"]
+    assert cli.fake.playbooks == ["vpn_apply.yml"]  # the client config is fetched in the same run
     assert cli.fake.calls[0]["state"]["vpn.yml"]["berqenas_vpn_peers"] == [
         {"name": "laptop1", "tenant": "acme", "expires": "2026-12-31T00:00:00Z"}]
-    assert cli.fake.calls[1]["extravars"]["berqenas_vpn_dest"] == dest
+    assert cli.fake.calls[0]["extravars"]["berqenas_vpn_peer"] == "laptop1"
+    assert cli.fake.calls[0]["extravars"]["berqenas_vpn_dest"] == dest
 
 
 @pytest.mark.parametrize("args,msg,code", [
@@ -253,6 +255,7 @@ def test_vpn_peer_add_failed_apply_restores_state(cli):
     assert res.json["error"].endswith("(desired state restored)") and res.json["status"] == "failed"
     assert cli.fake.calls[0]["state"]["vpn.yml"]["berqenas_vpn_peers"][0]["public_key"] == KEY_B
     assert state(cli, "vpn.yml") == before and cli.fake.playbooks == ["vpn_apply.yml"]
+    assert not (cli.tmp / "home" / "vpn" / "laptop1").exists()  # no empty client-config directory left
 
 
 def test_vpn_peer_remove(cli):

@@ -4,11 +4,13 @@ Desired state: ``berqenas_vpn_peers`` in group_vars/all/vpn.yml (dicts with name
 public_key, expires). Every input is validated with the collection's own rules (module_utils.validation) before
 it is written; playbooks/vpn_apply.yml then reconciles the WireGuard host (hitless ``wg syncconf``). Keys are
 generated on the WireGuard host and stay there; ``peer add`` fetches the peer's client config (0600) into
-$BERQENAS_HOME/vpn/NAME/ with playbooks/vpn_peer_config.yml. No private key is ever printed.
+$BERQENAS_HOME/vpn/NAME/ with playbooks/vpn_peer_config.yml (imported by vpn_apply.yml in the same run on the
+CLI's own runner). No private key is ever printed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
@@ -27,21 +29,33 @@ def _local_dir(app: App, name: str) -> str:
     return os.path.join(str(app.home), "vpn", name)
 
 
-def _fetch(app: App, name: str) -> dict:
-    """Client config (and QR files) of NAME from the WireGuard host into $BERQENAS_HOME/vpn/NAME/ (0700/0600)."""
+def _dest(app: App, name: str) -> str:
+    """$BERQENAS_HOME/vpn/NAME/ (0700): where NAME's client config (and QR files) land, 0600."""
     dest = _local_dir(app, name)
     os.makedirs(dest, mode=0o700, exist_ok=True)
     os.chmod(dest, 0o700)
+    return dest
+
+
+def _run_private(app: App, playbook: str, extravars: dict, quiet: bool = False):
     # ansible's fetch writes with the umask and the playbook chmods 0600 afterwards: under umask 077 the client's
     # private key is never in a 0644 file, not even for that moment (tests/integration/test_cli_leaks.py)
     previous = os.umask(0o077)
     try:
-        res = app.run_or_fail("vpn_peer_config.yml", {"berqenas_vpn_peer": name, "berqenas_vpn_dest": dest},
-                              quiet=True)
+        return app.run_or_fail(playbook, extravars, quiet=quiet)
     finally:
         os.umask(previous)
-    files = res.answer.get("files", [])
-    return {f: os.path.join(dest, f) for f in files}
+
+
+def _files(app: App, name: str, result) -> dict:
+    return {f: os.path.join(_local_dir(app, name), f) for f in result.answer.get("files", [])}
+
+
+def _fetch(app: App, name: str) -> dict:
+    """Client config (and QR files) of NAME from the WireGuard host into $BERQENAS_HOME/vpn/NAME/ (0700/0600)."""
+    res = _run_private(app, "vpn_peer_config.yml", {"berqenas_vpn_peer": name, "berqenas_vpn_dest": _dest(app, name)},
+                       quiet=True)
+    return _files(app, name, res)
 
 
 def _published(result) -> list[dict]:
@@ -100,14 +114,20 @@ def add(app: App, name: str, tenant: str, public_key: str | None, expires, qr: b
     with app.applying(STATE_FILE):  # a failed apply puts the desired state back as it was
         with app.state.edit(STATE_FILE) as data:
             data[KEY] = [p for p in data.get(KEY, []) if p.get("name") != name] + [entry]
+        # on the CLI's own runner the same run fetches the client config (vpn_apply.yml imports
+        # vpn_peer_config.yml when berqenas_vpn_peer is given): one playbook run instead of two
+        fetch = {"berqenas_vpn_peer": name, "berqenas_vpn_dest": _dest(app, name)} if app.controller is None else {}
         try:
-            result = app.run_or_fail("vpn_apply.yml")
+            result = _run_private(app, "vpn_apply.yml", fetch)
         except CommandError as exc:
+            if fetch:
+                with contextlib.suppress(OSError):  # nothing was fetched: no empty directory left behind
+                    os.rmdir(fetch["berqenas_vpn_dest"])
             raise CommandError(f"vpn peer add {name}: {exc.message}", code=exc.exit_code, details=exc.details) from None
     mine = next((p for p in _published(result) if p.get("name") == name), None)
     if mine is None:
         raise CommandError(f"vpn peer add {name}: the WireGuard host did not publish the peer")
-    files = _fetch(app, name)
+    files = _files(app, name, result) if fetch else _fetch(app, name)
     out = {
         "name": name,
         "tenant": tenant,
