@@ -78,6 +78,8 @@ class Sampler(threading.Thread):
             for d in self.dirs:
                 for base, _, files in os.walk(d):
                     for fn in files:
+                        if fn.endswith(".json") and not fn.endswith("-partial.json") and base.endswith("/job_events"):
+                            continue  # a run's final events: read whole from its --keep-artifacts copy at the end
                         p = os.path.join(base, fn)
                         try:
                             with open(p, "rb") as f:
