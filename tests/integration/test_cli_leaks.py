@@ -376,7 +376,7 @@ def _check_kept_runs(kept: str, vault_pass: str) -> None:
     # in the order the runs ended (each copy is made and filled when its run ends; names have a 1 s resolution)
     runs = sorted(os.listdir(kept), key=lambda r: os.stat(os.path.join(kept, r)).st_mtime_ns)
     stems = {r.split("-")[1] for r in runs}  # <UTC time>-<playbook>-<random>
-    assert {"local_up", "tenant_create", "tenant_show", "vpn_apply", "vpn_peer_config", "hasura_status",
+    assert {"local_up", "tenant_create", "tenant_show", "vpn_apply", "hasura_status",
             "remotedb_test", "sync_run", "sync_status", "tenant_list"} <= stems, runs
     vaulted = {}
     for run_dir in runs:
