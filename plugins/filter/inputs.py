@@ -98,8 +98,10 @@ _LISTS_ONLY = ("tenant_spec", "exposure", "remotedb")
 def valid_input(value, rule, name, *args, **kwargs):
     """True when VALUE (the input NAME) keeps RULE, else fail naming the input and the rule. With each=true, VALUE
     is a list (or a comma-separated string, as a list option takes it) and every element must keep RULE; with
-    empty=true, an empty string is accepted too (the input's "none")."""
+    empty=true, an empty string is accepted too (the input's "none"); WHAT names the value in the rule's message
+    (default NAME), which always names the input."""
     each = kwargs.pop("each", False)
+    what = kwargs.pop("what", name)
     if kwargs.pop("empty", False) and value == "":
         return True
     if kwargs or rule not in RULES:
@@ -109,7 +111,7 @@ def valid_input(value, rule, name, *args, **kwargs):
             raise validation.ValidationError("invalid %s: expected a list" % name)
         values = check_type_list(value) if each else [value]
         for v in values:
-            RULES[rule](v, name, *args)
+            RULES[rule](v, what, *args)
     except (validation.ValidationError, AnsibleFilterError, TypeError) as exc:
         raise AnsibleFilterError(str(exc) if name in str(exc) else "%s: %s" % (name, exc))
     return True
