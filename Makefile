@@ -9,7 +9,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 install:            ## apt packages, .venv, collections (idempotent)
 	bash scripts/install.sh
 
-demo: install       ## the main job on the embedded default: local PostgreSQL, tenants acme + globex, isolation proof
+demo: install       ## the main job on the embedded default: local PostgreSQL + VPN/gateway, tenants acme + globex, isolation and VPN proofs
 	bash scripts/demo.sh
 
 test: install       ## the whole suite, tier by tier, with the time of each

@@ -1,4 +1,5 @@
-"""VPN clients of the local instance, each in a network namespace of its own (used by the `local` tests).
+"""VPN clients of the local instance, each in a network namespace of its own (used by the `local` tests and, as
+`python -m tests.support.local_clients`, by `make demo`).
 
 A client namespace ``bqcl-<pid>-<n>`` gets a veth pair: one end (203.0.113.(10+n)/24) in the client, the other
 enslaved to the local host's bridge ``bqlan0`` inside the instance's namespace. Its WireGuard interface comes
@@ -123,3 +124,84 @@ def sql(client: Client, python: str, port: int, creds: dict, database: str, quer
     res = client.run([python, "-c", probe], input=json.dumps(args), timeout=2 * timeout + 60)
     return json.loads(res.stdout)
 
+
+
+def _berqenas(*args, json_out=True):
+    """The `berqenas` command of this venv (as the demo's user runs it): its JSON answer, or its text shown."""
+    import json
+    import sys
+
+    argv = [sys.executable, "-m", "berqenas_orchestrator", *args] + (["--json"] if json_out else [])
+    res = subprocess.run(argv, check=True, text=True, timeout=900, capture_output=json_out)
+    return json.loads(res.stdout) if json_out else None
+
+
+def main(argv=None):
+    """The VPN + gateway proof of `make demo`: one peer per tenant in its own client namespace, through the gateway.
+
+    The first TENANT=PEER's database is exposed (the demo exposed it), the others are not: the first peer runs
+    SQL on its tenant's database, the others are dropped by the gateway. Then this exposes the others too (`berqenas
+    gateway expose`, printed) and each peer, admitted by the firewall now, tries every other tenant's password:
+    SQLSTATE 28000 from pg_hba. Exit code 1 when anything is not as expected."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description="Print the VPN + gateway proof of the local platform.")
+    ap.add_argument("peers", nargs="+", metavar="TENANT=PEER",
+                    help="e.g. acme=alice globex=bob (the first tenant's database is the exposed one)")
+    ns = ap.parse_args(argv)
+    pairs = [p.split("=", 1) for p in ns.peers]
+    if any(len(p) != 2 for p in pairs):
+        ap.error("each argument is TENANT=PEER")
+    status = _berqenas("local", "status")
+    home = status["home"]
+    creds = {t: _berqenas("tenant", "show", t, "--credentials")["credentials"]["app"] for t, _ in pairs}
+    clients, results = {}, []
+
+    def check(tenant, peer, what, good, text):
+        results.append(good)
+        print(f"{peer + ' (' + tenant + ')':<18} {what:<46} -> {text}{'' if good else ' [UNEXPECTED]'}", flush=True)
+
+    def attempt(tenant, who):
+        return sql(clients[tenant], sys.executable, status["port"], creds[who], status["database"],
+                   "SELECT session_user, host(inet_client_addr())", timeout=5)
+
+    def outcome(res):
+        if res["ok"]:
+            return f"ALLOWED (as {res['rows'][0][0]}, pg sees {res['rows'][0][1]})"
+        if res.get("sqlstate"):
+            return f"DENIED by pg_hba (SQLSTATE {res['sqlstate']})"
+        return f"DROPPED by the gateway ({res['error']})"
+
+    try:
+        for n, (tenant, peer) in enumerate(pairs, start=1):
+            conf = os.path.join(home, "vpn", peer, peer + ".conf")
+            clients[tenant] = Client(home, n, conf)
+            up = clients[tenant].wait_handshake(timeout=90)
+            check(tenant, peer, f"WireGuard handshake from {clients[tenant].netns}", up,
+                  f"{'OK' if up else 'NONE within 90 s'} ({clients[tenant].address} -> 203.0.113.1)")
+        for n, (tenant, peer) in enumerate(pairs):
+            res = attempt(tenant, tenant)
+            want_ok = n == 0  # only the first tenant's database is exposed
+            good = res["ok"] if want_ok else (not res["ok"] and res.get("sqlstate") is None)
+            check(tenant, peer, f"SQL on {tenant}'s database at 198.51.100.1", good, outcome(res))
+        for tenant, _ in pairs[1:]:
+            print(f"== berqenas gateway expose {tenant}  (the firewall now admits its peer: pg_hba is the next wall)",
+                  flush=True)
+            _berqenas("gateway", "expose", tenant, json_out=False)
+        for tenant, peer in pairs:
+            for other, _ in pairs:
+                res = attempt(tenant, other)
+                good = res["ok"] if other == tenant else res.get("sqlstate") == "28000"
+                check(tenant, peer, f"with {other}'s password ({creds[other]['user']})", good, outcome(res))
+    finally:
+        for c in clients.values():
+            c.close()
+    print(f"VPN proof: {sum(results)}/{len(results)} as expected")
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

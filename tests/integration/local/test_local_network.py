@@ -1,9 +1,12 @@
-"""`berqenas local up` with its default network, end to end in ONE test (kept short for the CI budget; the
-longer demo-style suite lives on branch wt/t3-full): a fresh home, the local VPN + gateway host in its network
-namespace (bq-<hash of the home>), one tenant with one VPN peer in a client namespace of its own
-(tests/support/local_clients.py) that connects through the local gateway and runs SQL on its tenant's database;
-the host's firewall, routes and /etc are the same before, during and after; `local down --purge` leaves no
-namespace, interface, process or file of that home."""
+"""`berqenas local up` with its default network, end to end in ONE test (one `local up`, shared by every claim, for
+the CI budget): a fresh home, the local VPN + gateway host in its network namespace (bq-<hash of the home>), what
+`make demo` shows. Two tenants, one VPN peer each in a client namespace of its own
+(tests/support/local_clients.py), acme's database exposed: acme's peer connects through the local gateway and
+runs SQL on acme's database; globex's peer (its tunnel up) is dropped by the gateway; with globex exposed too
+(the firewall then admits it) globex's peer with acme's password gets SQLSTATE 28000 from pg_hba; `remotedb add`
++ `sync run` against the SQL Server fixture land rows acme's peer reads over the VPN; the host's firewall,
+routes and /etc are the same before, during and after; `local down --purge` leaves no namespace, interface,
+process or file of that home."""
 
 import hashlib
 import json
@@ -12,6 +15,7 @@ import subprocess
 
 import pytest
 from ansible_collections.berqenas.platform.plugins.module_utils import localnet
+from psycopg import sql as pgsql
 
 from tests.integration.gateway.conftest import host_firewall_state
 from tests.support.cli import Cli
@@ -57,13 +61,14 @@ def _cmdlines():
     return procs
 
 
-def test_local_up_default_network_peer_runs_sql_through_gateway_and_down_purge_leaves_nothing(test_home, ansible_env):
+def test_local_platform_two_tenants_vpn_gateway_pg_hba_sync_and_down_purge_leaves_nothing(test_home, ansible_env,
+                                                                                          mssql_server, tmp_path):
     home = os.path.join(test_home, "local-net")
     lay = localnet.layout(home)
     cli = Cli(ansible_env, home)
     before = host_state()
     assert lay["netns"] not in _out(["ip", "netns", "list"])
-    client, purged = None, False
+    clients, purged, src = {}, False, None
     try:
         status = cli("local", "up", "--json").json  # the default: --network
         assert status["netns"] == lay["netns"] and status["endpoint"] == "203.0.113.1", status
@@ -78,23 +83,62 @@ def test_local_up_default_network_peer_runs_sql_through_gateway_and_down_purge_l
         assert any("wireguard-go" in procs.get(p, "") for p in instance_pids), {p: procs.get(p) for p in instance_pids}
         instance_procs = {p: procs[p] for p in instance_pids if p in procs}
 
-        created = cli("tenant", "create", "acme", "--json").json
-        # the local host is this machine: its credentials file (0600, under the home) is what `tenant show
-        # --credentials` fetches, read directly to save that playbook's run
-        with open(created["credentials_file"]) as f:
-            creds = json.load(f)["app"]
-        added = cli("vpn", "peer", "add", "alice", "--tenant", "acme", "--json").json
+        creds, added = {}, {}
+        for tenant, peer in (("acme", "alice"), ("globex", "bob")):
+            created = cli("tenant", "create", tenant, "--json").json
+            # the local host is this machine: its credentials file (0600, under the home) is what `tenant show
+            # --credentials` fetches, read directly to save that command's two playbook runs
+            with open(created["credentials_file"]) as f:
+                creds[tenant] = json.load(f)["app"]
+            added[tenant] = cli("vpn", "peer", "add", peer, "--tenant", tenant, "--json").json
+            assert oct(os.stat(added[tenant]["config_file"]).st_mode & 0o777) == "0o600"
+        addr = {t: added[t]["addresses"][0].split("/")[0] for t in added}
+        assert addr == {"acme": "198.51.100.2", "globex": "198.51.100.3"}, added
         cli("gateway", "expose", "acme", "--json")
-        client = Client(home, 1, added["config_file"])
-        assert client.wait_handshake(timeout=90), "no WireGuard handshake with the local host within 90 s"
-        res = sql(client, PYTHON, status["port"], creds, status["database"],
-                  "SELECT session_user, current_database(), host(inet_client_addr())", timeout=10)
+        for n, tenant in enumerate(("acme", "globex"), start=1):
+            clients[tenant] = Client(home, n, added[tenant]["config_file"])
+        for tenant, c in clients.items():  # both tunnels are up: what stops globex below is the gateway
+            assert c.wait_handshake(timeout=90), f"{tenant}: no WireGuard handshake with the local host within 90 s"
+
+        def run_sql(tenant, who, query, timeout=10):
+            return sql(clients[tenant], PYTHON, status["port"], creds[who], status["database"], query, timeout=timeout)
+
+        res = run_sql("acme", "acme", "SELECT session_user, current_database(), host(inet_client_addr())")
         # acme's own role on the instance's database, and pg sees the peer's own VPN address (through the gateway)
-        assert res == {"ok": True, "rows": [[creds["user"], status["database"], "198.51.100.2"]]}, res
+        assert res == {"ok": True, "rows": [[creds["acme"]["user"], status["database"], addr["acme"]]]}, res
+        res = run_sql("globex", "globex", "SELECT 1", timeout=3)
+        assert not res["ok"] and res["sqlstate"] is None and "timeout" in res["error"], res  # dropped, no answer
+
+        cli("gateway", "expose", "globex", "--json")  # the firewall now admits globex's peer: pg_hba is the next wall
+        res = run_sql("globex", "globex", "SELECT session_user, host(inet_client_addr())")
+        assert res == {"ok": True, "rows": [[creds["globex"]["user"], addr["globex"]]]}, res
+        res = run_sql("globex", "acme", "SELECT 1")
+        assert not res["ok"] and res["sqlstate"] == "28000" and "pg_hba.conf" in res["error"], res
         assert _changed(before, host_state()) == []  # while up, too
 
-        client.close()
-        client = None
+        # remotedb add + sync run on the local instance, and the synced rows read by acme's peer over the VPN
+        src = mssql_server.new_database()
+        src.execute("CREATE TABLE dbo.Orders (id int NOT NULL PRIMARY KEY, note nvarchar(20) NULL, rv rowversion)")
+        src.execute("INSERT INTO dbo.Orders (id, note) VALUES (1, N'one')")
+        src.execute("INSERT INTO dbo.Orders (id, note) VALUES (2, N'two')")
+        pw = tmp_path / "pw"
+        pw.write_text(mssql_server.password + "\n")
+        os.chmod(pw, 0o600)
+        cli("remotedb", "add", "erp", "--tenant", "acme", "--host", mssql_server.host, "--port",
+            str(mssql_server.port), "--user", mssql_server.user, "--password-file", str(pw), "--database", src.name,
+            "--table", "[dbo].[Orders]", "--json")
+        ran = cli("sync", "run", "erp", "--json").json
+        [table] = ran["tables"]
+        assert ran["status"] == "ok" and table["inserted"] == 2, ran
+        schema, name = table["target"].split(".", 1)
+        query = pgsql.SQL("SELECT id, note FROM {}.{} ORDER BY id").format(pgsql.Identifier(schema),
+                                                                           pgsql.Identifier(name))
+        res = run_sql("acme", "acme", query.as_string(None))
+        assert res == {"ok": True, "rows": [[1, "one"], [2, "two"]]}, res
+
+        for c in clients.values():
+            c.close()
+        clients = {}
         cli("local", "down", "--purge", "--json")
         purged = True
         assert lay["netns"] not in _out(["ip", "netns", "list"])
@@ -107,7 +151,9 @@ def test_local_up_default_network_peer_runs_sql_through_gateway_and_down_purge_l
         assert [c for c in now.values() if home in c or lay["netns"] in c] == []
         assert _changed(before, host_state()) == []
     finally:
-        if client is not None:
-            client.close()
+        for c in clients.values():
+            c.close()
+        if src is not None:
+            mssql_server.drop_database(src)
         if not purged:
             cli("local", "down", "--purge", "--json", check=False, timeout=300)
