@@ -207,3 +207,34 @@ def test_kill_sessions_drops_clients(emulated_mssql_db):
     finally:
         with contextlib.suppress(Exception):
             conn.close()
+
+
+def test_update_from_runs_with_index_joins_and_leaves_the_session_as_it_was(emulated_mssql_db):
+    """UPDATE ... FROM (VALUES ...) runs with PostgreSQL's hash and merge joins off (its planner would scan the whole
+    target per statement); after a success, a failure outside a transaction and one inside, the backing session's
+    settings are back to their defaults."""
+    db = emulated_mssql_db
+    db.execute("CREATE TABLE dbo.t (id int PRIMARY KEY, s nvarchar(3) NULL)")
+    db.execute("INSERT INTO dbo.t (id, s) VALUES (1, N'a'), (2, N'b')")
+    ok = ("UPDATE x SET s = v.s FROM dbo.t AS x JOIN (VALUES (CAST(1 AS int), CAST(N'z' AS nvarchar(max))))"
+          " AS v (id, s) ON x.id = v.id")
+    bad = ok.replace("N'z'", "N'too long'")
+    with contextlib.closing(db.connect()) as conn:
+        cur = conn.cursor()
+        cur.execute("SELECT @@SPID")
+        session = db.server.emulator.session(cur.fetchone()[0])
+
+        def settings():
+            return [session.pg.execute("SHOW " + n).fetchone()[0] for n in ("enable_hashjoin", "enable_mergejoin")]
+
+        cur.execute(ok)
+        assert settings() == ["on", "on"]
+        with pytest.raises(pymssql.DatabaseError):
+            cur.execute(bad)
+        assert settings() == ["on", "on"]
+        cur.execute("BEGIN TRAN")
+        with pytest.raises(pymssql.DatabaseError):
+            cur.execute(bad)
+        cur.execute("ROLLBACK TRAN")
+        assert settings() == ["on", "on"]
+    assert db.execute("SELECT id, s FROM dbo.t ORDER BY id") == [(1, "z"), (2, "b")]

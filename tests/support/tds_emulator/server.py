@@ -816,16 +816,36 @@ class Session(threading.Thread):
                 raise TsqlError(50000, "tds_emulator: the WITH CHANGE_TRACKING_CONTEXT context must be a non-NULL "
                                        "varbinary(128)")
             self.pg.execute("SELECT tds_meta.ct_set_context(%s)", (bytes(value),))
-            cur.execute(pgtext)
+            self._run(cur, stmt, pgtext)
             self.pg.execute("SELECT tds_meta.ct_set_context(NULL)")
         else:
-            cur.execute(pgtext)
+            self._run(cur, stmt, pgtext)
         if cur.description is None:
             self.rowcount = max(cur.rowcount, 0)
             status = more | (0 if self.nocount else P.DONE_COUNT)
             w.add(self.done(status, stmt.cmd, self.rowcount))
             return
         self._stream(cur, stmt, w, more)
+
+    def _run(self, cur, stmt, pgtext):
+        """Run the translated statement. An UPDATE ... FROM (``seek_join``) runs with PostgreSQL's hash and merge
+        joins off: its planner hashes a derived table of a thousand rows against a sequential scan of the whole
+        target (the table's size in work per statement), where SQL Server seeks the target's key per source row.
+        The plan only: the rows updated are the same. A failed statement's rollback (savepoint or transaction)
+        undoes the SET; outside a transaction it is reset here."""
+        if not getattr(stmt, "seek_join", False):
+            cur.execute(pgtext)
+            return
+        pg = self.pg
+        pg.execute("SET enable_hashjoin = off; SET enable_mergejoin = off")
+        try:
+            cur.execute(pgtext)
+        except BaseException:
+            if pg.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                with contextlib.suppress(psycopg.Error):
+                    pg.execute("RESET enable_hashjoin; RESET enable_mergejoin")
+            raise
+        pg.execute("RESET enable_hashjoin; RESET enable_mergejoin")
 
     @staticmethod
     def _overriding(pgtext):

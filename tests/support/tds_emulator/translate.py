@@ -1119,7 +1119,7 @@ def _parse_update_from(toks, source, ctx, j, at):
         sets.append("%s = %s" % (qi(names[-1]), tr.tr(eq + 1, b)))
     target = qi(table[0]) + "." + qi(table[1]) + ((" AS " + qi(alias)) if alias is not None else "")
     pg = "UPDATE %s SET %s FROM %s WHERE %s" % (target, ", ".join(sets), src, cond)
-    return Stmt("query", source, pg=pg, aliases={}, cmd=0xC5)
+    return Stmt("query", source, pg=pg, aliases={}, cmd=0xC5, seek_join=True)
 
 
 ISOLATION = {"READ COMMITTED": "READ COMMITTED", "READ UNCOMMITTED": "READ COMMITTED",
