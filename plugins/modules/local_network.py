@@ -122,6 +122,20 @@ def _alive(pidfile):
     return _pidfile(pidfile)[0]
 
 
+def _in_netns(module, pid, netns):
+    """Whether process PID is in namespace NETNS (a pid file's PID may be another process's by now: a reboot)."""
+    if not pid or not _netns_exists(netns):
+        return False
+    rc, out, dummy = module.run_command(["ip", "netns", "identify", str(pid)])
+    return rc == 0 and netns in out.split()  # rc 1: the process ended meanwhile
+
+
+def _ours(module, lay, pidfile):
+    """The PID in PIDFILE when that process lives and is in the instance's namespace, else None."""
+    pid = _alive(pidfile)
+    return pid if _in_netns(module, pid, lay["netns"]) else None
+
+
 def _netns_exists(name):
     return os.path.exists(os.path.join("/run/netns", name))
 
@@ -159,8 +173,7 @@ def _ownership(module, lay, home):
     who = owner(lo[0].get("ifalias") if lo else "", home)
     if who != "unmarked":
         return who
-    anchor = _alive(lay["anchor_pidfile"])
-    if anchor and _run(module, ["ip", "netns", "identify", str(anchor)]).strip() == netns:
+    if _ours(module, lay, lay["anchor_pidfile"]):
         return "ours"
     empty = not _run(module, ["ip", "netns", "pids", netns]).split()
     return "ours" if empty and {link.get("ifname") for link in links} <= {"lo", lay["bridge"]} else "foreign"
@@ -228,7 +241,7 @@ def _serve(listener, port):
             threading.Thread(target=_pump, args=(a, b), daemon=True).start()
 
 
-def _start_forwarder(lay, port):
+def _start_forwarder(module, lay, port):
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -265,7 +278,7 @@ def _start_forwarder(lay, port):
             os._exit(0)
     os.waitpid(pid, 0)
     listener.close()
-    _wait(lambda: _alive(lay["forward_pidfile"]), "forwarder")
+    _wait(lambda: _ours(module, lay, lay["forward_pidfile"]), "forwarder")
 
 
 def _spawn(argv):
@@ -305,10 +318,6 @@ def _exists(pid):
 
 def _stop(module, lay, home):
     changed = False
-    pid = _alive(lay["forward_pidfile"])
-    if pid:
-        os.kill(pid, signal.SIGTERM)
-        changed = True
     who = _ownership(module, lay, home)
     if who == "foreign":
         module.warn(_foreign(lay) + "; left as it is")
@@ -342,21 +351,23 @@ def _start(module, lay, home, forward_port):
     if not os.path.isdir(home):
         os.makedirs(home, 0o700)
     changed = _ensure_links(module, lay) or changed
-    if not _alive(lay["anchor_pidfile"]):
+    if not _ours(module, lay, lay["anchor_pidfile"]):
         for d in (lay["dir"], lay["etc_upper"], lay["etc_work"]):
             if not os.path.isdir(d):
                 os.makedirs(d, 0o700)
         _spawn(["ip", "netns", "exec", lay["netns"], "unshare", "--mount", "--propagation", "private",
                 "sh", "-c", ANCHOR_SCRIPT, "sh", lay["etc_upper"], lay["etc_work"], lay["anchor_pidfile"]])
-        _wait(lambda: _alive(lay["anchor_pidfile"]), "anchor process")
+        _wait(lambda: _ours(module, lay, lay["anchor_pidfile"]), "anchor process")
         changed = True
     if forward_port:
         pid, rest = _pidfile(lay["forward_pidfile"])
+        if not _in_netns(module, pid, lay["netns"]):
+            pid = None  # not the forwarder (a stale pid file): never signalled
         if pid and rest != [str(forward_port)]:  # forwarding a port PostgreSQL left (it moved to a free one)
             _end(pid)
             pid = None
         if not pid:
-            _start_forwarder(lay, forward_port)
+            _start_forwarder(module, lay, forward_port)
             changed = True
     return changed
 
@@ -376,12 +387,12 @@ def main():
     try:
         lay = layout(home)
         # stopping or removing what does not exist needs no privileges (`local down` of a --no-network instance)
-        needed = p["state"] == "started" or _netns_exists(lay["netns"]) or _alive(lay["forward_pidfile"])
+        needed = p["state"] == "started" or _netns_exists(lay["netns"])
         problem = privilege_problem(effective_capabilities())
         if problem and needed and not module.check_mode:
             module.fail_json(msg="local network: " + problem + " (in a playbook: local_platform_network: false)")
-        up = _netns_exists(lay["netns"]) and _alive(lay["anchor_pidfile"]) and (
-            not p["forward_port"] or _alive(lay["forward_pidfile"]))
+        up = _ours(module, lay, lay["anchor_pidfile"]) and (
+            not p["forward_port"] or _ours(module, lay, lay["forward_pidfile"]))
         if module.check_mode:
             changed = not up if p["state"] == "started" else (
                 _netns_exists(lay["netns"]) or (p["state"] == "absent" and os.path.exists(lay["dir"])))
@@ -398,7 +409,7 @@ def main():
     except LocalNetError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=changed, netns=lay["netns"], endpoint=lay["endpoint"], layout=lay,
-                     anchor_pid=_alive(lay["anchor_pidfile"]))
+                     anchor_pid=_ours(module, lay, lay["anchor_pidfile"]))
 
 
 if __name__ == "__main__":

@@ -7,11 +7,15 @@ them is also the SIGTERM-cancel proof):
 - what is global on the host differs: namespace names, the host's PostgreSQL port (127.0.0.1, forwarded into each
   namespace), the clusters' directories, the IPv6 VPN prefix; what has the same name (wg0, bqlan0, WireGuard's
   port 51820, 203.0.113.1) lives in each instance's own namespace, with its own wireguard-go, key and marker;
+- B's home holds stale pid files (the anchor's and the forwarder's, as a reboot leaves them) naming a process on
+  the host: B's `local up` neither takes it for its anchor (the playbooks would then run in the host's own network
+  and /etc) nor signals it;
 - A's `down --purge` leaves B as it was: its namespace, links, processes, WireGuard key and PostgreSQL answer."""
 
 import json
 import os
 import signal
+import subprocess
 
 import pytest
 from ansible_collections.berqenas.platform.plugins.module_utils import localnet
@@ -55,7 +59,13 @@ def test_two_instances_side_by_side_after_a_sigterm_cut_off_and_one_purge_leaves
     clis = [Cli(ansible_env, h) for h in homes]
     host_links = li.host_links()
     up = [True, False]  # whatever A's cut-off start leaves, the finally purges
+    bystander = subprocess.Popen(["sleep", "900"])  # a process on the host, in the host's namespaces
     try:
+        os.makedirs(lays[1]["dir"], mode=0o700)
+        for pidfile, text in ((lays[1]["anchor_pidfile"], "%d" % bystander.pid),
+                              (lays[1]["forward_pidfile"], "%d 1" % bystander.pid)):
+            with open(pidfile, "w") as f:
+                f.write(text)
         rc, answer, stderr = li.cancel_during_namespace_setup(clis[0].env, lays[0], signal.SIGTERM)
         assert rc == 130 and answer["status"] == "canceled", (rc, answer, stderr)
 
@@ -80,6 +90,8 @@ def test_two_instances_side_by_side_after_a_sigterm_cut_off_and_one_purge_leaves
         assert lays[0]["vpn_addresses"][1] != lays[1]["vpn_addresses"][1]
         assert a["wg"][0] != b["wg"][0]  # two WireGuard hosts, two keys
         assert set(a["processes"]).isdisjoint(b["processes"])
+        assert bystander.pid not in b["processes"] and bystander.poll() is None  # not taken, not signalled
+        assert "wg0" not in li.host_links() - host_links
 
         clis[0]("local", "down", "--purge", "--json")
         up[0] = False
@@ -95,6 +107,8 @@ def test_two_instances_side_by_side_after_a_sigterm_cut_off_and_one_purge_leaves
         up[1] = False
         assert lays[1]["netns"] not in li.namespaces() and not os.path.exists(homes[1])
     finally:
+        bystander.kill()
+        bystander.wait(timeout=60)
         for cli, is_up in zip(clis, up, strict=True):
             if is_up:
                 cli("local", "down", "--purge", "--json", check=False, timeout=300)
