@@ -416,6 +416,13 @@ def expiry(value, what="expires", required=False):
     REQUIRED, '' is refused: an option given as ``--expires=`` is not an absent one)."""
     if value is None or (value == "" and not required):
         return None
+    if isinstance(value, datetime.datetime):
+        # YAML reads an unquoted 2030-01-01T00:00:00Z in a vars file as a timestamp: the same instant, if it has
+        # a timezone (a naive one is refused like a string without a zone)
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValidationError("invalid %s %s: the timestamp has no timezone (write it like "
+                                  "2026-12-31T00:00:00Z)" % (what, value.isoformat()))
+        return value.astimezone(datetime.timezone.utc)
     if not isinstance(value, str):
         raise ValidationError("invalid %s %r: expected an ISO-8601 timestamp like 2026-12-31T00:00:00Z"
                               % (what, value))

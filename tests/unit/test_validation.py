@@ -136,6 +136,18 @@ def test_expiry_required_refuses_empty():
         v.expiry("", "expires", True)
 
 
+def test_expiry_accepts_a_yaml_timestamp_with_a_zone_only():
+    import datetime
+    utc = datetime.timezone.utc
+    aware = datetime.datetime(2030, 1, 1, 2, 0, tzinfo=datetime.timezone(datetime.timedelta(hours=2)))
+    assert v.expiry(aware) == datetime.datetime(2030, 1, 1, 0, 0, tzinfo=utc)
+    assert v.expiry(aware) == v.expiry("2030-01-01T00:00:00Z")
+    with pytest.raises(v.ValidationError, match="no timezone"):
+        v.expiry(datetime.datetime(2030, 1, 1))
+    with pytest.raises(v.ValidationError):
+        v.expiry(datetime.date(2030, 1, 1))
+
+
 @pytest.mark.parametrize("good", ["https://hasura.io/jwt/claims", "http://198.51.100.7:8080/claims", "claims",
                                   "x-hasura"])
 def test_claims_namespaces(good):
