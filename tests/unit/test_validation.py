@@ -138,7 +138,7 @@ def test_expiry_required_refuses_empty():
 
 def test_expiry_accepts_a_yaml_timestamp_with_a_zone_only():
     import datetime
-    utc = datetime.timezone.utc
+    utc = datetime.UTC
     aware = datetime.datetime(2030, 1, 1, 2, 0, tzinfo=datetime.timezone(datetime.timedelta(hours=2)))
     assert v.expiry(aware) == datetime.datetime(2030, 1, 1, 0, 0, tzinfo=utc)
     assert v.expiry(aware) == v.expiry("2030-01-01T00:00:00Z")
