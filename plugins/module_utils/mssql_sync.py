@@ -14,7 +14,10 @@ Correctness rules (see the project's mssql-rowversion-sync reference, section 0)
   incoming.rv``) makes replays no-ops. Exactly-once effect, not exactly-once reading;
 * restore / failover: the source's recovery GUIDs and ``@@DBTS`` are checked against the stored
   state before anything is read (``@@DBTS + 1`` below the stored watermark, or a changed GUID);
-* one run per job: a session advisory lock on the target, waited for up to ``lock_timeout``.
+* one run per job: a session advisory lock on the target, waited for up to ``lock_timeout``;
+* a load that wrote every row of a target (an initial load, a full reload, the re-read after columns were
+  added) is followed, once committed, by ``VACUUM (ANALYZE)`` of that table on the autocommit connection: the
+  next delta then finds it as autovacuum would leave it (hint bits and visibility map set, statistics fresh).
 
 The engine talks to SQL Server through a *source adapter* (``mssql.PymssqlSource``; tests use a
 fake with the same methods) and to PostgreSQL through a psycopg 3 connection (imported through
@@ -148,7 +151,7 @@ class SyncEngine(object):
     def __init__(self, source, conn, job, owner_role=None, on_rewind="fail", nul_character="strip",
                  commit_rows=50000, lock_timeout=30.0, retries=3, retry_delay=1.0, check_mode=False, full=False,
                  log=None, sleep=time.sleep, fillfactor=TARGET_FILLFACTOR, force=False, max_delete_fraction=0.5,
-                 read_ahead=2):
+                 read_ahead=2, vacuum_after_load=True):
         if on_rewind not in ("fail", "full_resync"):
             raise SyncError("on_rewind must be fail or full_resync")
         if nul_character not in NUL_RULES:
@@ -176,6 +179,7 @@ class SyncEngine(object):
         if not 0.0 <= self.max_delete_fraction <= 1.0:
             raise SyncError("max_delete_fraction must be between 0 and 1, got %r" % (max_delete_fraction,))
         self.read_ahead = int(read_ahead)  # batches read ahead on a thread while a page is written; 0: none
+        self.vacuum_after_load = bool(vacuum_after_load)  # False: only for benchmarks of the state before
         self.log = log or (lambda msg: None)
         self.sleep = sleep
         self.locked = False
@@ -366,7 +370,8 @@ class SyncEngine(object):
         res = {"source": spec.source_name, "target": spec.target_name, "inserted": acc["inserted"],
                "updated": acc["updated"], "deleted": acc["deleted"],
                "pending": None, "watermark_from": None, "watermark_to": None, "mode": spec.mode,
-               "precision_notes": list(plan.notes), "added_columns": [], "resync": None, "changed": False}
+               "precision_notes": list(plan.notes), "added_columns": [], "resync": None, "changed": False,
+               "vacuumed": False}
         if ct:  # the change tracking window of the deletes: (from, to]
             res["ct_version_from"], res["ct_version_to"] = None, ct_now
         conn = self.conn
@@ -439,12 +444,16 @@ class SyncEngine(object):
                 res["changed"] = True
                 state = {"hwm": 0, "initial_done": False, "rows_total": 0}
             initial_done = bool(state and state.get("initial_done")) and not full_reload
+            # every row of the target is written: a first (or resumed) load, a reload, a re-read of all rows
+            whole = (not initial_done or inclusive) if plan.rv is not None else None
             # Direct COPY into the target is an insert of keys that must not exist yet; try it while the
             # table holds nothing from an earlier complete window, and fall back to the staged upsert
             # (for the rest of the run) the first time a key exists.
             cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(
                 _ident(spec.target_schema, spec.target_table)))
             nonempty = cur.fetchone()[0]
+            if whole is None:  # mode full writes only changed rows, except into an empty target
+                whole = not nonempty
             direct = (not nonempty or not initial_done) and spec.delete_detection != "soft_delete" \
                 and plan.rv is not None and not inclusive
             if plan.rv is None:
@@ -460,6 +469,8 @@ class SyncEngine(object):
                 res["ct_version_from"] = last
                 res["ct_version_to"] = self._ct_deletes(cur, plan, last, res)
             conn.commit()
+        if whole and self.vacuum_after_load and res["inserted"] + res["updated"] > 0:
+            res["vacuumed"] = self._vacuum(spec)
         dur = time.monotonic() - t0
         n = res["inserted"] + res["updated"] + res["deleted"]
         res["changed"] = res["changed"] or n > 0 or bool(added) or not existed
@@ -472,6 +483,41 @@ class SyncEngine(object):
         return res
 
     _acc = None
+
+    def _vacuum(self, spec):
+        """``VACUUM (ANALYZE)`` of the target, outside any transaction (the load has committed): True when it
+        ran. A login role that may not vacuum the table (PostgreSQL skips it with a WARNING), a lock held past
+        ``lock_timeout`` or any other error is logged as a warning and the run goes on."""
+        conn = self.conn
+        tgt = _ident(spec.target_schema, spec.target_table)
+        warned = []
+
+        def notice(d):
+            if d.severity_nonlocalized == "WARNING":
+                warned.append(d.message_primary)
+
+        conn.add_notice_handler(notice)
+        try:
+            conn.autocommit = True  # VACUUM cannot run in a transaction block; the session lock stays
+            try:
+                old = conn.execute("SELECT current_setting('lock_timeout')").fetchone()[0]
+                conn.execute("SELECT set_config('lock_timeout', %s, false)",
+                             ("%dms" % max(1, int(self.lock_timeout * 1000)),))
+                try:
+                    conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(tgt))
+                finally:
+                    conn.execute("SELECT set_config('lock_timeout', %s, false)", (old,))
+            finally:
+                conn.autocommit = False
+        except psycopg.Error as e:
+            warned.append(str(e).strip())
+        finally:
+            conn.remove_notice_handler(notice)
+        if warned:
+            self.log("table %s: VACUUM (ANALYZE) %s after the load did not run (the sync goes on; autovacuum will "
+                     "get to it): %s" % (spec.source_name, spec.target_name, "; ".join(warned)))
+            return False
+        return True
 
     def _committed(self, res, nul_pending=None):
         """A transaction committed: its counts (and U+0000 replacements) become the table's."""

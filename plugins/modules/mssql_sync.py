@@ -30,6 +30,12 @@ description:
   - "U+0000 in strings (legal in SQL Server, impossible in PostgreSQL text) follows O(nul_character)."
   - "A restored or failed-over source (recovery GUID changed, or C(@@DBTS + 1) below the stored watermark) is
     refused unless O(on_rewind=full_resync), which truncates and reloads the table."
+  - After a load that wrote every row of a target table has committed (the first load, a resumed one, a full
+    reload or O(on_rewind=full_resync), the re-read after columns were added, a C(mode=full) run into an empty
+    target), the module runs C(VACUUM (ANALYZE)) on that table, so the next delta finds it as autovacuum would
+    leave it (visibility map and hint bits set, planner statistics fresh); ordinary deltas and check mode never
+    do. A login role that may not vacuum the table (not its owner), or a lock held by another session past
+    O(lock_timeout), gives a warning and RV(tables[].vacuumed=false), not a failure.
   - One run per O(job) at a time (a PostgreSQL advisory lock); a concurrent run waits up to O(lock_timeout)
     and then fails with RV(status=locked). Transient source errors are retried with backoff, resuming from
     the last committed page.
@@ -288,6 +294,10 @@ tables:
     resync:
       description: Why the table was truncated and reloaded, or null.
       type: str
+    vacuumed:
+      description: Whether C(VACUUM (ANALYZE)) ran on the target after this run loaded every row of it (false
+        after an ordinary delta, in check mode, and when PostgreSQL refused or skipped it: see the warning).
+      type: bool
     changed:
       description: Whether this table's target changed (or would change in check mode).
       type: bool
