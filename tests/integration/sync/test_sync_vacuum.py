@@ -114,3 +114,15 @@ def test_a_login_that_may_not_vacuum_the_target_gets_a_warning_and_the_run_goes_
     assert not [m for m in logged if "[dbo].[U]" in m], logged
     assert vacuum_stats(tenant, "U", want=1)[0] == 1
     assert vacuum_stats(tenant, "T")[0] == 0
+
+
+def test_a_first_load_resumed_by_the_next_run_is_vacuumed_when_it_completes(tenant, pg_conn):
+    db = fake_db(10)
+    with pytest.raises(S.SourceError):  # the stream drops after a committed page: a partial first load
+        run(FakeSource(db, batch_size=3, fail_after_rows=6), pg_conn, tenant, retries=0)
+    assert 0 < len(target_rows(tenant)) < 10
+    assert vacuum_stats(tenant)[0] == 0  # nothing vacuumed before the load is whole
+    r = run(FakeSource(db), pg_conn, tenant)["tables"][0]  # resumes at the stored watermark
+    assert r["watermark_from"] != "0x%016X" % 0 and r["vacuumed"] is True, r
+    assert target_rows(tenant) == source_rows(db)
+    assert vacuum_stats(tenant, want=1)[0] == 1
