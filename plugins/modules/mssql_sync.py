@@ -296,7 +296,7 @@ tables:
       type: str
     vacuumed:
       description: Whether C(VACUUM (ANALYZE)) ran on the target after this run loaded every row of it (false
-        after an ordinary delta, in check mode, and when PostgreSQL refused or skipped it: see the warning).
+        after an ordinary delta, in check mode, and when PostgreSQL refused or skipped it, with a warning saying why).
       type: bool
     changed:
       description: Whether this table's target changed (or would change in check mode).
