@@ -497,6 +497,7 @@ class SyncEngine(object):
                 warned.append(d.message_primary)
 
         conn.add_notice_handler(notice)
+        was = conn.autocommit
         try:
             conn.autocommit = True  # VACUUM cannot run in a transaction block; the session lock stays
             try:
@@ -508,7 +509,7 @@ class SyncEngine(object):
                 finally:
                     conn.execute("SELECT set_config('lock_timeout', %s, false)", (old,))
             finally:
-                conn.autocommit = False
+                conn.autocommit = was
         except psycopg.Error as e:
             warned.append(str(e).strip())
         finally:

@@ -126,3 +126,31 @@ def test_a_first_load_resumed_by_the_next_run_is_vacuumed_when_it_completes(tena
     assert r["watermark_from"] != "0x%016X" % 0 and r["vacuumed"] is True, r
     assert target_rows(tenant) == source_rows(db)
     assert vacuum_stats(tenant, want=1)[0] == 1
+
+
+def test_a_vacuum_that_waits_past_lock_timeout_gives_up_with_a_warning(tenant, pg_conn):
+    """Another session holds SHARE UPDATE EXCLUSIVE on the target (it lets the load write, not a VACUUM run): the
+    VACUUM waits lock_timeout, warns, and the run ends ok with the session's lock_timeout as it was."""
+    with tenant.connect() as c:
+        c.execute(sql.SQL("CREATE TABLE {} (id integer NOT NULL PRIMARY KEY, name character varying(50), rv bytea)")
+                  .format(sql.Identifier(tenant.name, "T")))
+        c.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(tenant.name, "T"),
+                                                              sql.Identifier(tenant.owner)))
+    pg_conn.execute("SET lock_timeout = '17s'")
+    pg_conn.commit()
+    db = fake_db(10)
+    logged = []
+    with tenant.connect(autocommit=False) as holder:
+        holder.execute(sql.SQL("LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE").format(
+            sql.Identifier(tenant.name, "T")))
+        t0 = time.monotonic()
+        r = run(FakeSource(db), pg_conn, tenant, lock_timeout=0.3, log=logged.append)["tables"][0]
+        waited = time.monotonic() - t0
+        holder.rollback()
+    assert (r["inserted"], r["vacuumed"]) == (10, False), r
+    assert 0.3 <= waited < 15, waited  # its own lock_timeout, not the session's 17 s
+    assert [m for m in logged if "VACUUM (ANALYZE)" in m and "lock" in m], logged
+    assert target_rows(tenant) == source_rows(db)
+    assert pg_conn.execute("SHOW lock_timeout").fetchone()[0] == "17s"
+    pg_conn.rollback()
+    assert vacuum_stats(tenant)[0] == 0
