@@ -634,7 +634,7 @@ class SyncEngine(object):
                     sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(_ident(n)) for n in nonkey))
             action = sql.SQL("DO UPDATE SET {} WHERE {}").format(sets, guard)
         if self._merge_counts(cur):
-            merged = self._merge(cur, plan, tgt, names, nonkey, src, inclusive, stg)
+            merged = self._merge(cur, plan, tgt, names, nonkey, src, inclusive)
             if merged is not None:
                 return merged[0], merged[1], deleted
         cur.execute(sql.SQL(
@@ -658,18 +658,11 @@ class SyncEngine(object):
                 self._merge_ok = bool(cur.fetchone()[0])
         return self._merge_ok
 
-    def _merge(self, cur, plan, tgt, names, nonkey, src, inclusive, stg):
+    def _merge(self, cur, plan, tgt, names, nonkey, src, inclusive):
         """The guarded upsert as one MERGE; returns (inserted, updated), or None when a key appeared meanwhile
         (another writer, e.g. an application on a direction-both table): MERGE's insert is not speculative
         as ON CONFLICT's is, so the page is undone to a savepoint and the caller runs the ON CONFLICT form."""
         on = sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=_ident(k)) for k in plan.keys)
-        # the target's rows in the page's range of the first key column only (every staged key is in it, so no
-        # match changes): without the bound the planner's merge join scans the key index from the table's first
-        # key up to the page's last, so page k of a window reads k pages' worth of the target
-        # (ORDER BY .. LIMIT 1, not min/max: uuid, bytea and boolean keys have a btree order but no min())
-        on = on + sql.SQL(" AND t.{k} BETWEEN (SELECT {k} FROM {stg} ORDER BY 1 LIMIT 1)"
-                          " AND (SELECT {k} FROM {stg} ORDER BY 1 DESC LIMIT 1)").format(
-                              k=_ident(plan.keys[0]), stg=stg)
         matched = sql.SQL("")
         if nonkey:
             if plan.rv is not None:
