@@ -20,6 +20,7 @@ from ansible_collections.berqenas.platform.plugins.module_utils import mssql_tsq
 
 try:
     import pymssql
+    import pymssql._mssql  # quote_simple_value
     HAS_PYMSSQL = True
     PYMSSQL_IMPORT_ERROR = None
 except ImportError as e:  # pragma: no cover
@@ -96,12 +97,37 @@ def classify(exc, action):
     return SourceError("%s: %s" % (action, text), transient=True)
 
 
+def _quote_value(v):
+    q = pymssql._mssql.quote_simple_value(v)
+    return q.decode("utf-8") if isinstance(q, bytes) else q
+
+
+def render(text, params=None, quote=None):
+    """``text`` with its value places (``mssql_tsql.SLOT``) filled with ``params`` quoted as literals by
+    pymssql's own quoting (``quote``: that function, for tests); ``text`` itself when ``params`` is None.
+
+    Every statement goes to pymssql rendered and without parameters: pymssql's ``execute(text, params)``
+    takes every ``%s``/``%d`` in the text for a placeholder, also inside a bracket-quoted name, and has no
+    escape for them. A literal is never scanned again."""
+    if params is None:
+        return text
+    pieces = text.split(tsql.SLOT)
+    if len(pieces) != len(params) + 1:
+        raise tsql.TsqlError("statement has %d value places for %d values" % (len(pieces) - 1, len(params)))
+    quote = quote or _quote_value
+    out = [pieces[0]]
+    for v, piece in zip(params, pieces[1:]):
+        out.append(quote(v))
+        out.append(piece)
+    return "".join(out)
+
+
 class PymssqlSource(object):
     """The engine's view of SQL Server through pymssql; every statement comes from mssql_tsql.
 
     One autocommit connection (no implicit ``BEGIN TRAN`` that would freeze a snapshot or pin
     MIN_ACTIVE_ROWVERSION); one active result set at a time (pymssql has no MARS), so the engine
-    never interleaves a stream with another query.
+    never interleaves a stream with another query. Statements with values are sent rendered (:func:`render`).
     """
 
     def __init__(self, host, port=1433, user=None, password=None, database=None, login_timeout=10, timeout=0,
@@ -139,8 +165,9 @@ class PymssqlSource(object):
         if self.conn is None:
             self.connect()
         try:
+            text = render(text, params)
             cur = self.conn.cursor()
-            cur.execute(text, params) if params is not None else cur.execute(text)
+            cur.execute(text)
             rows = cur.fetchall()
             cur.close()
             return rows
@@ -187,9 +214,10 @@ class PymssqlSource(object):
         if self.conn is None:
             self.connect()
         try:
+            text = render(text, params)
             cur = self.conn.cursor()
             cur.arraysize = self.batch_size
-            cur.execute(text, params) if params is not None else cur.execute(text)
+            cur.execute(text)
             while True:
                 rows = cur.fetchmany(self.batch_size)
                 if not rows:
@@ -229,12 +257,12 @@ class PymssqlSource(object):
             cur.execute(tsql.CT_SNAPSHOT)
             try:
                 cur.execute(tsql.CT_BEGIN)
-                cur.execute(tsql.ct_versions(), (tsql.quote_table(schema, table),))
+                cur.execute(render(tsql.ct_versions(), (tsql.quote_table(schema, table),)))
                 current, min_valid = (None if v is None else int(v) for v in cur.fetchone()[:2])
                 keys = None
                 if current is not None and min_valid is not None and int(last) >= min_valid:
-                    cur.execute(tsql.ct_deleted_keys(schema, table, key_columns, context is not None), (
-                        (int(last),) if context is None else (int(last), bytearray(context))))
+                    cur.execute(render(tsql.ct_deleted_keys(schema, table, key_columns, context is not None), (
+                        (int(last),) if context is None else (int(last), bytearray(context)))))
                     keys = [tuple(r) for r in cur.fetchall()]
                 cur.execute(tsql.CT_COMMIT)
             finally:

@@ -11,8 +11,11 @@ Rules:
 
 * identifiers are bracket-quoted by :func:`quote_ident` only (``]`` doubled, at most 128
   characters, no NUL, not empty); a two-part name by :func:`quote_table`;
-* values are never formatted into the text: each template has pymssql ``%s`` placeholders
-  (client-side interpolation by pymssql: ``str`` -> ``N'...'``, ``bytearray`` -> ``0x...``);
+* values are never formatted into the text: a value's place in a template is :data:`SLOT` (NUL, which
+  quote_ident refuses, so no quoted name holds one), filled by ``mssql.render`` with pymssql's own quoting
+  (``str`` -> ``N'...'``, ``bytearray`` -> ``0x...``). Not pymssql's ``%s`` placeholders: pymssql finds
+  them by a regular expression over the whole text, also inside a bracket-quoted name (a table named
+  ``a%sb``), and has no escape for them. The docs below write a SLOT as ``%s``;
 * rowversion watermarks are passed as ``bytearray`` (8 bytes, big-endian) via
   :func:`rv_param`: plain ``bytes`` that happen to be ASCII would be interpolated as a string
   literal by pymssql.
@@ -49,6 +52,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 MAX_IDENT_LEN = 128  # SQL Server sysname
+SLOT = "\x00"  # a value's place in a statement (quote_ident refuses NUL, so no quoted name holds one)
 
 
 class TsqlError(ValueError):
@@ -157,6 +161,11 @@ def rv_hex(value):
     return None if value is None else "0x%016X" % rv_int(value)
 
 
+def _slots(template):
+    """A fixed statement (no names in it): its ``%s`` places as SLOTs."""
+    return template.replace("%s", SLOT)
+
+
 # ---- fixed statements -------------------------------------------------------------------------
 
 SERVER_VERSION = "SELECT CAST(SERVERPROPERTY('ProductVersion') AS nvarchar(128)), @@VERSION"
@@ -168,19 +177,19 @@ DATABASE_IDENTITY = (
 # MIN_ACTIVE_ROWVERSION() in its own statement, read before any extraction starts (autocommit reader).
 WATERMARKS = "SELECT MIN_ACTIVE_ROWVERSION(), @@DBTS"
 
-TABLE_EXISTS = (
+TABLE_EXISTS = _slots(
     "SELECT TABLE_TYPE FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s"
 )
 
 # rowversion columns show DATA_TYPE 'timestamp'
-COLUMNS = (
+COLUMNS = _slots(
     "SELECT COLUMN_NAME, DATA_TYPE, CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION, NUMERIC_SCALE,"
     " DATETIME_PRECISION, IS_NULLABLE, ORDINAL_POSITION"
     " FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s"
     " ORDER BY ORDINAL_POSITION"
 )
 
-PRIMARY_KEY = (
+PRIMARY_KEY = _slots(
     "SELECT kcu.COLUMN_NAME FROM INFORMATION_SCHEMA.TABLE_CONSTRAINTS tc"
     " JOIN INFORMATION_SCHEMA.KEY_COLUMN_USAGE kcu"
     " ON kcu.CONSTRAINT_SCHEMA = tc.CONSTRAINT_SCHEMA AND kcu.CONSTRAINT_NAME = tc.CONSTRAINT_NAME"
@@ -189,7 +198,7 @@ PRIMARY_KEY = (
 )
 
 
-# ---- builders (identifiers quoted here, values stay %s) -----------------------------------------
+# ---- builders (identifiers quoted here, values stay SLOTs) -----------------------------------------
 # Only identifiers that went through quote_ident are ever formatted into a statement.
 
 def _cols(columns):
@@ -201,15 +210,15 @@ def _cols(columns):
 def window_select(schema, table, columns, rv_column):
     """Rows with ``lo <= rv < hi`` in rowversion order; params ``(rv_param(lo), rv_param(hi))``."""
     rv = quote_ident(rv_column)
-    text = "SELECT %s FROM %s WHERE %s >= %%s AND %s < %%s ORDER BY %s"
-    return text % (_cols(columns), quote_table(schema, table), rv, rv, rv)
+    text = "SELECT %s FROM %s WHERE %s >= %s AND %s < %s ORDER BY %s"
+    return text % (_cols(columns), quote_table(schema, table), rv, SLOT, rv, SLOT, rv)
 
 
 def window_count(schema, table, rv_column):
     """Pending row count in the window (check mode); params ``(rv_param(lo), rv_param(hi))``."""
     rv = quote_ident(rv_column)
-    text = "SELECT COUNT_BIG(*) FROM %s WHERE %s >= %%s AND %s < %%s"
-    return text % (quote_table(schema, table), rv, rv)
+    text = "SELECT COUNT_BIG(*) FROM %s WHERE %s >= %s AND %s < %s"
+    return text % (quote_table(schema, table), rv, SLOT, rv, SLOT)
 
 
 def full_select(schema, table, columns):
@@ -240,11 +249,11 @@ CT_COMMIT = "COMMIT TRAN"
 def ct_versions():
     """(CHANGE_TRACKING_CURRENT_VERSION(), CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(name))); param: the
     table's quoted two-part name (:func:`quote_table`) as a string."""
-    return "SELECT CHANGE_TRACKING_CURRENT_VERSION(), CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(%s))"
+    return _slots("SELECT CHANGE_TRACKING_CURRENT_VERSION(), CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(%s))")
 
 
 # the change tracking context of the sync's own writes (a varbinary(128) constant, the parameter)
-CT_CONTEXT = "WITH CHANGE_TRACKING_CONTEXT (%s)"
+CT_CONTEXT = _slots("WITH CHANGE_TRACKING_CONTEXT (%s)")
 
 
 def ct_deleted_keys(schema, table, key_columns, skip_context=False):
@@ -254,10 +263,10 @@ def ct_deleted_keys(schema, table, key_columns, skip_context=False):
     if not key_columns:
         raise TsqlError("select: no columns")
     cols = ", ".join("CT." + quote_ident(c) for c in key_columns)
-    text = "SELECT %s FROM CHANGETABLE(CHANGES %s, %%s) AS CT WHERE CT.SYS_CHANGE_OPERATION = N'D'"
+    text = "SELECT %s FROM CHANGETABLE(CHANGES %s, %s) AS CT WHERE CT.SYS_CHANGE_OPERATION = N'D'"
     if skip_context:
-        text += " AND (CT.SYS_CHANGE_CONTEXT IS NULL OR CT.SYS_CHANGE_CONTEXT <> %%s)"
-    return text % (cols, quote_table(schema, table))
+        text += " AND (CT.SYS_CHANGE_CONTEXT IS NULL OR CT.SYS_CHANGE_CONTEXT <> %s)"
+    return text % ((cols, quote_table(schema, table), SLOT) + ((SLOT,) if skip_context else ()))
 
 
 def all_statement_shapes():

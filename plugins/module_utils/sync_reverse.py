@@ -40,15 +40,11 @@ import uuid
 
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_tsql as tsql
 from ansible_collections.berqenas.platform.plugins.module_utils import sync_capture as cap
-from ansible_collections.berqenas.platform.plugins.module_utils.mssql import PymssqlSource, SourceError, classify
+from ansible_collections.berqenas.platform.plugins.module_utils.mssql import (PymssqlSource, SourceError, classify,
+                                                                              render)
 from ansible_collections.berqenas.platform.plugins.module_utils.pgconn import sql
 from ansible_collections.berqenas.platform.plugins.module_utils.sync_state import STATE_SCHEMA
 from ansible_collections.berqenas.platform.plugins.module_utils.sync_types import SyncError, make_transform
-
-try:
-    import pymssql._mssql  # quote_simple_value
-except ImportError:  # pragma: no cover  (PymssqlSource.connect reports pymssql missing)
-    pass
 
 APPLIED_SCHEMA = "dbo"
 APPLIED_TABLE = "berqenas_sync_applied"
@@ -57,7 +53,7 @@ CONFLICT_REPORT_LIMIT = 100  # conflicts listed in the result per table (all are
 WINNERS = ("sqlserver", "postgresql")
 
 
-SLOT = "\x00"  # a value's place in a statement built here (quote_ident refuses NUL, so no name holds one)
+SLOT = tsql.SLOT  # a value's place in a statement built here (mssql.render fills them)
 
 
 def _q(name):
@@ -94,11 +90,6 @@ def _ms_value(v):
     if isinstance(v, uuid.UUID):
         return str(v)
     return v
-
-
-def _quote_value(v):
-    q = pymssql._mssql.quote_simple_value(v)
-    return q.decode("utf-8") if isinstance(q, bytes) else q
 
 
 def _norm(v):
@@ -143,22 +134,11 @@ class MssqlWriter(PymssqlSource):
         self.conn = None
 
     def execute(self, text, params=None, fetch=False, action="write"):
-        """Run ``text``, whose value places are SLOT, with ``params`` rendered by pymssql's own quoting.
-
-        Not pymssql's ``execute(text, params)``: it takes every ``%s``/``%d`` in the text for a placeholder,
-        also inside a bracket-quoted name, and has no escape for them."""
+        """Run ``text``, whose value places are SLOT, with ``params`` rendered (mssql.render)."""
         if self.conn is None:
             self.connect()
         try:
-            if params is not None:
-                pieces = text.split(SLOT)
-                if len(pieces) != len(params) + 1:
-                    raise SyncError("statement has %d value places for %d values" % (len(pieces) - 1, len(params)))
-                out = [pieces[0]]
-                for v, piece in zip(params, pieces[1:]):
-                    out.append(_quote_value(v))
-                    out.append(piece)
-                text = "".join(out)
+            text = render(text, params)
             cur = self.conn.cursor()
             cur.execute(text)
             rows = cur.fetchall() if fetch else None
@@ -477,7 +457,7 @@ def _apply_batch(engine, w, cur, spec, rp, entries, last, rep):
     tbl = _qt(spec.source_schema, spec.source_table)
     pre, pre_v = "", ()  # change tracking: the sync's own DML is tagged, its deletes are not read back as changes
     if spec.delete_detection == "change_tracking":
-        pre, pre_v = tsql.CT_CONTEXT % SLOT + " ", (bytearray(ct_context(engine.job)),)
+        pre, pre_v = tsql.CT_CONTEXT + " ", (bytearray(ct_context(engine.job)),)
     deletes, updates, inserts, ms_wins, conflicts = [], [], [], [], []
     w.execute("SET XACT_ABORT ON; BEGIN TRAN", action="begin the batch")
     try:

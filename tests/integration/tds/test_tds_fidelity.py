@@ -25,6 +25,12 @@ pytestmark = pytest.mark.tds
 # both drivers.
 ONE_DRIVER = pytest.mark.parametrize("tds_client", ["pymssql"], indirect=True)
 
+
+def _ph(statement):
+    """A mssql_tsql statement with the drivers' ``%s`` placeholders at its value places (SLOTs: the product
+    renders them itself, mssql.render); these names hold no ``%``."""
+    return statement.replace(mssql_tsql.SLOT, "%s")
+
 D = decimal.Decimal
 TZ530 = datetime.timezone(datetime.timedelta(hours=5, minutes=30))
 TZM8 = datetime.timezone(datetime.timedelta(hours=-8))
@@ -145,7 +151,7 @@ def test_rowversion_order_and_dbts(client_db):
     lo, hi = (client_db.client.binary(mssql_tsql.rv_param(v)) for v in (rvs[0], mar))
     with contextlib.closing(client_db.connect()) as conn:
         cur = conn.cursor()
-        cur.execute(mssql_tsql.window_select("dbo", "t", ["id", "v", "rv"], "rv"), (lo, hi))
+        cur.execute(_ph(mssql_tsql.window_select("dbo", "t", ["id", "v", "rv"], "rv")), (lo, hi))
         assert [r[0] for r in cur.fetchall()] == [2, 1]
 
 
@@ -302,24 +308,24 @@ def test_sync_engine_statements(client_db):
         cur.execute(mssql_tsql.WATERMARKS)
         mar, dbts = cur.fetchone()
         assert int.from_bytes(mar, "big") == int.from_bytes(dbts, "big") + 1
-        cur.execute(mssql_tsql.TABLE_EXISTS, ("dbo", "Orders"))
+        cur.execute(_ph(mssql_tsql.TABLE_EXISTS), ("dbo", "Orders"))
         assert cur.fetchall() == [("BASE TABLE",)]
-        cur.execute(mssql_tsql.TABLE_EXISTS, ("DBO", "orders"))  # catalog names: case-insensitive collation
+        cur.execute(_ph(mssql_tsql.TABLE_EXISTS), ("DBO", "orders"))  # catalog names: case-insensitive collation
         assert cur.fetchall() == [("BASE TABLE",)]
-        cur.execute(mssql_tsql.TABLE_EXISTS, ("dbo", "Orders2"))
+        cur.execute(_ph(mssql_tsql.TABLE_EXISTS), ("dbo", "Orders2"))
         assert cur.fetchall() == []
-        cur.execute(mssql_tsql.COLUMNS, ("dbo", "Orders"))
+        cur.execute(_ph(mssql_tsql.COLUMNS), ("dbo", "Orders"))
         cols = cur.fetchall()
         assert [(c[0], c[1], c[6], c[7]) for c in cols] == [
             ("id", "int", "NO", 1), ("name", "nvarchar", "YES", 2), ("rv", "timestamp", "NO", 3)]
         assert (cols[0][2], cols[1][2]) == (None, 40)
         assert cols[0][3] == 10 and cols[0][4] == 0
-        cur.execute(mssql_tsql.PRIMARY_KEY, ("dbo", "Orders"))
+        cur.execute(_ph(mssql_tsql.PRIMARY_KEY), ("dbo", "Orders"))
         assert cur.fetchall() == [("id",)]
         lo, hi = (client_db.client.binary(mssql_tsql.rv_param(v)) for v in (0, mar))
-        cur.execute(mssql_tsql.window_count("dbo", "Orders", "rv"), (lo, hi))
+        cur.execute(_ph(mssql_tsql.window_count("dbo", "Orders", "rv")), (lo, hi))
         assert cur.fetchone()[0] == 3
-        cur.execute(mssql_tsql.window_select("dbo", "Orders", ["id", "name", "rv"], "rv"), (lo, hi))
+        cur.execute(_ph(mssql_tsql.window_select("dbo", "Orders", ["id", "name", "rv"], "rv")), (lo, hi))
         assert [r[:2] for r in cur.fetchall()] == [(1, "a"), (2, "b"), (3, None)]
         cur.execute(mssql_tsql.full_count("dbo", "Orders"))
         assert cur.fetchone()[0] == 3
@@ -338,7 +344,7 @@ def test_long_and_hostile_names_keep_their_spelling(client_db):
                      % (mssql_tsql.quote_table("dbo", long_name), mssql_tsql.quote_ident(col)))
     with contextlib.closing(client_db.connect()) as conn:
         cur = conn.cursor()
-        cur.execute(mssql_tsql.COLUMNS, ("dbo", long_name))
+        cur.execute(_ph(mssql_tsql.COLUMNS), ("dbo", long_name))
         assert [r[0] for r in cur.fetchall()] == [col, "Value"]
         cur.execute(mssql_tsql.full_select("dbo", long_name, [col, "Value"]))
         assert cur.fetchall() == [(1, "v")]
