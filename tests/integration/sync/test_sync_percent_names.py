@@ -57,3 +57,32 @@ def test_percent_names_load_update_delete(mssql_db, pg_cluster, tenant, detectio
     r = sync(mssql_db, pg_cluster, tenant, tables)["tables"][0]
     assert (r["updated"], r["deleted"]) == (1, 1)
     assert _target(tenant) == [_row(1), _row(2, "u%d%s")]
+
+
+def _source(db):
+    return [tuple(r) for r in db.execute("SELECT %s, %s FROM dbo.%s ORDER BY 1" % (
+        _q(KEY), ", ".join(_q(c) for c in COLS), _q(TABLE)))]
+
+
+def test_percent_names_both_ways(mssql_db, pg_cluster, tenant):
+    """direction both: the reverse writer's statements (keys, UPDATE .. FROM (VALUES ..), inserts, deletes,
+    rowversions read back) with the same names, and the forward read after them."""
+    _create(mssql_db)
+    tables = [{"source": "[dbo].%s" % _q(TABLE), "direction": "both"}]
+    sync(mssql_db, pg_cluster, tenant, tables)
+    with tenant.connect() as c:
+        t = sql.Identifier(tenant.name, TABLE)
+        # values as literals: with parameters psycopg, too, would read the names' % as placeholders
+        c.execute(sql.SQL("UPDATE {} SET {} = {} WHERE {} = 2").format(t, sql.Identifier(COLS[0]),
+                                                                        sql.Literal("pg%s%d"), sql.Identifier(KEY)))
+        c.execute(sql.SQL("DELETE FROM {} WHERE {} = 3").format(t, sql.Identifier(KEY)))
+        c.execute(sql.SQL("INSERT INTO {} ({}, {}) VALUES (4, {})").format(
+            t, sql.Identifier(KEY), sql.Identifier(COLS[3]), sql.Literal("%(x)s")))
+    r = sync(mssql_db, pg_cluster, tenant, tables)["tables"][0]
+    assert (r["reverse"]["updated"], r["reverse"]["deleted"], r["reverse"]["inserted"]) == (1, 1, 1)
+    two = ("pg%s%d",) + _row(2)[2:]
+    assert _source(mssql_db) == [_row(1), (2,) + two, (4, None, None, None, "%(x)s", None)]
+    mssql_db.execute("UPDATE dbo.%s SET %s = N'ms%%d' WHERE %s = 1" % (_q(TABLE), _q(COLS[4]), _q(KEY)))
+    r = sync(mssql_db, pg_cluster, tenant, tables)["tables"][0]
+    assert r["updated"] == 1 and r["reverse"]["updated"] == 0
+    assert _target(tenant) == [_row(1)[:5] + ("ms%d",), (2,) + two, (4, None, None, None, "%(x)s", None)]
