@@ -634,7 +634,7 @@ class SyncEngine(object):
                     sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(_ident(n)) for n in nonkey))
             action = sql.SQL("DO UPDATE SET {} WHERE {}").format(sets, guard)
         if self._merge_counts(cur):
-            merged = self._merge(cur, plan, tgt, names, nonkey, src, inclusive)
+            merged = self._merge(cur, plan, tgt, names, nonkey, src, inclusive, stg)
             if merged is not None:
                 return merged[0], merged[1], deleted
         cur.execute(sql.SQL(
@@ -658,11 +658,33 @@ class SyncEngine(object):
                 self._merge_ok = bool(cur.fetchone()[0])
         return self._merge_ok
 
-    def _merge(self, cur, plan, tgt, names, nonkey, src, inclusive):
+    def _key_range(self, cur, plan, stg):
+        """`` AND t.<first key> BETWEEN <lowest> AND <highest staged value>`` as constants, or nothing for an empty
+        page. Every staged key lies in it, so no match changes; with the constants the planner estimates the range
+        from the target's statistics: a page of neighbouring keys reads only its part of the target (without it the
+        planner hashed the whole target per page, or merge-joined from the key index's first entry), a page of
+        scattered keys keeps the plan it had."""
+        k = plan.keys[0]
+        ktype = [t for n, t, _c in plan.target_cols if n == k][0]
+        cur.execute("SELECT EXISTS (SELECT 1 FROM pg_stats WHERE schemaname = %s AND tablename = %s AND attname = %s)",
+                    (plan.spec.target_schema, plan.spec.target_table, k))
+        if not cur.fetchone()[0]:  # never analyzed: a guessed range estimate would make a scattered page slower
+            return sql.SQL("")
+        # ORDER BY .. LIMIT 1, not min()/max(): uuid, bytea and boolean have a btree order but no min()
+        cur.execute(sql.SQL("SELECT (SELECT {k} FROM {s} ORDER BY 1 LIMIT 1), (SELECT {k} FROM {s} ORDER BY 1 DESC"
+                            " LIMIT 1)").format(k=_ident(k), s=stg))
+        lo, hi = cur.fetchone()
+        if lo is None:
+            return sql.SQL("")
+        return sql.SQL(" AND t.{k} BETWEEN CAST({lo} AS {t}) AND CAST({hi} AS {t})").format(
+            k=_ident(k), lo=sql.Literal(lo), hi=sql.Literal(hi), t=_type(ktype))
+
+    def _merge(self, cur, plan, tgt, names, nonkey, src, inclusive, stg):
         """The guarded upsert as one MERGE; returns (inserted, updated), or None when a key appeared meanwhile
         (another writer, e.g. an application on a direction-both table): MERGE's insert is not speculative
         as ON CONFLICT's is, so the page is undone to a savepoint and the caller runs the ON CONFLICT form."""
         on = sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=_ident(k)) for k in plan.keys)
+        on = on + self._key_range(cur, plan, stg)
         matched = sql.SQL("")
         if nonkey:
             if plan.rv is not None:
