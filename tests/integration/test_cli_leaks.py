@@ -11,7 +11,11 @@ run's command env), never as its value. QR codes (they encode the peer's private
 files in 0700 directories of the instance: the hub's clients/ and the operator's vpn/NAME/.
 
 A secret generated during the run (a WireGuard key, a JWT key) is only known after its command, so every distinct
-/proc and file content the sampler saw is kept and scanned again at the end against every secret."""
+/proc and file content the sampler saw is kept and scanned again at the end against every secret.
+
+Every command of the CLI runs (the set of commands run is checked against the Click tree, so a new command fails
+this test until it is added here), each ending with 0 (1 for `health`'s verdict) and no traceback; read-only ones
+run several at once to keep the test's time down. The cleanup's `local down --purge` has its streams scanned too."""
 
 import base64
 import json
@@ -20,14 +24,19 @@ import re
 import shutil
 import socket
 import stat
+import subprocess
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
+import click
 import pytest
+from ansible_collections.berqenas.platform.plugins.module_utils import localnet
 from berqenas_orchestrator import apikeys, vault
+from berqenas_orchestrator.cli import root as cli_root
 
 from tests.support.cli import Cli
 from tests.support.fixtures_tds import _emulated_server
@@ -156,7 +165,7 @@ class SyslogCapture(threading.Thread):
 
     def __init__(self, base: str):
         super().__init__(daemon=True)
-        self.base, self.messages, self.calls = base, [], 0
+        self.base, self.messages, self.calls, self.lock = base, [], 0, threading.Lock()
         os.makedirs(base, mode=0o700)
         self.path = os.path.join(base, "log.sock")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -168,8 +177,9 @@ class SyslogCapture(threading.Thread):
             self.submounts = sorted({ln.split()[4][5:] for ln in f if ln.split()[4].startswith("/dev/")})
 
     def prefix(self) -> list[str]:
-        self.calls += 1
-        up, work = (os.path.join(self.base, f"{n}{self.calls}") for n in ("up", "work"))
+        with self.lock:  # (commands run at once too)
+            self.calls += 1
+            up, work = (os.path.join(self.base, f"{n}{self.calls}") for n in ("up", "work"))
         os.mkdir(up)
         os.chmod(up, 0o755)  # the overlay's root takes the upper dir's mode: /dev must stay traversable
         os.mkdir(work, 0o700)
@@ -189,6 +199,45 @@ class SyslogCapture(threading.Thread):
         self.stop_flag.set()
         self.join(timeout=30)
         self.sock.close()
+
+
+def _all_commands(group: click.Group, path=()) -> set[tuple[str, ...]]:
+    """Every leaf command of the CLI's Click tree, as its path ("tenant", "create")."""
+    out = set()
+    for name, cmd in group.commands.items():
+        out |= _all_commands(cmd, (*path, name)) if isinstance(cmd, click.Group) else {(*path, name)}
+    return out
+
+
+def _command_path(args) -> tuple[str, ...]:
+    """The command ARGS runs, walked down the Click tree past the groups' options (--api-key-file FILE...)."""
+    cmd, path, i = cli_root, [], 0
+    while isinstance(cmd, click.Group):
+        if args[i].startswith("-"):
+            (opt,) = (p for p in cmd.params if args[i] in p.opts)
+            i += 1 if opt.is_flag or getattr(opt, "count", False) else 2
+            continue
+        cmd = cmd.commands[args[i]]
+        path.append(args[i])
+        i += 1
+    return tuple(path)
+
+
+def _publish_netns(home: str) -> None:
+    """`ip netns add` in the `local up` call mounts the instance's network namespace on /run/netns/NAME inside that
+    call's private mount namespace (SYSLOG_NS) only: the host keeps an empty file there, so a later call (a fresh
+    copy of the host's mounts) cannot reach the namespace by name and `local down` fails ("setting the network
+    namespace failed"), leaving the namespace, its anchor, wireguard-go and the forwarder behind. Mount it on the
+    host from the anchor's, as `ip netns add` run on the host would have."""
+    lay = localnet.layout(home)
+    path = os.path.join("/run/netns", lay["netns"])
+    try:
+        with open(lay["anchor_pidfile"]) as f:
+            pid = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return  # no anchor (`local up` failed early): nothing to reach
+    if os.path.exists(path) and not os.path.ismount(path):
+        subprocess.run(["mount", "--bind", f"/proc/{pid}/ns/net", path], check=False)  # else: `local down` fails
 
 
 def _wg_keys(text: str) -> list[bytes]:
@@ -216,15 +265,22 @@ def test_no_secret_leaks(test_home, ansible_env, tds_emulator, pg_cluster, hasur
     os.chmod(pw_file, 0o600)
     outputs = []
 
-    def run(*args, may_print=(), check=True):
-        r = cli(*args, check=check)
+    def run(*args, may_print=(), check=True, via=cli):
+        r = via(*args, check=check)
         outputs.append((args, r, set(may_print)))
         return r
+
+    def together(*calls):
+        """Read-only commands at once (they take no lock; several operators may run them so), to keep the test's
+        time down: each is sampled and scanned like the others."""
+        with ThreadPoolExecutor(len(calls)) as pool:
+            return [f.result() for f in [pool.submit(c) for c in calls]]
 
     sampler.start()
     journal.start()
     try:
         run("local", "up", "--json")  # with the local WireGuard + gateway host (a network namespace)
+        _publish_netns(home)
         run("tenant", "create", "acme", "--json")
         run("tenant", "create", "globex")
         creds = run("tenant", "show", "acme", "--credentials", "--json", may_print={"acme app password",
@@ -232,7 +288,8 @@ def test_no_secret_leaks(test_home, ansible_env, tds_emulator, pg_cluster, hasur
         known["acme app password"] = creds["credentials"]["app"]["password"].encode()
         known["acme ro password"] = creds["credentials"]["ro"]["password"].encode()
         key_file = os.path.join(tmp_path, "tenant.key")
-        run("apikey", "create", "--name", "acme-admin", "--scope", "tenant:acme", "--save", key_file)
+        tenant_key_id = run("apikey", "create", "--name", "acme-admin", "--scope", "tenant:acme", "--save", key_file,
+                            "--json").json["id"]
         known["tenant api key"] = apikeys.read_key_file(key_file).encode()
         run("remotedb", "add", "erp", "--tenant", "acme", "--host", server.host, "--port", str(server.port),
             "--user", server.user, "--password-file", str(pw_file), "--database", src.name,
@@ -251,6 +308,10 @@ def test_no_secret_leaks(test_home, ansible_env, tds_emulator, pg_cluster, hasur
                 known[f"wireguard peer qr {what}"] = f.read()
         with open(os.path.join(home, "network", "etc", "wireguard", "wg0.conf")) as f:  # the hub's /etc (overlay)
             (known["wireguard hub private key"],) = _wg_keys(f.read())
+        run("gateway", "expose", "acme", "--json")
+        local = together(lambda: run("local", "status", "--json"), lambda: run("vpn", "peer", "list", "--json"),
+                         lambda: run("vpn", "status", "--json"), lambda: run("gateway", "list", "--json"),
+                         lambda: run("gateway", "status", "--json"))[0].json
         # Hasura: the admin secret is vaulted in the inventory and reaches the engine (the double) in a playbook
         secret_file = tmp_path / "hasura_admin_secret"
         secret_file.write_text(hasura.double.admin_secret + "\n")
@@ -260,6 +321,12 @@ def test_no_secret_leaks(test_home, ansible_env, tds_emulator, pg_cluster, hasur
         known["hasura admin secret"] = vault.entries(app, "hasura_secrets.yml",
                                                      "berqenas_hasura_admin_secrets")["default"].encode()
         assert known["hasura admin secret"] == hasura.double.admin_secret.encode()
+        # the engine (the double) reaches acme's database with the DSN in its own process environment, as Hasura
+        # does (here a dict in this process: never in a file or an environ); `sync run` tracks what it loads
+        acme = creds["credentials"]["app"]
+        hasura.double.environment["BERQENAS_ACME_DATABASE_URL"] = (
+            f"host={local['host']} port={local['port']} dbname={local['database']} user={acme['user']} "
+            f"password={acme['password']}")
         run("hasura", "status", "--json")
         # JWT signing keys: an HS256 shared secret and an EdDSA private key, read back from the vault
         run("token", "key", "add", "--json")
@@ -272,34 +339,56 @@ def test_no_secret_leaks(test_home, ansible_env, tds_emulator, pg_cluster, hasur
         jwt_env = os.path.join(home, "hasura-jwt.env")
         run("token", "config", "--out", jwt_env, "--json")
         run("token", "issue", "--tenant", "acme", "--json")
-        run("remotedb", "list", "--json")
-        run("remotedb", "test", "erp", "--json", check=False)
-        run("sync", "run", "erp", "--json", check=False)
-        run("sync", "status", "--json", check=False)
-        run("--api-key-file", key_file, "tenant", "list", "--json")
-        run("--api-key-file", key_file, "tenant", "show", "acme", "--credentials", "--json",
-            may_print={"acme app password", "acme ro password"})
-        run("tenant", "list", "--json")
-        run("apikey", "list", "--json")
+        run("remotedb", "test", "erp", "--json")
+        run("sync", "run", "erp", "--json")
+        # Hasura metadata of acme's schema: every table, then one table out and back in
+        tracked = run("hasura", "mirror", "acme", "--json").json["tracked"]
+        table = tracked[0].split(".", 1)[1]
+        run("hasura", "untrack", "acme", "--table", table, "--json")
+        run("hasura", "track", "acme", "--table", table, "--json")
+        # `health` may exit 1 (on the local instance it reports gateway drift: it expects the exposure's rules on
+        # port 5432, the local cluster listens on another one): scanned all the same
+        together(lambda: run("health", "--json", check=False), lambda: run("status", "--all", "--json"),
+                 lambda: run("sync", "status", "--json"), lambda: run("remotedb", "list", "--json"))
+        together(lambda: run("--api-key-file", key_file, "tenant", "list", "--json"),
+                 lambda: run("--api-key-file", key_file, "tenant", "show", "acme", "--credentials", "--json",
+                             may_print={"acme app password", "acme ro password"}),
+                 lambda: run("tenant", "list", "--json"), lambda: run("apikey", "list", "--json"),
+                 lambda: run("token", "key", "list", "--json"))
+        # `apikey init` needs a new install: a keystore of its own (the session's one exists), in a watched dir
+        init_cli = Cli(dict(env, **{apikeys.ENV_KEYSTORE: os.path.join(home, "init-check", "apikeys.json")}), home,
+                       prefix=journal.prefix)
+        init = run("apikey", "init", "--name", "first-admin", "--json", via=init_cli, may_print={"init api key"})
+        known["init api key"] = init.json["key"].encode()
+        run("apikey", "revoke", tenant_key_id, "--json")
+        run("token", "key", "retire", jwt["HS256"]["kid"], "--json")  # the EdDSA key, added last, signs on
+        run("gateway", "unexpose", "acme", "--json")
+        _check_qr_modes(home, peer, qr_txt)  # (while they exist: `vpn peer remove` deletes the peer's files)
+        run("vpn", "peer", "remove", "laptop1", "--json")
+        assert not os.path.exists(os.path.dirname(peer["config_file"])), peer
+        run("remotedb", "remove", "erp", "--json")
+        run("tenant", "delete", "globex", "--yes", "--json")
         run("audit", "show", "--json")
         run("audit", "verify")
+        run("local", "down", "--json")  # stopped, not purged (the purge below is the cleanup, its output scanned too)
         time.sleep(0.2)
     finally:
         sampler.stop_flag.set()
         sampler.join(timeout=30)
     try:
         assert sampler.samples > 20, sampler.samples
-        assert len(known) == 13
+        assert len(known) == 14
         sampler.rescan()
         leaks = list(sampler.hits)
         journal_hits = _check_journal(journal, known)
         kept_hits, kept_modes, kept_files = _scan_kept(kept, known)
-        for args, r, allowed in outputs:
-            for name, value in known.items():
-                if value in r.stderr.encode():
-                    leaks.append((name, f"stderr of berqenas {' '.join(args)}"))
-                if value in r.stdout.encode() and name not in allowed:
-                    leaks.append((name, f"stdout of berqenas {' '.join(args)}"))
+        # every command of the CLI ran above (a new command fails this until it is added to the run)
+        missing = sorted(_all_commands(cli_root) - {_command_path(args) for args, _, _ in outputs})
+        assert missing == [], f"commands the leak test does not run: {missing}"
+        # and each one ended cleanly (0, or 1 for `health` with a failing check), never with a traceback
+        unclean = [(args, r.rc) for args, r, _ in outputs if r.rc not in (0, 1) or "Traceback" in r.stderr]
+        assert unclean == [], unclean
+        leaks += _output_leaks(outputs, known)
         audit_log = env["BERQENAS_AUDIT_LOG"]
         for path in [audit_log, *(os.path.join(b, f) for b, _, fs in os.walk(home) for f in fs)]:
             with open(path, "rb") as f:
@@ -324,7 +413,8 @@ def test_no_secret_leaks(test_home, ansible_env, tds_emulator, pg_cluster, hasur
         ansible_tmp = os.path.join(test_home, ".ansible", "tmp") + os.sep
         bad = []
         for name, where in leaks:
-            if where in holders.get(name, set()) and stat.S_IMODE(os.stat(where).st_mode) == 0o600:
+            if where in holders.get(name, set()) and os.path.exists(where) \
+                    and stat.S_IMODE(os.stat(where).st_mode) == 0o600:
                 continue
             if " (mode 0o" in where:  # a copy readable by more than its owner: never excused
                 bad.append((name, where))
@@ -337,7 +427,9 @@ def test_no_secret_leaks(test_home, ansible_env, tds_emulator, pg_cluster, hasur
             if where.startswith((ansible_tmp + "ansible-local-", ansible_tmp + "ansible-tmp-")):
                 continue
             # a file gone by the end beside a holder: its atomic write's temporary (acme.json.tmp,
-            # hasura-jwt.env.tmp, made 0600); a wider mode would be reported as "PATH (mode ..)", never excused
+            # hasura-jwt.env.tmp, made 0600), or the holder itself (the peer's files, which `vpn peer remove`
+            # deletes; their modes checked while they existed); a wider mode would be reported as "PATH (mode ..)",
+            # never excused
             if not os.path.exists(where) and os.path.dirname(where) in {os.path.dirname(h)
                                                                            for h in holders.get(name, ())}:
                 continue
@@ -352,7 +444,7 @@ def test_no_secret_leaks(test_home, ansible_env, tds_emulator, pg_cluster, hasur
         assert journal_hits == [], f"secrets in the journal (syslog): {journal_hits}"
         assert kept_modes == [], f"kept runner files wider than 0700/0600: {kept_modes}"
         _check_kept_runs(kept, vault_pass)
-        _check_qr_files(home, peer, qr_txt, sampler)
+        _check_qr_files(home, sampler)
         # and the holders really hold them (so the scan could find them)
         assert ("vault password", vault_pass) in leaks
         assert ("acme app password", os.path.join(home, "credentials", "acme.json")) in leaks
@@ -364,10 +456,28 @@ def test_no_secret_leaks(test_home, ansible_env, tds_emulator, pg_cluster, hasur
         assert ("wireguard peer qr png", os.path.join(hub_clients, "laptop1.png")) in leaks
         assert os.listdir(tmpdir) == [] or all(not n.startswith("berqenas-run-") for n in os.listdir(tmpdir))
     finally:
-        cli("local", "down", "--purge", check=False)
+        _publish_netns(home)  # (again, if `local up` failed before it was)
+        purge = ("local", "down", "--purge", "--json")
+        purged = cli(*purge, check=False)
         journal.close()
+        hasura.double.environment.pop("BERQENAS_ACME_DATABASE_URL", None)
         server.drop_database(src)
         shutil.rmtree(tmpdir, ignore_errors=True)
+    # the cleanup's own output (after the sampler stopped: its streams only)
+    assert purged.rc == 0, purged
+    assert _output_leaks([(purge, purged, set())], known) == []
+
+
+def _output_leaks(outputs, known: dict) -> list:
+    """(secret, stream) for each known secret in a command's stderr, or in its stdout unless it may print it."""
+    leaks = []
+    for args, r, allowed in outputs:
+        for name, value in known.items():
+            if value in r.stderr.encode():
+                leaks.append((name, f"stderr of berqenas {' '.join(args)}"))
+            if value in r.stdout.encode() and name not in allowed:
+                leaks.append((name, f"stdout of berqenas {' '.join(args)}"))
+    return leaks
 
 
 def _check_kept_runs(kept: str, vault_pass: str) -> None:
@@ -396,10 +506,10 @@ def _check_kept_runs(kept: str, vault_pass: str) -> None:
     assert all(v for r, v in vaulted.items() if r.split("-")[1] in ("hasura_status", "remotedb_test", "sync_run"))
 
 
-def _check_qr_files(home: str, peer: dict, qr_txt: str, sampler) -> None:
+def _check_qr_modes(home: str, peer: dict, qr_txt: str) -> None:
     """QR codes exist only as 0600 files in 0700 directories of the instance (the hub's clients/ and vpn/NAME/):
-    a copy of their bytes anywhere else the sampler looked would have been a hit above; here the modes, and no
-    PNG or .qr.txt file ever seen outside the instance."""
+    a copy of their bytes anywhere else the sampler looked is a hit; here the modes (_check_qr_files: no PNG or
+    .qr.txt file ever seen outside the instance)."""
     hub_clients = os.path.join(home, "network", "etc", "berqenas", "wireguard", "wg0", "clients")
     for path in (peer["qr_file"], qr_txt, os.path.join(hub_clients, "laptop1.png"),
                  os.path.join(hub_clients, "laptop1.qr.txt")):
@@ -408,6 +518,9 @@ def _check_qr_files(home: str, peer: dict, qr_txt: str, sampler) -> None:
         assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700, path
     with open(peer["qr_file"], "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def _check_qr_files(home: str, sampler) -> None:
     outside = sorted({w for data, wheres in sampler.seen.items() for w in wheres
                       if not w.startswith(("/proc/", home + os.sep))
                       and (data.startswith(b"\x89PNG") or w.endswith((".png", ".qr.txt")))})
