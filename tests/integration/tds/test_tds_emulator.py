@@ -115,7 +115,7 @@ def test_simulated_restore_rewinds_counter_and_changes_guids(emulated_mssql_db):
     ("SELECT id INTO dbo.copy FROM dbo.t", 156),
     ("MERGE dbo.t AS x USING dbo.t AS y ON x.id = y.id WHEN MATCHED THEN DELETE;", 102),
     ("SELECT SOUNDEX(N'x')", 195),
-    ("UPDATE dbo.t SET id = 1 OUTPUT inserted.id", 102),
+    ("UPDATE dbo.t SET id = 1 OUTPUT deleted.id", 102),  # OUTPUT inserted.<col> only
     ("SELECT * FROM OtherDb.dbo.t", 208),
     ("SELECT @x", 137),
     ("SELECT TOP 10 PERCENT id FROM dbo.t", 156),

@@ -576,3 +576,43 @@ def test_update_from_a_values_list(client_db):
         (1, "x", datetime.datetime(2024, 1, 2, 3, 4, 5, 678000)), (2, None, None), (3, "c", None)]
     assert db.execute("SELECT rv FROM dbo.t WHERE id = 3") == [(rv3,)]  # not matched: not written
     assert db.execute("SELECT COUNT(*) FROM dbo.t WHERE rv > %s" % ("0x" + bytes(rv3).hex())) == [(2,)]
+
+
+@ONE_DRIVER
+def test_output_inserted_gives_the_rows_written_and_their_new_rowversions(client_db):
+    """INSERT / UPDATE ... OUTPUT inserted.col (the reverse sync's writes): one result row per row written, with
+    the values the statement left (the rowversion already bumped: the one then stored), the column names or the
+    aliases; a guarded UPDATE (ON key AND rv = the expected one) and a guarded INSERT (WHERE NOT EXISTS ... WITH
+    (UPDLOCK, HOLDLOCK)) output only the rows they wrote; sys.triggers lists no trigger of a table without one."""
+    db = client_db
+    db.execute("CREATE TABLE dbo.t (id int NOT NULL PRIMARY KEY, s nvarchar(5) NULL, rv rowversion)")
+    (dbts,), = db.execute("SELECT @@DBTS")
+    with contextlib.closing(db.connect()) as conn:
+        cur = conn.cursor()
+        cur.execute("INSERT INTO dbo.t (id, s) OUTPUT inserted.id, inserted.rv VALUES (1, N'a'), (2, N'b'), (3, N'c')")
+        assert [d[0] for d in cur.description] == ["id", "rv"]
+        ins = dict(cur.fetchall())
+        assert sorted(ins) == [1, 2, 3] and all(bytes(v) > bytes(dbts) for v in ins.values())
+        assert len(set(ins.values())) == 3
+        stored = dict(db.execute("SELECT id, rv FROM dbo.t"))
+        assert stored == ins
+        # row 1 with its current rowversion, row 2 with a stale one, key 9 absent: only row 1 is written
+        cur.execute("UPDATE t SET s = v.c2 OUTPUT inserted.id, inserted.rv AS new_rv, inserted.s FROM dbo.t AS t"
+                    " INNER JOIN (VALUES (CAST(1 AS int), CAST(%s AS binary(8)), CAST(N'x' AS nvarchar(max))),"
+                    " (2, %s, N'y'), (9, %s, N'z')) AS v (c0, c1, c2) ON t.id = v.c0 AND t.rv = v.c1"
+                    % ("0x" + bytes(ins[1]).hex(), "0x" + bytes(ins[1]).hex(), "0x" + bytes(ins[1]).hex()))
+        assert [d[0] for d in cur.description] == ["id", "new_rv", "s"]
+        (upd,) = cur.fetchall()
+        assert upd[0] == 1 and upd[2] == "x" and bytes(upd[1]) > max(bytes(v) for v in ins.values())
+        # keys 3 (present) and 4 (absent): only 4 is inserted
+        cur.execute("INSERT INTO dbo.t (id, s) OUTPUT inserted.id, inserted.s SELECT v.c0, v.c1 FROM (VALUES"
+                    " (CAST(3 AS int), CAST(N'dup' AS nvarchar(max))), (4, N'd')) AS v (c0, c1) WHERE NOT EXISTS"
+                    " (SELECT 1 FROM dbo.t AS x WITH (UPDLOCK, HOLDLOCK) WHERE x.id = v.c0)")
+        assert cur.fetchall() == [(4, "d")]
+        cur.execute("UPDATE dbo.t SET s = N'q' OUTPUT inserted.s WHERE id = 99")
+        assert cur.fetchall() == []
+        cur.execute("SELECT is_disabled FROM sys.triggers WHERE parent_id = OBJECT_ID(N'dbo.t')")
+        assert cur.fetchall() == []
+    rows = db.execute("SELECT id, s, rv FROM dbo.t ORDER BY id")
+    assert [(i, s) for i, s, _rv in rows] == [(1, "x"), (2, "b"), (3, "c"), (4, "d")]
+    assert bytes(rows[0][2]) == bytes(upd[1]) and bytes(rows[1][2]) == bytes(ins[2])

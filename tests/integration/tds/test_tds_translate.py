@@ -149,3 +149,33 @@ def test_update_from_outside_the_subset_is_a_syntax_error(text):
     with pytest.raises(TsqlError) as e:
         parse(text)
     assert e.value.number in (102, 156)
+
+
+def test_output_inserted_becomes_returning():
+    """OUTPUT inserted.col [AS alias] of an INSERT or an UPDATE (both forms) -> RETURNING, qualified by the
+    UPDATE ... FROM target's alias (the derived table has columns of the same names)."""
+    s = one("INSERT INTO dbo.T (id, [Name]) OUTPUT inserted.id, inserted.[rv] AS new_rv VALUES (1, N'a')")
+    assert s.cmd == 0xC3 and s.output and s.pg.endswith(' RETURNING "id", "rv" AS "new_rv"')
+    assert s.aliases == {"new_rv": "new_rv"} and not getattr(s, "seek_join", False)
+    s = one("UPDATE t SET name = v.name OUTPUT inserted.id, inserted.rv FROM dbo.T AS t JOIN (VALUES (1, N'a'))"
+            " AS v (id, name) ON t.id = v.id")
+    assert s.cmd == 0xC5 and s.seek_join and s.pg.endswith(' RETURNING "t"."id", "t"."rv"')
+    assert one("UPDATE dbo.T SET name = N'x' OUTPUT inserted.Name WHERE id = 1").pg == (
+        'UPDATE "dbo"."t" SET "name" = \'x\' WHERE "id" = 1 RETURNING "name"')
+    # a guarded insert from a values list is planned as the UPDATE ... FROM (an index seek per row)
+    s = one("INSERT INTO dbo.T (id) OUTPUT inserted.id SELECT v.c0 FROM (VALUES (1)) AS v (c0) WHERE NOT EXISTS"
+            " (SELECT 1 FROM dbo.T AS x WITH (UPDLOCK, HOLDLOCK) WHERE x.id = v.c0)")
+    assert s.seek_join and s.pg.endswith(' RETURNING "id"')
+
+
+@pytest.mark.parametrize("text", [
+    "UPDATE dbo.T SET name = N'x' OUTPUT deleted.name WHERE id = 1",           # values before: not supported
+    "INSERT INTO dbo.T (id) OUTPUT inserted.* VALUES (1)",
+    "INSERT INTO dbo.T (id) OUTPUT inserted.id INTO @t VALUES (1)",
+    "UPDATE dbo.T SET name = N'x' OUTPUT inserted.id + 1 WHERE id = 1",       # expressions
+    "UPDATE dbo.T SET name = N'x' OUTPUT WHERE id = 1",
+])
+def test_output_outside_the_subset_is_a_syntax_error(text):
+    with pytest.raises(TsqlError) as e:
+        parse(text)
+    assert e.value.number in (102, 156)

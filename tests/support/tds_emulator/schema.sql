@@ -315,6 +315,12 @@ SELECT c.object_id, c.name::varchar(128) COLLATE tds_meta.tds_ci AS name, c.colu
        c.is_identity, false AS is_computed
   FROM tds_meta.columns c;
 
+-- the emulator has no CREATE TRIGGER, so no table has a DML trigger (the view has sys.triggers' shape, no rows)
+CREATE OR REPLACE VIEW tds_sys.triggers AS
+SELECT NULL::varchar(128) COLLATE tds_meta.tds_ci AS name, NULL::integer AS object_id, 1::smallint AS parent_class,
+       NULL::integer AS parent_id, 'TR'::char(2) AS type, false AS is_disabled, false AS is_instead_of_trigger
+ WHERE false;
+
 CREATE OR REPLACE VIEW tds_sys.types AS
 SELECT v.name::varchar(128) COLLATE tds_meta.tds_ci AS name, v.id::smallint AS system_type_id, v.id AS user_type_id
   FROM (VALUES ('tinyint', 48), ('smallint', 52), ('int', 56), ('bigint', 127), ('bit', 104), ('decimal', 106),

@@ -933,7 +933,8 @@ class Session(threading.Thread):
         if drop is not None and sent >= drop:
             self._drop_now(w)
         self.rowcount = sent
-        w.add(self.done(more | P.DONE_COUNT, P.CMD_SELECT, sent))
+        # an INSERT / UPDATE with OUTPUT: its rows are the result set, its DONE is the statement's
+        w.add(self.done(more | P.DONE_COUNT, stmt.cmd if getattr(stmt, "output", False) else P.CMD_SELECT, sent))
 
     def _drop_now(self, w):
         # send what is buffered (rows up to N), then cut the connection

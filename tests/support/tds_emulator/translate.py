@@ -849,28 +849,40 @@ def parse_statement(toks, text, ctx):
         if i < n and toks[i].is_word("INTO"):
             i += 1
         name, j = _table_name(toks, i, ctx)
+        toks, output = _take_output(toks, j, ("VALUES", "SELECT", "DEFAULT"))
+        n = len(toks)
         for t in toks:
             if t.is_word("OUTPUT", "EXEC", "EXECUTE"):
                 raise syntax_error(t.text, "INSERT ... %s is not supported" % t.up)
         tr = ExprTranslator(toks, ctx)
         body = tr.tr(j, n)
         target = qi(name[0]) + "." + qi(name[1])
-        return Stmt("query", source, pg="INSERT INTO %s %s" % (target, body), aliases=tr.aliases, cmd=0xC3,
+        stmt = Stmt("query", source, pg="INSERT INTO %s %s" % (target, body), aliases=tr.aliases, cmd=0xC3,
                     table=name)
+        at = _depth0(toks[j:], "SELECT", "FROM")
+        if "FROM" in at and "SELECT" in at and at["FROM"] + 2 < n - j and toks[j + at["FROM"] + 1].is_op("(") and \
+                toks[j + at["FROM"] + 2].is_word("VALUES"):
+            # INSERT ... SELECT ... FROM (VALUES ...) AS v ... (e.g. WHERE NOT EXISTS (a seek of the target per
+            # row)): planned as the UPDATE ... FROM (server.py, Session._run)
+            stmt.seek_join = True
+        return _with_output(stmt, output, None)
     if up == "UPDATE":
         name, j = _table_name(toks, 1, ctx)
+        toks, output = _take_output(toks, j, ("FROM", "WHERE"))
+        n = len(toks)
         for t in toks:
             if t.is_word("OUTPUT"):
                 raise syntax_error(t.text, "UPDATE ... %s is not supported" % t.up)
         at = _depth0(toks, "FROM", "WHERE")
         if "FROM" in at:
-            return _parse_update_from(toks, source, ctx, j, at)
+            stmt, qualifier = _parse_update_from(toks, source, ctx, j, at)
+            return _with_output(stmt, output, qualifier)
         for t in toks:
             if t.is_word("FROM"):
                 raise syntax_error(t.text, "UPDATE ... FROM is supported only as UPDATE alias SET ... FROM table "
                                            "AS alias JOIN source ON ...")
         tr = ExprTranslator(toks, ctx)
-        return Stmt("query", source, pg=tr.tr(0, n), aliases=tr.aliases, cmd=0xC5)
+        return _with_output(Stmt("query", source, pg=tr.tr(0, n), aliases=tr.aliases, cmd=0xC5), output, None)
     if up == "DELETE":
         i = 1
         if i < n and toks[i].is_word("FROM"):
@@ -1119,7 +1131,82 @@ def _parse_update_from(toks, source, ctx, j, at):
         sets.append("%s = %s" % (qi(names[-1]), tr.tr(eq + 1, b)))
     target = qi(table[0]) + "." + qi(table[1]) + ((" AS " + qi(alias)) if alias is not None else "")
     pg = "UPDATE %s SET %s FROM %s WHERE %s" % (target, ", ".join(sets), src, cond)
-    return Stmt("query", source, pg=pg, aliases={}, cmd=0xC5, seek_join=True)
+    return Stmt("query", source, pg=pg, aliases={}, cmd=0xC5, seek_join=True), qi(alias if alias is not None
+                                                                                  else table[1])
+
+
+def _take_output(toks, start, ends):
+    """The OUTPUT clause of an INSERT or UPDATE (at parenthesis depth 0 after ``start``, up to one of the words
+    ``ends``): ``OUTPUT inserted.col [[AS] alias], ...`` -> (the tokens without it, [(column, alias or None)]) or
+    (toks, None) when there is none. ``inserted`` is the row as the statement left it (a rowversion column holds
+    its new value, as in SQL Server, where OUTPUT reads the row after the change). Refused: ``deleted.`` (the
+    values before an UPDATE: PostgreSQL's RETURNING cannot see them), ``inserted.*``, expressions, ``OUTPUT ...
+    INTO``."""
+    depth = 0
+    at = None
+    for m in range(start, len(toks)):
+        t = toks[m]
+        if t.is_op("("):
+            depth += 1
+        elif t.is_op(")"):
+            depth -= 1
+        elif depth == 0 and t.is_word("OUTPUT"):
+            at = m
+            break
+    if at is None:
+        return toks, None
+    n = len(toks)
+    items = []
+    m = at + 1
+    while True:
+        if m < n and toks[m].is_word("DELETED"):
+            raise syntax_error(toks[m].text, "OUTPUT deleted.<column> is not supported")
+        if not (m + 2 < n and toks[m].is_word("INSERTED") and toks[m + 1].is_op(".")):
+            raise syntax_error(toks[m].text if m < n else "OUTPUT", "OUTPUT lists inserted.<column> items only")
+        col = toks[m + 2]
+        if col.is_op("*"):
+            raise syntax_error("*", "OUTPUT inserted.* is not supported")
+        if col.kind not in ("word", "ident"):
+            raise syntax_error(col.text)
+        m += 3
+        alias = None
+        if m < n and toks[m].is_word("AS"):
+            m += 1
+            if m >= n or toks[m].kind not in ("word", "ident", "str"):
+                raise syntax_error(toks[m].text if m < n else "AS")
+            alias = toks[m].value
+            m += 1
+        elif m < n and (toks[m].kind == "ident" or (toks[m].kind == "word" and toks[m].up not in KEYWORDS
+                                                      and toks[m].up not in ends)):
+            alias = toks[m].value
+            m += 1
+        items.append((col.value, alias))
+        if m < n and toks[m].is_op(","):
+            m += 1
+            continue
+        break
+    if m < n and toks[m].is_word("INTO"):
+        raise syntax_error("INTO", "OUTPUT ... INTO is not supported")
+    if m < n and not toks[m].is_word(*ends):
+        raise syntax_error(toks[m].text)
+    return toks[:at] + toks[m:], items
+
+
+def _with_output(stmt, output, qualifier):
+    """The statement with its OUTPUT items as PostgreSQL's RETURNING (its rows come back as a result set: the
+    row as the statement wrote it, after the rowversion trigger; the target's column names unless aliased)."""
+    if output is None:
+        return stmt
+    cols = []
+    for col, alias in output:
+        ref = qi(col) if qualifier is None else qualifier + "." + qi(col)
+        if alias is not None:
+            stmt.aliases[pgname(alias)] = alias
+            ref += " AS " + qi(alias)
+        cols.append(ref)
+    stmt.pg += " RETURNING " + ", ".join(cols)
+    stmt.output = True
+    return stmt
 
 
 ISOLATION = {"READ COMMITTED": "READ COMMITTED", "READ UNCOMMITTED": "READ COMMITTED",
