@@ -12,12 +12,17 @@ One run, per table (before the forward load of the same table):
    transaction as the batch, and a run that finds it ahead of PostgreSQL's skips those entries;
 2. change-log entries below the window bound are read in batches, one action per key (the last
    operation; the row's current PostgreSQL values);
-3. per batch, ONE SQL Server transaction (``SET XACT_ABORT ON``): the keys' current rowversions are read
-   WITH (UPDLOCK, HOLDLOCK) (whole rows only for the keys whose rowversion moved); a key whose rowversion
-   differs from the one PostgreSQL last knew (the target row's rowversion column, or a tombstone's
-   ``old_rv``) changed on both sides: a conflict, resolved by the table's ``conflict_policy``; deletes,
-   one ``UPDATE ... FROM (VALUES ...)`` for the updates, multi-row inserts; the new rowversions read back;
-   the applied position recorded; COMMIT;
+3. per batch, ONE SQL Server transaction (``SET XACT_ABORT ON``) in two or three round trips: first the rows
+   whose write cannot conflict are written by statements guarded by the conflict check itself (an
+   ``UPDATE ... FROM (VALUES ...)`` only where SQL Server's rowversion is still the one PostgreSQL last knew, an
+   ``INSERT ... SELECT ... WHERE NOT EXISTS`` only where the key is absent), whose ``OUTPUT inserted.key,
+   inserted.rv`` names the rows written and their new rowversions; then the other keys' rowversions are read
+   WITH (UPDLOCK, HOLDLOCK) (whole rows only for the keys whose rowversion moved): such a key, whose rowversion
+   differs from the one PostgreSQL last knew (the target row's rowversion column, or a tombstone's ``old_rv``),
+   changed on both sides: a conflict, resolved by the table's ``conflict_policy``; its deletes, updates and
+   inserts, the applied position and COMMIT go in the last round trip. A table with an enabled trigger (SQL
+   Server refuses OUTPUT there, error 334) or without a non-key column takes the checked path for every key
+   and reads the new rowversions back;
 4. then ONE PostgreSQL transaction: the new rowversions written into the target rows (echo prevention:
    the forward sync's version guard then finds nothing newer to load, so the sync's own SQL Server writes
    never come back as changes), the rows SQL Server won written to PostgreSQL, the conflicts logged
@@ -48,7 +53,8 @@ from ansible_collections.berqenas.platform.plugins.module_utils.sync_types impor
 
 APPLIED_SCHEMA = "dbo"
 APPLIED_TABLE = "berqenas_sync_applied"
-REVERSE_BATCH = 1000   # keys per SQL Server transaction (also SQL Server's limit of rows per VALUES list)
+REVERSE_BATCH = 1000   # rows per statement (SQL Server's limit of rows per INSERT ... VALUES list)
+REVERSE_TXN_KEYS = 5000  # change-log entries per batch (one SQL Server and one PostgreSQL transaction)
 CONFLICT_REPORT_LIMIT = 100  # conflicts listed in the result per table (all are counted and logged)
 WINNERS = ("sqlserver", "postgresql")
 
@@ -147,6 +153,27 @@ class MssqlWriter(PymssqlSource):
         except Exception as e:
             raise classify(e, "%s on %s" % (action, self.where)) from e
 
+    def execute_batch(self, statements, action="write"):
+        """Run several statements ([(text, params)], each rendered by mssql.render) as ONE T-SQL batch (one round
+        trip); returns the rows of every result set in order (statements without one give none). Every result set
+        is read through to the end, so an error of any statement in the batch raises here."""
+        if self.conn is None:
+            self.connect()
+        try:
+            text = ";\n".join(render(t, p) for t, p in statements)
+            cur = self.conn.cursor()
+            cur.execute(text)
+            sets = []
+            while True:
+                if cur.description is not None:
+                    sets.append(cur.fetchall())
+                if not cur.nextset():
+                    break
+            cur.close()
+            return sets
+        except Exception as e:
+            raise classify(e, "%s on %s" % (action, self.where)) from e
+
     def rollback(self):
         if self.conn is not None:
             try:
@@ -218,6 +245,7 @@ class ReversePlan(object):
         self.cols = [n for n, _t, _c in plan.target_cols]          # PostgreSQL = SQL Server names
         self.write_cols = [n for n in self.cols if n != self.rv]
         self.nonkey = [n for n in self.write_cols if n not in self.keys]
+        self.triggers = True  # until reverse_table has looked (_has_triggers): new rowversions read back
         self.cast_types = dict((c.name, _cast_type(c, c.name in self.keys)) for c in plan.colmaps)
         ts = spec.conflict_timestamp_column
         if spec.conflict_policy == "latest_wins" and ts not in self.cols:
@@ -298,21 +326,39 @@ def _pg_rows(cur, spec, rp, keydicts):
     return out
 
 
-def _ms_rows(w, spec, rp, keydicts, lock, cols=None):
+def _ms_rows(w, spec, rp, keydicts, lock, cols=None, first=None):
     """Current SQL Server rows of the keys: {key: {col: value}} (inside the batch's transaction); ``cols``:
-    the columns to read (default: all the synced ones)."""
+    the columns to read (default: all the synced ones); ``first``: statements without a result set sent in the
+    same round trip before the first read (the batch's BEGIN TRAN)."""
     out = {}
     cols = cols or rp.cols
     per = REVERSE_BATCH if len(rp.keys) == 1 else 500
+    statements = [(first, ())] if first else []
     for k in range(0, len(keydicts), per):
         part = keydicts[k:k + per]
-        text = _tsql("SELECT %s FROM %s%s WHERE %s", ", ".join(_q(c) for c in cols), _qt(
+        statements.append((_tsql("SELECT %s FROM %s%s WHERE %s", ", ".join(_q(c) for c in cols), _qt(
             spec.source_schema, spec.source_table), " WITH (UPDLOCK, HOLDLOCK)" if lock else "",
-            _where_keys(rp, len(part)))
-        for r in w.execute(text, _key_params(rp, part), fetch=True, action="read current rows"):
+            _where_keys(rp, len(part))), _key_params(rp, part)))
+    if not statements:
+        return out
+    for rows in w.execute_batch(statements, action="read current rows"):
+        for r in rows:
             d = dict(zip(cols, r))
             out[_key_of(d, rp.keys)] = d
     return out
+
+
+def _output(rp):
+    """The OUTPUT clause giving each written row's key and new rowversion back from the write itself."""
+    return "OUTPUT " + ", ".join("inserted.%s" % _q(c) for c in rp.keys + [rp.rv])
+
+
+def _has_triggers(w, spec):
+    """Whether the SQL Server table has an enabled DML trigger: SQL Server refuses OUTPUT without INTO on such a
+    table (error 334), so its new rowversions are read back by a SELECT instead."""
+    rows = w.execute("SELECT is_disabled FROM sys.triggers WHERE parent_id = OBJECT_ID(\x00)", (
+        _qt(spec.source_schema, spec.source_table),), fetch=True, action="look for triggers")
+    return any(not r[0] for r in rows)
 
 
 def _cast_type(c, key):
@@ -340,17 +386,49 @@ def _cast_type(c, key):
     return t  # bit, tinyint .. bigint, money, smallmoney, real, date, datetime, smalldatetime, uniqueidentifier
 
 
-def _update_from_values(rp, tbl, n):
+def _update_from_values(rp, tbl, n, output=""):
     """One UPDATE of n rows: ``UPDATE t SET c = v.c, ... FROM tbl AS t INNER JOIN (VALUES (CAST(? AS type), ...),
     (?, ...), ...) AS v (keys, cols) ON t.k = v.k`` (SQL Server's UPDATE ... FROM with a table value constructor:
     one statement, one plan, instead of n)."""
     cols = rp.keys + rp.nonkey
     first = "(" + ", ".join("CAST(%s AS %s)" % (SLOT, rp.cast_types[c]) for c in cols) + ")"
     rest = "(" + ", ".join([SLOT] * len(cols)) + ")"
-    return _tsql("UPDATE t SET %s FROM %s AS t INNER JOIN (VALUES %s) AS v (%s) ON %s",
-                 ", ".join("%s = v.%s" % (_q(c), _q(c)) for c in rp.nonkey), tbl,
+    return _tsql("UPDATE t SET %s %sFROM %s AS t INNER JOIN (VALUES %s) AS v (%s) ON %s",
+                 ", ".join("%s = v.%s" % (_q(c), _q(c)) for c in rp.nonkey), output + " " if output else "", tbl,
                  ", ".join([first] + [rest] * (n - 1)), ", ".join(_q(c) for c in cols),
                  " AND ".join("t.%s = v.%s" % (_q(k), _q(k)) for k in rp.keys))
+
+
+def _update_guarded(rp, tbl, n, output):
+    """One UPDATE of n rows written only where the row's rowversion is still the one PostgreSQL last knew:
+    ``UPDATE t SET c = v.cK, ... OUTPUT inserted.k, inserted.rv FROM tbl AS t INNER JOIN (VALUES (k, rv, c ...),
+    ...) AS v (c0, c1, ...) ON t.k = v.c0 AND t.rv = v.cR``; each row's values are its keys, that rowversion
+    (binary(8)), its other columns. The derived table's columns are numbered, so no name of the table can clash
+    with them."""
+    cols = rp.keys + [rp.rv] + rp.nonkey
+    types = [rp.cast_types[c] for c in rp.keys] + ["binary(8)"] + [rp.cast_types[c] for c in rp.nonkey]
+    first = "(" + ", ".join("CAST(%s AS %s)" % (SLOT, t) for t in types) + ")"
+    rest = "(" + ", ".join([SLOT] * len(cols)) + ")"
+    v = dict((c, "v.c%d" % i) for i, c in enumerate(cols) if c != rp.rv)
+    nk = len(rp.keys)
+    return _tsql("UPDATE t SET %s %s FROM %s AS t INNER JOIN (VALUES %s) AS v (%s) ON %s AND t.%s = v.c%d",
+                 ", ".join("%s = %s" % (_q(c), v[c]) for c in rp.nonkey), output, tbl,
+                 ", ".join([first] + [rest] * (n - 1)), ", ".join("c%d" % i for i in range(len(cols))),
+                 " AND ".join("t.%s = %s" % (_q(k), v[k]) for k in rp.keys), _q(rp.rv), nk)
+
+
+def _insert_absent(rp, tbl, n, output):
+    """One INSERT of n rows written only where the key is absent: ``INSERT INTO tbl (cols) OUTPUT inserted.k,
+    inserted.rv SELECT v.c0, ... FROM (VALUES ...) AS v (c0, ...) WHERE NOT EXISTS (SELECT 1 FROM tbl AS x WITH
+    (UPDLOCK, HOLDLOCK) WHERE x.k = v.c0)`` (HOLDLOCK: the absent key's range stays locked to the commit)."""
+    cols = rp.write_cols
+    first = "(" + ", ".join("CAST(%s AS %s)" % (SLOT, rp.cast_types[c]) for c in cols) + ")"
+    rest = "(" + ", ".join([SLOT] * len(cols)) + ")"
+    names = ", ".join("c%d" % i for i in range(len(cols)))
+    return _tsql("INSERT INTO %s (%s) %s SELECT %s FROM (VALUES %s) AS v (%s) WHERE NOT EXISTS (SELECT 1 FROM %s"
+                 " AS x WITH (UPDLOCK, HOLDLOCK) WHERE %s)", tbl, ", ".join(_q(c) for c in cols), output,
+                 ", ".join("v.c%d" % i for i in range(len(cols))), ", ".join([first] + [rest] * (n - 1)), names,
+                 tbl, " AND ".join("x.%s = v.c%d" % (_q(k), cols.index(k)) for k in rp.keys))
 
 
 def _base_rv(rp, pg, tomb_rv):
@@ -416,6 +494,7 @@ def reverse_table(engine, plan, check_mode=False):
         if w is None:
             w = engine._reverse_writer = writer_for(engine.source)
         _ensure_applied_table(w)
+        rp.triggers = _has_triggers(w, spec)
         pos = _load_position(cur, engine.job, spec) or (0, 0)
         ms_pos = _applied_position(w, engine.job, spec)
         rep["position_from"] = "%d:%d" % pos
@@ -433,7 +512,7 @@ def reverse_table(engine, plan, check_mode=False):
         conn.commit()
         bound = cap.window_bound(cur)
         conn.commit()
-        batch = int(getattr(engine, "reverse_batch", REVERSE_BATCH))
+        batch = int(getattr(engine, "reverse_batch", REVERSE_TXN_KEYS))
         while True:
             entries = cap.pending(cur, spec.target_schema, spec.target_table, pos, bound, batch)
             conn.rollback()
@@ -459,15 +538,47 @@ def _apply_batch(engine, w, cur, spec, rp, entries, last, rep):
     if spec.delete_detection == "change_tracking":
         pre, pre_v = tsql.CT_CONTEXT + " ", (bytearray(ct_context(engine.job)),)
     deletes, updates, inserts, ms_wins, conflicts = [], [], [], [], []
-    w.execute("SET XACT_ABORT ON; BEGIN TRAN", action="begin the batch")
+    f_updates, f_inserts = [], []  # written by the guarded first statements (no conflict: nothing to decide)
+    new_rv = {}
+    begin = "SET XACT_ABORT ON; BEGIN TRAN"
+    rest = actions  # the keys decided one by one (_decide) after reading their SQL Server rows
     try:
-        # the keys' rowversions first; whole rows only of the keys whose rowversion moved (conflict candidates)
-        ms = _ms_rows(w, spec, rp, keydicts, lock=True, cols=rp.keys + [rp.rv])
-        moved = [a[1] for k, a in actions.items()
+        if not rp.triggers and rp.nonkey:
+            # first round trip: BEGIN TRAN and each written row's statement guarded by the conflict check itself
+            # (an UPDATE only where SQL Server's rowversion is still the one PostgreSQL last knew, an INSERT only
+            # where the key is absent); OUTPUT names the rows written and their new rowversions. The rest (a
+            # rowversion that moved, a key deleted or added on SQL Server, the tombstones) is decided below.
+            for k, (op, _key, _old_rv, _at, _first_old) in actions.items():
+                pg = pg_rows.get(k)
+                if op != "D" and pg is not None:
+                    (f_updates if pg.get(rp.rv) is not None else f_inserts).append(pg)
+            statements = [(begin, ())]
+            output = _output(rp)
+            for k in range(0, len(f_updates), REVERSE_BATCH):
+                part = f_updates[k:k + REVERSE_BATCH]
+                statements.append((pre + _update_guarded(rp, tbl, len(part), output), pre_v + tuple(
+                    v for row in part for v in ([_ms_value(row[c]) for c in rp.keys] + [bytearray(row[rp.rv])]
+                                                + [_ms_value(row[c]) for c in rp.nonkey]))))
+            for k in range(0, len(f_inserts), REVERSE_BATCH):
+                part = f_inserts[k:k + REVERSE_BATCH]
+                statements.append((pre + _insert_absent(rp, tbl, len(part), output), pre_v + tuple(
+                    _ms_value(row[c]) for row in part for c in rp.write_cols)))
+            for rows in w.execute_batch(statements, action="write the batch"):
+                for r in rows:
+                    d = dict(zip(rp.keys + [rp.rv], r))
+                    new_rv[_key_of(d, rp.keys)] = d
+            f_updates = [r for r in f_updates if _key_of(r, rp.keys) in new_rv]
+            f_inserts = [r for r in f_inserts if _key_of(r, rp.keys) in new_rv]
+            rest = dict((k, a) for k, a in actions.items() if k not in new_rv)
+            begin = None
+        # the other keys' rowversions (locked; with BEGIN TRAN in the same round trip when it is the first);
+        # whole rows only of the keys whose rowversion moved (conflict candidates)
+        ms = _ms_rows(w, spec, rp, [a[1] for a in rest.values()], lock=True, cols=rp.keys + [rp.rv], first=begin)
+        moved = [a[1] for k, a in rest.items()
                  if k in ms and _norm(_base_rv(rp, pg_rows.get(k), a[2])) != _norm(ms[k][rp.rv])]
         if moved:
             ms.update(_ms_rows(w, spec, rp, moved, lock=True))
-        for k, (op, key, old_rv, at, first_old) in actions.items():
+        for k, (op, key, old_rv, at, first_old) in rest.items():
             pg = pg_rows.get(k)
             if op != "D" and pg is None:
                 continue  # deleted again by a transaction after the window: its tombstone comes next run
@@ -484,27 +595,38 @@ def _apply_batch(engine, w, cur, spec, rp, entries, last, rep):
                 updates.append(pg)
             else:
                 inserts.append(pg)
+        # the writes, the applied position and the COMMIT: one round trip (XACT_ABORT: any error rolls the whole
+        # transaction back, and COMMIT is never reached); each write's OUTPUT gives its rows' new rowversions
+        output = "" if rp.triggers else _output(rp)
+        statements = []
         for k in range(0, len(deletes), 500):  # one statement per 500 keys
             part = deletes[k:k + 500]
-            w.execute(pre + _tsql("DELETE FROM %s WHERE %s", tbl, _where_keys(rp, len(part))),
-                      pre_v + _key_params(rp, part), action="delete")
+            statements.append((pre + _tsql("DELETE FROM %s WHERE %s", tbl, _where_keys(rp, len(part))),
+                               pre_v + _key_params(rp, part)))
         if updates and rp.nonkey:  # one UPDATE ... FROM (VALUES ...) per REVERSE_BATCH rows
             for k in range(0, len(updates), REVERSE_BATCH):
                 part = updates[k:k + REVERSE_BATCH]
-                w.execute(pre + _update_from_values(rp, tbl, len(part)), pre_v + tuple(
-                    _ms_value(row[c]) for row in part for c in rp.keys + rp.nonkey), action="update")
+                statements.append((pre + _update_from_values(rp, tbl, len(part), output), pre_v + tuple(
+                    _ms_value(row[c]) for row in part for c in rp.keys + rp.nonkey)))
         for k in range(0, len(inserts), REVERSE_BATCH):
             part = inserts[k:k + REVERSE_BATCH]
             one = "(" + ", ".join([SLOT] * len(rp.write_cols)) + ")"
-            w.execute(pre + _tsql("INSERT INTO %s (%s) VALUES %s", tbl, ", ".join(_q(c) for c in rp.write_cols),
-                                  ", ".join([one] * len(part))),
-                      pre_v + tuple(_ms_value(r[c]) for r in part for c in rp.write_cols), action="insert")
+            statements.append((pre + _tsql("INSERT INTO %s (%s) %sVALUES %s", tbl, ", ".join(
+                _q(c) for c in rp.write_cols), output + " " if output else "", ", ".join([one] * len(part))),
+                pre_v + tuple(_ms_value(r[c]) for r in part for c in rp.write_cols)))
         written = updates + inserts
-        new_rv = _ms_rows(w, spec, rp, written, lock=False, cols=rp.keys + [rp.rv]) if written else {}
-        w.execute(_tsql("UPDATE %s SET last_xid = \x00, last_id = \x00 WHERE job = \x00 AND tbl = \x00", _qt(
-            APPLIED_SCHEMA, APPLIED_TABLE)), (last[0], last[1], engine.job, spec.source_name),
-            action="record the applied position")
-        w.execute("COMMIT TRAN", action="commit the batch")
+        position = (_tsql("UPDATE %s SET last_xid = \x00, last_id = \x00 WHERE job = \x00 AND tbl = \x00", _qt(
+            APPLIED_SCHEMA, APPLIED_TABLE)), (last[0], last[1], engine.job, spec.source_name))
+        if rp.triggers or not rp.nonkey:  # no OUTPUT (or no UPDATE to carry it): read them back
+            if statements:
+                w.execute_batch(statements, action="write the batch")
+            new_rv = _ms_rows(w, spec, rp, written, lock=False, cols=rp.keys + [rp.rv]) if written else {}
+            w.execute_batch([position, ("COMMIT TRAN", ())], action="commit the batch")
+        else:
+            for rows in w.execute_batch(statements + [position, ("COMMIT TRAN", ())], action="write the batch"):
+                for r in rows:
+                    d = dict(zip(rp.keys + [rp.rv], r))
+                    new_rv[_key_of(d, rp.keys)] = d
     except Exception:
         w.rollback()
         raise
@@ -516,6 +638,9 @@ def _apply_batch(engine, w, cur, spec, rp, entries, last, rep):
     match = sql.SQL(" AND ").join(sql.SQL("t.{c} = (jsonb_populate_record(NULL::{tgt}, %s::jsonb)).{c}").format(
         c=_pid(k), tgt=tgt) for k in rp.keys)
     nmatch = len(rp.keys)
+    updates = f_updates + updates
+    inserts = f_inserts + inserts
+    written = updates + inserts
     back = []
     for row in written:
         k = _key_of(row, rp.keys)

@@ -234,3 +234,36 @@ def test_updates_of_every_type_go_back_in_one_statement(mssql_db, pg_cluster, te
         (a, b): bytes(v) for a, b, v in mssql_db.execute("SELECT code, n, rv FROM dbo.Typed")}
     again = sync(mssql_db, pg_cluster, tenant, tables)["tables"][0]
     assert again["reverse"]["applied"] == 0 and again["updated"] == 0
+
+
+@pytest.mark.parametrize("checked_only", [False, True], ids=["guarded_writes", "checked_path_only"])
+def test_guarded_writes_and_the_checked_path_decide_alike(mssql_db, pg_cluster, tenant, monkeypatch, checked_only):
+    """The guarded first statements (UPDATE where the rowversion is unchanged, INSERT where the key is absent, with
+    OUTPUT) write only what cannot conflict; a key updated on both sides and a key inserted on both sides fall
+    through to the checked path and its policy. With checked_only, every key takes the checked path and the new
+    rowversions are read back (as for a table with an enabled trigger, where SQL Server refuses OUTPUT): the
+    same result."""
+    from ansible_collections.berqenas.platform.plugins.module_utils import sync_reverse
+
+    if checked_only:
+        monkeypatch.setattr(sync_reverse, "_has_triggers", lambda w, spec: True)
+    _seed(mssql_db, 4)
+    sync(mssql_db, pg_cluster, tenant, _tables())
+    _pg_exec(tenant, "UPDATE {t} SET name = 'pg one' WHERE id = 1")
+    _pg_exec(tenant, "DELETE FROM {t} WHERE id = 2")
+    _pg_exec(tenant, "UPDATE {t} SET name = 'pg three' WHERE id = 3")
+    _pg_exec(tenant, "INSERT INTO {t} (id, name, qty) VALUES (5, 'pg five', 5), (6, 'pg six', 6)")
+    mssql_db.execute("UPDATE dbo.Items SET name = N'ms three' WHERE id = 3")
+    mssql_db.execute("INSERT INTO dbo.Items (id, name, qty) VALUES (6, N'ms six', 60)")
+    r = sync(mssql_db, pg_cluster, tenant, _tables())["tables"][0]
+    rev = r["reverse"]
+    assert (rev["updated"], rev["deleted"], rev["inserted"]) == (1, 1, 1)
+    assert rev["conflicts"] == {"sqlserver": 2, "postgresql": 0}
+    assert sorted(c["key"]["id"] for c in rev["conflict_rows"]) == [3, 6]
+    ms = _ms(mssql_db)
+    assert [x[:3] for x in ms] == [(1, "pg one", 1), (3, "ms three", 3), (4, "n4", 4), (5, "pg five", 5),
+                                   (6, "ms six", 60)]
+    assert ms == _pg(tenant)
+    again = sync(mssql_db, pg_cluster, tenant, _tables())["tables"][0]
+    assert (again["reverse"]["applied"], again["updated"], again["inserted"]) == (0, 0, 0)
+    assert _ms(mssql_db) == ms == _pg(tenant)
