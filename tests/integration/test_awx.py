@@ -44,7 +44,9 @@ def awx(pg_cluster, tmp_path_factory, ansible_env):
     (inv / "group_vars" / "all" / "platform.yml").write_text(json.dumps({
         "berqenas_db_socket": "", "berqenas_db_host": "127.0.0.1", "berqenas_db_port": pg_cluster.port,
         "berqenas_db_name": db,
-        "berqenas_credentials_dir": str(root / "credentials"), "berqenas_backup_dir": str(root / "backups")}))
+        "berqenas_credentials_dir": str(root / "credentials"), "berqenas_backup_dir": str(root / "backups"),
+        # the health checks' since-when records: under the test's root, never this host's /var/lib/berqenas
+        "berqenas_health_state_dir": str(root / "health")}))
     token = secrets.token_urlsafe(24)
     env = {k: ansible_env[k] for k in ("PATH", "HOME", "ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_HOME",
                                        "ANSIBLE_LOCAL_TEMP", "ANSIBLE_NOCOLOR")}
@@ -338,6 +340,7 @@ def test_tenant_hasura_and_health_templates_run_as_awx_jobs(awx, configured, pg_
             {"name": "awxnopw", "tenant": "awxhx", "host": "127.0.0.1", "port": 9, "user": "u", "database": "d"}]}))
         job, failures = _launch(awx, "berqenas health", {"berqenas_health_timeout": 5})
         (gv / "zz_remotedbs.yml").unlink()
+        assert (root / "health" / "database.json").is_file()  # the inventory's state dir, not the host's
         assert job["status"] == "successful", failures
         checks = {(c["kind"], c["name"]): c for c in job["artifacts"]["berqenas_result"]["hosts"]["dbhost"]["database"]}
         assert checks[("postgres", "server")]["healthy"] is True, checks

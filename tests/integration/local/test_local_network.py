@@ -114,6 +114,12 @@ def test_local_platform_two_tenants_vpn_gateway_pg_hba_sync_and_down_purge_leave
         assert res == {"ok": True, "rows": [[creds["globex"]["user"], addr["globex"]]]}, res
         res = run_sql("globex", "acme", "SELECT 1")
         assert not res["ok"] and res["sqlstate"] == "28000" and "pg_hba.conf" in res["error"], res
+        # the gateway's read-only views render the rules its apply wrote: the local cluster's own port, not 5432
+        listed = cli("gateway", "list", "--json").json
+        assert sorted(r["tenant"] for r in listed) == ["acme", "globex"], listed
+        assert all(r["target"] == f"127.0.0.1:{status['port']}" for r in listed), listed
+        health = cli("health", "--only", "gateway", "--json", check=False)
+        assert health.rc == 0, health.stdout[-3000:]  # no drift: the health check renders the same rules
         assert _changed(before, host_state()) == []  # while up, too
 
         # remotedb add + sync run on the local instance, and the synced rows read by acme's peer over the VPN
