@@ -31,6 +31,9 @@ def awx(pg_cluster, tmp_path_factory, ansible_env):
     db = pg_cluster.create_database("bq_awx_platform")
     password = secrets.token_urlsafe(18)
     with pg_cluster.connect() as c:
+        # the tenant jobs write their managed pg_hba block into the session cluster's pg_hba.conf (tenant roles
+        # reach only this module's database): put the file back afterwards, for the session's other tests
+        hba_file = c.execute("SHOW hba_file").fetchone()[0]
         c.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(ADMIN)))
         c.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(sql.Identifier(ADMIN),
                                                                                sql.Literal(password)))
@@ -56,8 +59,14 @@ def awx(pg_cluster, tmp_path_factory, ansible_env):
                        ("inventories", {"name": "berqenas", "organization": 1})):
         status, _ = double.handle("POST", f"/api/v2/{kind}/", "Bearer " + token, json.dumps(body).encode())
         assert status == 201
+    with open(hba_file) as f:
+        hba = f.read()
     yield double, token, password, db, root
     double.stop()
+    with open(hba_file, "w") as f:
+        f.write(hba)
+    with pg_cluster.connect() as c:
+        c.execute("SELECT pg_reload_conf()")
     with pg_cluster.connect() as c:
         c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
         c.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(ADMIN)))
