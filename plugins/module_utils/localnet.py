@@ -18,6 +18,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import hashlib
+import ipaddress
 import os
 
 
@@ -48,7 +49,8 @@ def layout(home):
         "underlay_address": "203.0.113.1/24",
         "underlay_network": "203.0.113.0/24",
         "endpoint": "203.0.113.1",
-        "vpn_addresses": ["198.51.100.1/24", "fd00:%s:%s::1/64" % (iid[:4], iid[4:])],
+        # canonical text (fd00:aa8:.., not fd00:0aa8:..): what `ip addr` and `wg` print, so it compares as a string
+        "vpn_addresses": ["198.51.100.1/24", str(ipaddress.ip_interface("fd00:%s:%s::1/64" % (iid[:4], iid[4:])))],
         "wireguard_port": 51820,
         "dir": base,
         "etc_upper": os.path.join(base, "etc"),
