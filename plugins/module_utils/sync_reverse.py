@@ -341,10 +341,15 @@ def _ms_rows(w, spec, rp, keydicts, lock, cols=None, first=None):
             _where_keys(rp, len(part))), _key_params(rp, part)))
     if not statements:
         return out
-    for rows in w.execute_batch(statements, action="read current rows"):
+    return _by_key(w.execute_batch(statements, action="read current rows"), cols, rp.keys, out)
+
+
+def _by_key(result_sets, cols, keys, out):
+    """The rows of every result set (columns ``cols``) into ``out`` as {key: {col: value}}; returns ``out``."""
+    for rows in result_sets:
         for r in rows:
             d = dict(zip(cols, r))
-            out[_key_of(d, rp.keys)] = d
+            out[_key_of(d, keys)] = d
     return out
 
 
@@ -386,16 +391,22 @@ def _cast_type(c, key):
     return t  # bit, tinyint .. bigint, money, smallmoney, real, date, datetime, smalldatetime, uniqueidentifier
 
 
+def _values(types, n):
+    """n rows of SLOTs for a table value constructor, the first row's cast to ``types``: SQL Server types each
+    derived column by its first row (data type precedence: the other rows' literals convert to it)."""
+    first = "(" + ", ".join("CAST(%s AS %s)" % (SLOT, t) for t in types) + ")"
+    rest = "(" + ", ".join([SLOT] * len(types)) + ")"
+    return ", ".join([first] + [rest] * (n - 1))
+
+
 def _update_from_values(rp, tbl, n, output=""):
     """One UPDATE of n rows: ``UPDATE t SET c = v.c, ... FROM tbl AS t INNER JOIN (VALUES (CAST(? AS type), ...),
     (?, ...), ...) AS v (keys, cols) ON t.k = v.k`` (SQL Server's UPDATE ... FROM with a table value constructor:
     one statement, one plan, instead of n)."""
     cols = rp.keys + rp.nonkey
-    first = "(" + ", ".join("CAST(%s AS %s)" % (SLOT, rp.cast_types[c]) for c in cols) + ")"
-    rest = "(" + ", ".join([SLOT] * len(cols)) + ")"
     return _tsql("UPDATE t SET %s %sFROM %s AS t INNER JOIN (VALUES %s) AS v (%s) ON %s",
                  ", ".join("%s = v.%s" % (_q(c), _q(c)) for c in rp.nonkey), output + " " if output else "", tbl,
-                 ", ".join([first] + [rest] * (n - 1)), ", ".join(_q(c) for c in cols),
+                 _values([rp.cast_types[c] for c in cols], n), ", ".join(_q(c) for c in cols),
                  " AND ".join("t.%s = v.%s" % (_q(k), _q(k)) for k in rp.keys))
 
 
@@ -407,13 +418,11 @@ def _update_guarded(rp, tbl, n, output):
     with them."""
     cols = rp.keys + [rp.rv] + rp.nonkey
     types = [rp.cast_types[c] for c in rp.keys] + ["binary(8)"] + [rp.cast_types[c] for c in rp.nonkey]
-    first = "(" + ", ".join("CAST(%s AS %s)" % (SLOT, t) for t in types) + ")"
-    rest = "(" + ", ".join([SLOT] * len(cols)) + ")"
     v = dict((c, "v.c%d" % i) for i, c in enumerate(cols) if c != rp.rv)
     nk = len(rp.keys)
     return _tsql("UPDATE t SET %s %s FROM %s AS t INNER JOIN (VALUES %s) AS v (%s) ON %s AND t.%s = v.c%d",
                  ", ".join("%s = %s" % (_q(c), v[c]) for c in rp.nonkey), output, tbl,
-                 ", ".join([first] + [rest] * (n - 1)), ", ".join("c%d" % i for i in range(len(cols))),
+                 _values(types, n), ", ".join("c%d" % i for i in range(len(cols))),
                  " AND ".join("t.%s = %s" % (_q(k), v[k]) for k in rp.keys), _q(rp.rv), nk)
 
 
@@ -422,12 +431,10 @@ def _insert_absent(rp, tbl, n, output):
     inserted.rv SELECT v.c0, ... FROM (VALUES ...) AS v (c0, ...) WHERE NOT EXISTS (SELECT 1 FROM tbl AS x WITH
     (UPDLOCK, HOLDLOCK) WHERE x.k = v.c0)`` (HOLDLOCK: the absent key's range stays locked to the commit)."""
     cols = rp.write_cols
-    first = "(" + ", ".join("CAST(%s AS %s)" % (SLOT, rp.cast_types[c]) for c in cols) + ")"
-    rest = "(" + ", ".join([SLOT] * len(cols)) + ")"
     names = ", ".join("c%d" % i for i in range(len(cols)))
     return _tsql("INSERT INTO %s (%s) %s SELECT %s FROM (VALUES %s) AS v (%s) WHERE NOT EXISTS (SELECT 1 FROM %s"
                  " AS x WITH (UPDLOCK, HOLDLOCK) WHERE %s)", tbl, ", ".join(_q(c) for c in cols), output,
-                 ", ".join("v.c%d" % i for i in range(len(cols))), ", ".join([first] + [rest] * (n - 1)), names,
+                 ", ".join("v.c%d" % i for i in range(len(cols))), _values([rp.cast_types[c] for c in cols], n), names,
                  tbl, " AND ".join("x.%s = v.c%d" % (_q(k), cols.index(k)) for k in rp.keys))
 
 
@@ -563,10 +570,7 @@ def _apply_batch(engine, w, cur, spec, rp, entries, last, rep):
                 part = f_inserts[k:k + REVERSE_BATCH]
                 statements.append((pre + _insert_absent(rp, tbl, len(part), output), pre_v + tuple(
                     _ms_value(row[c]) for row in part for c in rp.write_cols)))
-            for rows in w.execute_batch(statements, action="write the batch"):
-                for r in rows:
-                    d = dict(zip(rp.keys + [rp.rv], r))
-                    new_rv[_key_of(d, rp.keys)] = d
+            _by_key(w.execute_batch(statements, action="write the batch"), rp.keys + [rp.rv], rp.keys, new_rv)
             f_updates = [r for r in f_updates if _key_of(r, rp.keys) in new_rv]
             f_inserts = [r for r in f_inserts if _key_of(r, rp.keys) in new_rv]
             rest = dict((k, a) for k, a in actions.items() if k not in new_rv)
@@ -623,10 +627,8 @@ def _apply_batch(engine, w, cur, spec, rp, entries, last, rep):
             new_rv = _ms_rows(w, spec, rp, written, lock=False, cols=rp.keys + [rp.rv]) if written else {}
             w.execute_batch([position, ("COMMIT TRAN", ())], action="commit the batch")
         else:
-            for rows in w.execute_batch(statements + [position, ("COMMIT TRAN", ())], action="write the batch"):
-                for r in rows:
-                    d = dict(zip(rp.keys + [rp.rv], r))
-                    new_rv[_key_of(d, rp.keys)] = d
+            _by_key(w.execute_batch(statements + [position, ("COMMIT TRAN", ())], action="write the batch"),
+                    rp.keys + [rp.rv], rp.keys, new_rv)
     except Exception:
         w.rollback()
         raise

@@ -1142,19 +1142,10 @@ def _take_output(toks, start, ends):
     its new value, as in SQL Server, where OUTPUT reads the row after the change). Refused: ``deleted.`` (the
     values before an UPDATE: PostgreSQL's RETURNING cannot see them), ``inserted.*``, expressions, ``OUTPUT ...
     INTO``."""
-    depth = 0
-    at = None
-    for m in range(start, len(toks)):
-        t = toks[m]
-        if t.is_op("("):
-            depth += 1
-        elif t.is_op(")"):
-            depth -= 1
-        elif depth == 0 and t.is_word("OUTPUT"):
-            at = m
-            break
-    if at is None:
+    found = _depth0(toks[start:], "OUTPUT")
+    if "OUTPUT" not in found:
         return toks, None
+    at = start + found["OUTPUT"]
     n = len(toks)
     items = []
     m = at + 1
