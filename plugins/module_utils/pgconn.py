@@ -11,7 +11,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-__all__ = ["HAS_PSYCOPG", "PSYCOPG_IMPORT_ERROR", "psycopg", "sql", "postgres_argument_spec", "conninfo", "connect"]
+__all__ = ["HAS_PSYCOPG", "PSYCOPG_IMPORT_ERROR", "psycopg", "sql", "postgres_argument_spec", "conninfo", "connect",
+           "param_ident"]
 
 # The collection's one psycopg import guard: other module_utils import psycopg, sql and HAS_PSYCOPG from here.
 try:
@@ -57,3 +58,9 @@ def conninfo(params, dbname=None):
 
 def connect(params, dbname=None, autocommit=True):
     return psycopg.connect(autocommit=autocommit, **conninfo(params, dbname))
+
+
+def param_ident(*parts):
+    """A quoted identifier for a statement that also takes parameters: psycopg reads every ``%`` of the
+    composed text as a placeholder, so a ``%`` in a name is doubled."""
+    return sql.SQL(sql.Identifier(*parts).as_string(None).replace("%", "%%"))

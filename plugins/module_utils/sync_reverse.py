@@ -29,6 +29,10 @@ One run, per table (before the forward load of the same table):
    (``berqenas.sync_conflict``: key, winner, the loser's values), applied entries purged, the position
    stored. All writes run on the marked connection, so none of them is captured again.
 
+Batch N's SQL Server half (3) runs in a thread of its own while batch N-1's PostgreSQL half (4) and the read of
+batch N+1 (2) run here; a batch sharing a key with the one before waits for that one's PostgreSQL half and is
+read again (see reverse_table).
+
 Why a recorded position and not only repeatable upserts: replaying an upsert on SQL Server would bump
 the rowversion again, and the conflict check would then take the sync's own earlier write for a change
 made on SQL Server.
@@ -41,12 +45,14 @@ __metaclass__ = type
 import datetime
 import hashlib
 import json
+import threading
 import uuid
 
 from ansible_collections.berqenas.platform.plugins.module_utils import mssql_tsql as tsql
 from ansible_collections.berqenas.platform.plugins.module_utils import sync_capture as cap
 from ansible_collections.berqenas.platform.plugins.module_utils.mssql import (PymssqlSource, SourceError, classify,
                                                                               render)
+from ansible_collections.berqenas.platform.plugins.module_utils.pgconn import param_ident as _pid
 from ansible_collections.berqenas.platform.plugins.module_utils.pgconn import sql
 from ansible_collections.berqenas.platform.plugins.module_utils.sync_state import STATE_SCHEMA
 from ansible_collections.berqenas.platform.plugins.module_utils.sync_types import SyncError, make_transform
@@ -74,12 +80,6 @@ def ct_context(job):
     return b"berqenas" + hashlib.sha256(job.encode("utf-8")).digest()[:16]
 
 
-def _pid(*parts):
-    """A PostgreSQL identifier for a statement that takes parameters: psycopg reads every ``%`` of the
-    composed text as a placeholder, so a ``%`` in a name is doubled."""
-    return sql.SQL(sql.Identifier(*parts).as_string(None).replace("%", "%%"))
-
-
 def _tsql(template, *parts):
     """A T-SQL statement: ``template``'s %s places filled with names quoted by quote_ident (values are SLOTs)."""
     return template % parts
@@ -99,12 +99,10 @@ def _ms_value(v):
 
 
 def _norm(v):
+    if v is None or isinstance(v, (int, str)):  # the common key types first (bool is an int: kept as it is too)
+        return v
     if isinstance(v, (bytes, bytearray, memoryview)):
         return bytes(v).hex()
-    if isinstance(v, bool) or v is None:
-        return v
-    if isinstance(v, (int, str)):
-        return v
     return str(v).lower()
 
 
@@ -294,7 +292,7 @@ def _write_rowversions(cur, spec, rp, back):
 
 
 def _key_of(d, keys):
-    return tuple(_norm(d.get(k)) for k in keys)
+    return tuple([_norm(d.get(k)) for k in keys])
 
 
 def _where_keys(rp, n):
@@ -455,9 +453,10 @@ def _decide(spec, rp, op, pg, ms, tomb_rv, at, first_old=None):
         return False, "postgresql"
     if op == "D" and ms is None:
         return False, "postgresql"  # deleted on both sides: nothing to decide
-    if ms is not None and first_old is not None and all(
-            _jsonable(ms.get(c)) == first_old.get(c) for c in rp.write_cols):
-        return False, "postgresql"
+    if ms is not None and first_old is not None:
+        started = json.loads(first_old)  # the old row's JSON text (sync_capture.pending)
+        if all(_jsonable(ms.get(c)) == started.get(c) for c in rp.write_cols):
+            return False, "postgresql"
     policy = spec.conflict_policy
     if policy == "source_wins":
         return True, "sqlserver"
@@ -475,6 +474,29 @@ def _decide(spec, rp, op, pg, ms, tomb_rv, at, first_old=None):
     except TypeError:
         raise SyncError("table %s: conflict_timestamp_column %r values cannot be compared (%r, %r)" % (
             spec.source_name, ts, t_pg, t_ms))
+
+
+class _Background(threading.Thread):
+    """``fn(*args)`` in a thread of its own; result() waits for it and returns its value or raises its error."""
+
+    def __init__(self, fn, *args):
+        super(_Background, self).__init__(name="berqenas-sync-reverse", daemon=True)
+        self._call = (fn, args)
+        self._value = self._error = None
+        self.start()
+
+    def run(self):
+        fn, args = self._call
+        try:
+            self._value = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to result()
+            self._error = e
+
+    def result(self):
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def reverse_table(engine, plan, check_mode=False):
@@ -520,26 +542,54 @@ def reverse_table(engine, plan, check_mode=False):
         bound = cap.window_bound(cur)
         conn.commit()
         batch = int(getattr(engine, "reverse_batch", REVERSE_TXN_KEYS))
-        while True:
-            entries = cap.pending(cur, spec.target_schema, spec.target_table, pos, bound, batch)
+
+        def read(after):
+            entries = cap.pending(cur, spec.target_schema, spec.target_table, after, bound, batch, rp.cols, rp.keys)
             conn.rollback()
-            if not entries:
-                break
+            return entries
+
+        # Batch N's SQL Server half runs in a thread of its own while this one runs the PostgreSQL half of
+        # batch N-1 and reads batch N+1 (they touch different rows: a batch sharing a key with the one before
+        # waits for that one's PostgreSQL half and is read again). Each side still commits in batch order, and
+        # SQL Server's applied position may be one batch ahead of PostgreSQL's: the case a crash resumes from.
+        entries, due = read(pos), None  # due: (SQL Server's result, last entry) of a batch whose PostgreSQL half is due
+        while entries:
             last = entries[-1][:2]
-            _apply_batch(engine, w, cur, spec, rp, entries, last, rep)
-            pos = last
+            actions, pg_rows = _actions(entries, rp)
+            if due is not None and any(k in due[0]["keys"] for k in actions):
+                _postgresql_half(engine, cur, spec, rp, due[0], due[1], rep)
+                entries, due = read(pos), None
+                continue
+            sqlserver = _Background(_sqlserver_half, engine, w, spec, rp, actions, pg_rows, last)
+            try:
+                if due is not None:
+                    _postgresql_half(engine, cur, spec, rp, due[0], due[1], rep)
+                    due = None
+                entries = read(last)
+            finally:
+                done = sqlserver.result()
+            done["keys"] = actions
+            due, pos = (done, last), last
+        if due is not None:
+            _postgresql_half(engine, cur, spec, rp, due[0], due[1], rep)
         rep["position_to"] = "%d:%d" % pos
     return rep
 
 
-def _apply_batch(engine, w, cur, spec, rp, entries, last, rep):
-    conn = engine.conn
-    actions = {}
+def _actions(entries, rp):
+    """A batch's entries as ({key: (op, key dict, old_rv, at, first old row)}, {key: current PostgreSQL row})."""
+    actions, pg_rows = {}, {}
     for k, a in cap.coalesce(entries, rp.keys).items():
-        actions[tuple(_norm(v) for v in k)] = a
-    keydicts = [a[1] for a in actions.values()]
-    pg_rows = _pg_rows(cur, spec, rp, keydicts)
-    conn.rollback()
+        k = tuple([_norm(v) for v in k])
+        actions[k] = a[:5]
+        if a[5] is not None:
+            pg_rows[k] = a[5]
+    return actions, pg_rows
+
+
+def _sqlserver_half(engine, w, spec, rp, actions, pg_rows, last):
+    """A batch's SQL Server transaction (it touches no PostgreSQL connection: it runs beside the PostgreSQL half
+    of the batch before, see reverse_table); returns what the PostgreSQL half needs."""
     tbl = _qt(spec.source_schema, spec.source_table)
     pre, pre_v = "", ()  # change tracking: the sync's own DML is tagged, its deletes are not read back as changes
     if spec.delete_detection == "change_tracking":
@@ -635,13 +685,19 @@ def _apply_batch(engine, w, cur, spec, rp, entries, last, rep):
     fault = getattr(engine, "reverse_fault", None)
     if fault is not None:
         fault("after_sqlserver_commit")
-    # ---- the PostgreSQL half: one transaction
+    return {"deletes": deletes, "updates": f_updates + updates, "inserts": f_inserts + inserts, "ms_wins": ms_wins,
+            "conflicts": conflicts, "new_rv": new_rv}
+
+
+def _postgresql_half(engine, cur, spec, rp, done, last, rep):
+    """A batch's PostgreSQL transaction, once SQL Server committed it (``done``: what _sqlserver_half returned)."""
+    conn = engine.conn
+    deletes, updates, inserts = done["deletes"], done["updates"], done["inserts"]
+    ms_wins, conflicts, new_rv = done["ms_wins"], done["conflicts"], done["new_rv"]
     tgt = _pid(spec.target_schema, spec.target_table)
     match = sql.SQL(" AND ").join(sql.SQL("t.{c} = (jsonb_populate_record(NULL::{tgt}, %s::jsonb)).{c}").format(
         c=_pid(k), tgt=tgt) for k in rp.keys)
     nmatch = len(rp.keys)
-    updates = f_updates + updates
-    inserts = f_inserts + inserts
     written = updates + inserts
     back = []
     for row in written:

@@ -51,5 +51,10 @@ def test_coalesce_keeps_the_last_action_per_key():
          (6, 3, "D", {"id": 1}, b"\x01", None, {"id": 1, "v": "b"}),
          (6, 4, "U", {"id": 2}, b"\x02", None, {"id": 2, "v": "c"}), (7, 5, "U", {"id": 2}, b"\x02", None, {})]
     # the last op and old_rv; the FIRST entry's old row (what PostgreSQL started from in the window)
-    assert C.coalesce(e, ["id"]) == {(1,): ("D", {"id": 1}, b"\x01", None, None),
-                                     (2,): ("U", {"id": 2}, b"\x02", None, {"id": 2, "v": "c"})}
+    assert C.coalesce(e, ["id"]) == {(1,): ("D", {"id": 1}, b"\x01", None, None, None),
+                                     (2,): ("U", {"id": 2}, b"\x02", None, {"id": 2, "v": "c"}, None)}
+    # entries read with the current rows (pending(columns=...)): the row comes along, None for a gone one
+    rows = [e[0] + (None,), e[3] + ({"id": 2, "v": "d"},), e[4] + ({"id": 2, "v": "d"},)]
+    assert C.coalesce(rows, ["id"]) == {(1,): ("I", {"id": 1}, None, None, None, None),
+                                        (2,): ("U", {"id": 2}, b"\x02", None, {"id": 2, "v": "c"},
+                                               {"id": 2, "v": "d"})}

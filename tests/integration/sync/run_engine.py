@@ -2,7 +2,7 @@
 
 Reads a JSON document from stdin (so the passwords never appear in argv):
 {"source": {PymssqlSource kwargs}, "pg": {psycopg.connect kwargs}, "job", "tenant", "tables", "engine": {...},
- "kill_at": N (optional)}
+ "kill_at": N (optional), "reverse_batch": N (optional: change-log entries per reverse batch)}
 Prints the result as JSON on stdout; exit 0 ok, 3 locked, 1 other failure.
 With ``kill_at``, the process SIGKILLs its own process group just before its N-th PostgreSQL statement
 (execute or COPY, counted from 1): a crash point that a seed reproduces, unlike a timer.
@@ -49,6 +49,8 @@ def main():
     specs = S.table_specs(cfg["tables"], cfg["tenant"])
     eng = S.SyncEngine(source, conn, job=cfg["job"], owner_role=cfg["tenant"] + "_owner",
                        log=lambda m: print(m, file=sys.stderr, flush=True), **cfg.get("engine", {}))
+    if cfg.get("reverse_batch"):
+        eng.reverse_batch = int(cfg["reverse_batch"])
     try:
         out = eng.run(specs)
     except S.LockedError as e:

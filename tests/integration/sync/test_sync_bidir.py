@@ -167,6 +167,79 @@ def test_a_crash_after_sqlserver_committed_loses_nothing_and_applies_nothing_twi
     assert _pg(tenant) == _ms(mssql_db)  # the forward pass brought the new rowversion of row 1
 
 
+def test_a_batch_commits_on_sqlserver_while_the_one_before_finishes_in_postgresql(mssql_db, pg_cluster, tenant):
+    """Batch N's SQL Server half runs in a thread of its own beside batch N-1's PostgreSQL half: with batch 1's
+    PostgreSQL half held at a row lock (its purge of the change log), batch 2 still commits on SQL Server. Run one
+    after the other, batch 2 would reach SQL Server only once batch 1 had committed in PostgreSQL (the lock is
+    let go by a timer then, and the count of entries seen at batch 2's commit would be 4, not 6)."""
+    import threading
+
+    from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S
+
+    _seed(mssql_db, 6)
+    sync(mssql_db, pg_cluster, tenant, _tables())
+    for i in range(1, 7):  # six transactions in key order: batches of two keys, (1, 2), (3, 4), (5, 6)
+        _pg_exec(tenant, "UPDATE {t} SET name = %s WHERE id = %s", "pg %d" % i, i)
+    locker = pg_cluster.connect(tenant.db, autocommit=False)
+    locker.execute("SELECT 1 FROM berqenas.sync_change WHERE table_schema = %s FOR UPDATE", (tenant.name,))
+    release = threading.Lock()
+
+    def let_go():
+        with release:
+            if not locker.closed:
+                locker.rollback()
+                locker.close()
+
+    timer = threading.Timer(8, let_go)
+    timer.start()
+    seen = []
+
+    def fault(point):
+        seen.append((threading.current_thread().name, _log_size(tenant)[0]))
+        if len(seen) == 2:
+            let_go()
+
+    eng, conn = engine(mssql_db, pg_cluster, tenant)
+    eng.reverse_batch = 2
+    eng.reverse_fault = fault
+    try:
+        rev = eng.run(S.table_specs(_tables(), tenant.name))["tables"][0]["reverse"]
+    finally:
+        conn.close()
+        timer.cancel()
+        let_go()
+    assert [name for name, _n in seen] == ["berqenas-sync-reverse"] * 3
+    assert seen[1][1] == 6  # batch 2 committed on SQL Server while batch 1's PostgreSQL half still waited
+    assert rev["updated"] == 6 and rev["position_to"] != rev["position_from"]
+    assert _ms(mssql_db) == _pg(tenant) and [x[1] for x in _ms(mssql_db)] == ["pg %d" % i for i in range(1, 7)]
+    assert _log_size(tenant)[0] == 0 and _conflicts(tenant) == []
+
+
+def test_a_key_in_two_consecutive_batches_waits_for_the_first(mssql_db, pg_cluster, tenant):
+    """Key 1 changed on both sides, then again in PostgreSQL after key 2: batches (1, 2) and (1). SQL Server wins
+    key 1 in batch 1, whose PostgreSQL half writes SQL Server's row into PostgreSQL; batch 2 is read only after
+    that (read beside batch 1's SQL Server half, it would carry the older PostgreSQL row and count a second
+    conflict for the same change)."""
+    _seed(mssql_db, 3)
+    sync(mssql_db, pg_cluster, tenant, _tables())
+    mssql_db.execute("UPDATE dbo.Items SET name = N'ms one' WHERE id = 1")
+    _pg_exec(tenant, "UPDATE {t} SET name = 'pg one' WHERE id = 1")
+    _pg_exec(tenant, "UPDATE {t} SET name = 'pg two' WHERE id = 2")
+    _pg_exec(tenant, "UPDATE {t} SET qty = 100 WHERE id = 1")
+    from ansible_collections.berqenas.platform.plugins.module_utils import mssql_sync as S
+
+    eng, conn = engine(mssql_db, pg_cluster, tenant)
+    eng.reverse_batch = 2
+    try:
+        rev = eng.run(S.table_specs(_tables(), tenant.name))["tables"][0]["reverse"]
+    finally:
+        conn.close()
+    assert rev["conflicts"] == {"sqlserver": 1, "postgresql": 0} and len(_conflicts(tenant)) == 1
+    ms = _ms(mssql_db)
+    assert [x[:3] for x in ms] == [(1, "ms one", 1), (2, "pg two", 2), (3, "n3", 3)]
+    assert ms == _pg(tenant) and _log_size(tenant)[0] == 0
+
+
 def test_check_mode_predicts_the_reverse_without_writing(mssql_db, pg_cluster, tenant):
     _seed(mssql_db)
     sync(mssql_db, pg_cluster, tenant, _tables())

@@ -22,12 +22,19 @@ def test_kill_at_seeded_points_over_two_way_traffic_then_resume(emulated_mssql_d
     kill_over_two_way_traffic(emulated_mssql_db, pg_cluster, tenant, "pk_diff", SEED, KILLS, N)
 
 
+def test_kill_with_overlapping_batches_then_resume(emulated_mssql_db, pg_cluster, tenant):
+    """The same with reverse batches of 8 entries (a round's 32 PostgreSQL changes are 4 batches, more after a
+    killed run): kills land while a batch's SQL Server half runs beside the PostgreSQL half of the one before."""
+    kill_over_two_way_traffic(emulated_mssql_db, pg_cluster, tenant, "pk_diff", SEED + 1, 12, N, kill_range=(3, 30),
+                              reverse_batch=8)
+
+
 def kill_over_two_way_traffic(db, pg_cluster, tenant, delete_detection, seed, kills_wanted, n_rows, kill_range=(3, 45),
-                              prepare=None):
+                              prepare=None, reverse_batch=None):
     """Mixed two-way traffic on dbo.B (``n_rows`` rows), a run SIGKILLed before its N-th PostgreSQL statement
     (N seeded in ``kill_range``) after each round, until ``kills_wanted`` runs were killed; then two clean runs:
     both sides equal the model, no conflict recorded. ``prepare(db)`` runs after the table is created (e.g. to
-    enable change tracking)."""
+    enable change tracking); ``reverse_batch``: change-log entries per reverse batch (default: the engine's)."""
     rng = random.Random(seed)
     db.execute("CREATE TABLE dbo.B (id int NOT NULL PRIMARY KEY, name nvarchar(60) NULL, qty int NULL, "
                "rv rowversion NOT NULL)")
@@ -39,6 +46,7 @@ def kill_over_two_way_traffic(db, pg_cluster, tenant, delete_detection, seed, ki
     model = {i: ("n%d" % i, 0) for i in range(n_rows)}
     tables = [{"source": "[dbo].[B]", "direction": "both", "delete_detection": delete_detection}]
     cfg = child_config(db, pg_cluster, tenant, tables, commit_rows=300, lock_timeout=30)
+    cfg["reverse_batch"] = reverse_batch
     first = spawn(cfg)
     out, err = first.communicate(timeout=120)
     assert first.returncode == 0, (out, err)
