@@ -138,18 +138,10 @@ class MssqlWriter(PymssqlSource):
         self.conn = None
 
     def execute(self, text, params=None, fetch=False, action="write"):
-        """Run ``text``, whose value places are SLOT, with ``params`` rendered (mssql.render)."""
-        if self.conn is None:
-            self.connect()
-        try:
-            text = render(text, params)
-            cur = self.conn.cursor()
-            cur.execute(text)
-            rows = cur.fetchall() if fetch else None
-            cur.close()
-            return rows
-        except Exception as e:
-            raise classify(e, "%s on %s" % (action, self.where)) from e
+        """Run ``text``, whose value places are SLOT, with ``params`` rendered (mssql.render); with ``fetch``,
+        returns the rows of its result set."""
+        sets = self.execute_batch([(text, params)], action=action)
+        return (sets[0] if sets else []) if fetch else None
 
     def execute_batch(self, statements, action="write"):
         """Run several statements ([(text, params)], each rendered by mssql.render) as ONE T-SQL batch (one round
@@ -552,26 +544,25 @@ def reverse_table(engine, plan, check_mode=False):
         # batch N-1 and reads batch N+1 (they touch different rows: a batch sharing a key with the one before
         # waits for that one's PostgreSQL half and is read again). Each side still commits in batch order, and
         # SQL Server's applied position may be one batch ahead of PostgreSQL's: the case a crash resumes from.
-        entries, due = read(pos), None  # due: (SQL Server's result, last entry) of a batch whose PostgreSQL half is due
+        entries, due = read(pos), None  # due: SQL Server's result of a batch whose PostgreSQL half is due
         while entries:
             last = entries[-1][:2]
             actions, pg_rows = _actions(entries, rp)
-            if due is not None and any(k in due[0]["keys"] for k in actions):
-                _postgresql_half(engine, cur, spec, rp, due[0], due[1], rep)
+            if due is not None and any(k in due["keys"] for k in actions):
+                _postgresql_half(engine, cur, spec, rp, due, rep)
                 entries, due = read(pos), None
                 continue
             sqlserver = _Background(_sqlserver_half, engine, w, spec, rp, actions, pg_rows, last)
             try:
                 if due is not None:
-                    _postgresql_half(engine, cur, spec, rp, due[0], due[1], rep)
+                    _postgresql_half(engine, cur, spec, rp, due, rep)
                     due = None
                 entries = read(last)
             finally:
-                done = sqlserver.result()
-            done["keys"] = actions
-            due, pos = (done, last), last
+                due = sqlserver.result()
+            pos = last
         if due is not None:
-            _postgresql_half(engine, cur, spec, rp, due[0], due[1], rep)
+            _postgresql_half(engine, cur, spec, rp, due, rep)
         rep["position_to"] = "%d:%d" % pos
     return rep
 
@@ -685,13 +676,14 @@ def _sqlserver_half(engine, w, spec, rp, actions, pg_rows, last):
     fault = getattr(engine, "reverse_fault", None)
     if fault is not None:
         fault("after_sqlserver_commit")
-    return {"deletes": deletes, "updates": f_updates + updates, "inserts": f_inserts + inserts, "ms_wins": ms_wins,
-            "conflicts": conflicts, "new_rv": new_rv}
+    return {"keys": actions, "last": last, "deletes": deletes, "updates": f_updates + updates,
+            "inserts": f_inserts + inserts, "ms_wins": ms_wins, "conflicts": conflicts, "new_rv": new_rv}
 
 
-def _postgresql_half(engine, cur, spec, rp, done, last, rep):
+def _postgresql_half(engine, cur, spec, rp, done, rep):
     """A batch's PostgreSQL transaction, once SQL Server committed it (``done``: what _sqlserver_half returned)."""
     conn = engine.conn
+    last = done["last"]
     deletes, updates, inserts = done["deletes"], done["updates"], done["inserts"]
     ms_wins, conflicts, new_rv = done["ms_wins"], done["conflicts"], done["new_rv"]
     tgt = _pid(spec.target_schema, spec.target_table)
