@@ -9,7 +9,10 @@ One run, per table (before the forward load of the same table):
    one stored in PostgreSQL (``berqenas.sync_reverse_state``) and the one stored on SQL Server
    (``[dbo].[berqenas_sync_applied]``), so a crash after SQL Server committed and before PostgreSQL did
    neither loses a change nor applies one twice: SQL Server's record is written in the same SQL Server
-   transaction as the batch, and a run that finds it ahead of PostgreSQL's skips those entries;
+   transaction as the batch (its first write, so its row lock is held to the COMMIT), and a run that finds it
+   ahead of PostgreSQL's skips those entries. The run reads it by a no-op ``UPDATE ... OUTPUT``, which waits for
+   a batch SQL Server is still finishing for a killed run (a plain read would not wait, and the batch would be
+   applied twice);
 2. change-log entries below the window bound are read in batches, one action per key (the last
    operation; the row's current PostgreSQL values);
 3. per batch, ONE SQL Server transaction (``SET XACT_ABORT ON``) in two or three round trips: first the rows
@@ -20,7 +23,7 @@ One run, per table (before the forward load of the same table):
    WITH (UPDLOCK, HOLDLOCK) (whole rows only for the keys whose rowversion moved): such a key, whose rowversion
    differs from the one PostgreSQL last knew (the target row's rowversion column, or a tombstone's ``old_rv``),
    changed on both sides: a conflict, resolved by the table's ``conflict_policy``; its deletes, updates and
-   inserts, the applied position and COMMIT go in the last round trip. A table with an enabled trigger (SQL
+   inserts and COMMIT go in the last round trip. A table with an enabled trigger (SQL
    Server refuses OUTPUT there, error 334) or without a non-key column takes the checked path for every key
    and reads the new rowversions back;
 4. then ONE PostgreSQL transaction: the new rowversions written into the target rows (echo prevention:
@@ -210,8 +213,13 @@ def _ensure_applied_table(w):
 
 
 def _applied_position(w, job, spec):
-    r = w.execute(_tsql("SELECT last_xid, last_id FROM %s WHERE job = \x00 AND tbl = \x00", _qt(
-        APPLIED_SCHEMA, APPLIED_TABLE)), (job, spec.source_name), fetch=True, action="read the applied position")
+    """The position SQL Server last committed, read by a no-op UPDATE: it waits for a transaction still holding
+    the row (a batch sets it first, see _sqlserver_half), e.g. the last batch of a killed run that the server
+    commits or rolls back after the kill. A plain read would see the position before that batch (or, under
+    snapshot isolation, never wait), and this run would apply the batch a second time."""
+    r = w.execute(_tsql("UPDATE %s SET last_id = last_id OUTPUT inserted.last_xid, inserted.last_id"
+                        " WHERE job = \x00 AND tbl = \x00", _qt(APPLIED_SCHEMA, APPLIED_TABLE)),
+                  (job, spec.source_name), fetch=True, action="read the applied position")
     return (int(r[0][0]), int(r[0][1])) if r else None
 
 
@@ -318,12 +326,12 @@ def _pg_rows(cur, spec, rp, keydicts):
 
 def _ms_rows(w, spec, rp, keydicts, lock, cols=None, first=None):
     """Current SQL Server rows of the keys: {key: {col: value}} (inside the batch's transaction); ``cols``:
-    the columns to read (default: all the synced ones); ``first``: statements without a result set sent in the
-    same round trip before the first read (the batch's BEGIN TRAN)."""
+    the columns to read (default: all the synced ones); ``first``: statements ([(text, params)]) without a result
+    set, sent in the same round trip before the first read (the batch's BEGIN TRAN), even when there is no key."""
     out = {}
     cols = cols or rp.cols
     per = REVERSE_BATCH if len(rp.keys) == 1 else 500
-    statements = [(first, ())] if first else []
+    statements = list(first or [])
     for k in range(0, len(keydicts), per):
         part = keydicts[k:k + per]
         statements.append((_tsql("SELECT %s FROM %s%s WHERE %s", ", ".join(_q(c) for c in cols), _qt(
@@ -588,7 +596,11 @@ def _sqlserver_half(engine, w, spec, rp, actions, pg_rows, last):
     deletes, updates, inserts, ms_wins, conflicts = [], [], [], [], []
     f_updates, f_inserts = [], []  # written by the guarded first statements (no conflict: nothing to decide)
     new_rv = {}
-    begin = "SET XACT_ABORT ON; BEGIN TRAN"
+    # the applied position is the transaction's first write: its row lock, held to the COMMIT, makes the next
+    # run's read of it (_applied_position) wait for this transaction, even after this process is gone
+    begin = [("SET XACT_ABORT ON; BEGIN TRAN", ()), (_tsql(
+        "UPDATE %s SET last_xid = \x00, last_id = \x00 WHERE job = \x00 AND tbl = \x00", _qt(
+            APPLIED_SCHEMA, APPLIED_TABLE)), (last[0], last[1], engine.job, spec.source_name))]
     rest = actions  # the keys decided one by one (_decide) after reading their SQL Server rows
     try:
         if not rp.triggers and rp.nonkey:
@@ -600,7 +612,7 @@ def _sqlserver_half(engine, w, spec, rp, actions, pg_rows, last):
                 pg = pg_rows.get(k)
                 if op != "D" and pg is not None:
                     (f_updates if pg.get(rp.rv) is not None else f_inserts).append(pg)
-            statements = [(begin, ())]
+            statements = list(begin)
             output = _output(rp)
             for k in range(0, len(f_updates), REVERSE_BATCH):
                 part = f_updates[k:k + REVERSE_BATCH]
@@ -660,15 +672,13 @@ def _sqlserver_half(engine, w, spec, rp, actions, pg_rows, last):
                 _q(c) for c in rp.write_cols), output + " " if output else "", ", ".join([one] * len(part))),
                 pre_v + tuple(_ms_value(r[c]) for r in part for c in rp.write_cols)))
         written = updates + inserts
-        position = (_tsql("UPDATE %s SET last_xid = \x00, last_id = \x00 WHERE job = \x00 AND tbl = \x00", _qt(
-            APPLIED_SCHEMA, APPLIED_TABLE)), (last[0], last[1], engine.job, spec.source_name))
         if rp.triggers or not rp.nonkey:  # no OUTPUT (or no UPDATE to carry it): read them back
             if statements:
                 w.execute_batch(statements, action="write the batch")
             new_rv = _ms_rows(w, spec, rp, written, lock=False, cols=rp.keys + [rp.rv]) if written else {}
-            w.execute_batch([position, ("COMMIT TRAN", ())], action="commit the batch")
+            w.execute_batch([("COMMIT TRAN", ())], action="commit the batch")
         else:
-            _by_key(w.execute_batch(statements + [position, ("COMMIT TRAN", ())], action="write the batch"),
+            _by_key(w.execute_batch(statements + [("COMMIT TRAN", ())], action="write the batch"),
                     rp.keys + [rp.rv], rp.keys, new_rv)
     except Exception:
         w.rollback()

@@ -39,6 +39,29 @@ class Faults:
             self.packet_delay = 0.0
             self.refuse_logins = False
             self._fail = []
+            self._delay = []
+            self.delaying = threading.Event()  # set when a delayed statement starts to wait
+
+    def delay_statement(self, pattern, seconds, times=1):
+        """The next ``times`` statements matching ``pattern`` wait ``seconds`` before they run (a server still
+        busy with a batch; the statement runs even when its client is gone meanwhile, as SQL Server may)."""
+        with self._lock:
+            self.delaying.clear()
+            self._delay.append([re.compile(pattern, re.I), float(seconds), int(times)])
+
+    def _wait(self, text):
+        with self._lock:
+            for entry in self._delay:
+                rx, seconds, times = entry
+                if times > 0 and rx.search(text):
+                    entry[2] -= 1
+                    if entry[2] <= 0:
+                        self._delay.remove(entry)
+                    break
+            else:
+                return
+        self.delaying.set()
+        time.sleep(seconds)
 
     def fail_statement(self, pattern, number, message=None, times=1):
         with self._lock:
@@ -558,6 +581,7 @@ class Session(threading.Thread):
                 injected = self.db.faults._match(stmt.source)
                 if injected is not None:
                     raise injected
+                self.db.faults._wait(stmt.source)
                 self.execute(stmt, w, more)
             except (_Dropped, _Cancelled, P.ConnectionClosed):
                 if self.dead.is_set():
