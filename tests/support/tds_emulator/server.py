@@ -50,32 +50,31 @@ class Faults:
             self._delay.append([re.compile(pattern, re.I), float(seconds), int(times)])
 
     def _wait(self, text):
-        with self._lock:
-            for entry in self._delay:
-                rx, seconds, times = entry
-                if times > 0 and rx.search(text):
-                    entry[2] -= 1
-                    if entry[2] <= 0:
-                        self._delay.remove(entry)
-                    break
-            else:
-                return
-        self.delaying.set()
-        time.sleep(seconds)
+        seconds = self._take(self._delay, text)
+        if seconds is not None:
+            self.delaying.set()
+            time.sleep(seconds)
 
     def fail_statement(self, pattern, number, message=None, times=1):
         with self._lock:
-            self._fail.append([re.compile(pattern, re.I), int(number), message, int(times)])
+            self._fail.append([re.compile(pattern, re.I), (int(number), message), int(times)])
 
     def _match(self, text):
+        hit = self._take(self._fail, text)
+        if hit is None:
+            return None
+        number, message = hit
+        return TsqlError(number, message or "tds_emulator: injected error %d" % number)
+
+    def _take(self, entries, text):
+        """The payload of the first [regex, payload, times left] entry matching ``text``, used once; else None."""
         with self._lock:
-            for entry in self._fail:
-                rx, number, message, times = entry
-                if times > 0 and rx.search(text):
-                    entry[3] -= 1
-                    if entry[3] <= 0:
-                        self._fail.remove(entry)
-                    return TsqlError(number, message or "tds_emulator: injected error %d" % number)
+            for entry in entries:
+                if entry[2] > 0 and entry[0].search(text):
+                    entry[2] -= 1
+                    if entry[2] <= 0:
+                        entries.remove(entry)
+                    return entry[1]
         return None
 
     def _take_drop(self):
